@@ -1,0 +1,386 @@
+//! [`ActorRef`]: one reference type for local and remote actors.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Handler, Message, Recipient};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result, TellError};
+use crate::id::{ActorId, NodeId};
+use crate::message::{Deliver, RemoteActor, RemoteMessage, WireValue};
+use crate::node::dispatch::{outcome_until, reply_channel, Outcome};
+use crate::node::NodeShared;
+use crate::stats::DropReason;
+use crate::trace;
+use crate::transport::link::PeerLink;
+use crate::wire::envelope::{decode_payload, encode_payload, Header};
+
+/// A reference to an actor of type `A`, on this node or on another one.
+///
+/// - [`tell`](Self::tell) sends and forgets: at-most-once, never blocks.
+/// - [`ask`](Self::ask) sends and waits for the reply: it ends in exactly one of the reply, a
+///   typed [`Error`], or a timeout, and fails fast when the target is known to be gone.
+///
+/// The same code works for local and remote targets; a local send goes straight to the actix
+/// mailbox and is never serialized. A reference is serializable: put it in a message and the
+/// receiving node can use it (reply-to and callback patterns).
+pub struct ActorRef<A: RemoteActor> {
+    id: ActorId,
+    target: Target<A>,
+}
+
+enum Target<A: RemoteActor> {
+    Local {
+        addr: Addr<A>,
+        node: Arc<NodeShared>,
+    },
+    Remote {
+        link: Arc<PeerLink>,
+        node: Arc<NodeShared>,
+    },
+    /// A reference to an actor that was already gone when the reference was resolved.
+    Gone {
+        node: NodeId,
+        addr: SocketAddr,
+        local: Arc<NodeShared>,
+    },
+}
+
+impl<A: RemoteActor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        let target = match &self.target {
+            Target::Local { addr, node } => Target::Local {
+                addr: addr.clone(),
+                node: node.clone(),
+            },
+            Target::Remote { link, node } => Target::Remote {
+                link: link.clone(),
+                node: node.clone(),
+            },
+            Target::Gone { node, addr, local } => Target::Gone {
+                node: node.clone(),
+                addr: *addr,
+                local: local.clone(),
+            },
+        };
+        ActorRef { id: self.id, target }
+    }
+}
+
+impl<A: RemoteActor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("type", &A::NAME)
+            .field("node", self.node())
+            .field("actor", &self.id)
+            .finish()
+    }
+}
+
+impl<A: RemoteActor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.node() == other.node()
+    }
+}
+
+impl<A: RemoteActor> Eq for ActorRef<A> {}
+
+impl<A: RemoteActor> std::hash::Hash for ActorRef<A> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.node().hash(state);
+    }
+}
+
+impl<A: RemoteActor> ActorRef<A> {
+    pub(crate) fn local(id: ActorId, addr: Addr<A>, node: Arc<NodeShared>) -> Self {
+        ActorRef {
+            id,
+            target: Target::Local { addr, node },
+        }
+    }
+
+    pub(crate) fn remote(id: ActorId, link: Arc<PeerLink>, node: Arc<NodeShared>) -> Self {
+        ActorRef {
+            id,
+            target: Target::Remote { link, node },
+        }
+    }
+
+    pub(crate) fn gone(id: ActorId, node: NodeId, addr: SocketAddr, local: Arc<NodeShared>) -> Self {
+        ActorRef {
+            id,
+            target: Target::Gone { node, addr, local },
+        }
+    }
+
+    /// The actor's id within its node.
+    pub fn id(&self) -> ActorId {
+        self.id
+    }
+
+    /// The node the actor runs on.
+    pub fn node(&self) -> &NodeId {
+        match &self.target {
+            Target::Local { node, .. } => &node.info.id,
+            Target::Remote { link, .. } => &link.node,
+            Target::Gone { node, .. } => node,
+        }
+    }
+
+    /// Whether the actor runs on the node that holds this reference.
+    pub fn is_local(&self) -> bool {
+        matches!(self.target, Target::Local { .. })
+    }
+
+    /// The actix address of a local actor (`None` for a remote one).
+    pub fn local_addr(&self) -> Option<&Addr<A>> {
+        match &self.target {
+            Target::Local { addr, .. } => Some(addr),
+            _ => None,
+        }
+    }
+
+    fn holder(&self) -> &Arc<NodeShared> {
+        match &self.target {
+            Target::Local { node, .. } | Target::Remote { node, .. } => node,
+            Target::Gone { local, .. } => local,
+        }
+    }
+
+    fn not_found(&self) -> Error {
+        Error::ActorNotFound {
+            node: self.node().clone(),
+            actor: self.id,
+        }
+    }
+
+    /// Sends `message` without waiting for it to be handled (at-most-once).
+    ///
+    /// Returns an error, with the message handed back, when the send is known to fail: the
+    /// actor stopped, its node is down, the send queue towards its node is full
+    /// ([`Error::MailboxFull`]; `tell` never blocks), or the message does not encode. A message
+    /// accepted here can still be lost with a link or node failure; such losses are counted in
+    /// [`Node::stats`](crate::Node::stats) and logged.
+    pub fn tell<M>(&self, message: M) -> std::result::Result<(), TellError<M>>
+    where
+        A: Handler<Deliver<M>>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        let span = tracing::debug_span!("actormesh.send", actor = %self.id, message = M::NAME, kind = "tell");
+        let trace = (!span.is_disabled()).then(trace::child_of_current);
+        let _entered = span.enter();
+        match &self.target {
+            Target::Local { addr, node } => {
+                if !addr.connected() {
+                    node.stats.dropped(DropReason::ActorStopped, 1);
+                    return Err(TellError {
+                        error: Error::ActorStopped { actor: self.id },
+                        message,
+                    });
+                }
+                addr.do_send(Deliver {
+                    message,
+                    reply: None,
+                    trace,
+                    deadline: None,
+                });
+                Ok(())
+            }
+            Target::Remote { link, .. } => {
+                let header = Header::Tell {
+                    target: self.id.0,
+                    message: M::WIRE_ID,
+                    trace,
+                };
+                match link.send(&header, |buf| encode_payload(&message, buf)) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(TellError { error, message }),
+                }
+            }
+            Target::Gone { .. } => Err(TellError {
+                error: self.not_found(),
+                message,
+            }),
+        }
+    }
+
+    /// Sends `message` and waits for the reply, up to the node's ask timeout (see
+    /// [`NodeBuilder::ask_timeout`](crate::NodeBuilder::ask_timeout)).
+    pub async fn ask<M>(&self, message: M) -> Result<M::Result>
+    where
+        A: Handler<Deliver<M>>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        let timeout = self.holder().config.ask_timeout;
+        self.ask_timeout(message, timeout).await
+    }
+
+    /// Sends `message` and waits for the reply up to `timeout`. The receiving node drops the
+    /// work if it is still queued when the caller has given up.
+    pub async fn ask_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result>
+    where
+        A: Handler<Deliver<M>>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        let span = tracing::debug_span!("actormesh.send", actor = %self.id, message = M::NAME, kind = "ask");
+        let trace = (!span.is_disabled()).then(trace::child_of_current);
+        let deadline = tokio::time::Instant::now() + timeout;
+        match &self.target {
+            Target::Local { addr, .. } => {
+                if !addr.connected() {
+                    return Err(Error::ActorStopped { actor: self.id });
+                }
+                let (reply, wait) = reply_channel::<M>();
+                addr.do_send(Deliver {
+                    message,
+                    reply: Some(reply),
+                    trace,
+                    deadline: Some(deadline.into_std()),
+                });
+                match outcome_until(deadline, wait).await {
+                    Outcome::Value(v) => Ok(v),
+                    Outcome::Stopped => Err(Error::ActorStopped { actor: self.id }),
+                    Outcome::Panicked(text) => Err(Error::HandlerPanicked {
+                        actor: self.id,
+                        message: text,
+                    }),
+                    Outcome::Expired => Err(Error::Timeout { after: timeout }),
+                }
+            }
+            Target::Remote { link, node } => {
+                let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+                let target = self.id.0;
+                let bytes = link
+                    .request(
+                        self.id,
+                        timeout,
+                        |id| Header::Ask {
+                            id,
+                            target,
+                            message: M::WIRE_ID,
+                            timeout_ms,
+                            trace,
+                        },
+                        |buf| encode_payload(&message, buf),
+                    )
+                    .await?;
+                with_decode_node(node, || decode_payload::<M::Result>(&bytes)).map_err(Error::Codec)
+            }
+            Target::Gone { .. } => Err(self.not_found()),
+        }
+    }
+
+    /// Tells `watcher` with a [`Terminated`] message when this actor stops, or when its node
+    /// leaves or is declared down. If the actor is already gone, `watcher` is told at once.
+    pub fn watch(&self, watcher: Recipient<Terminated>) {
+        match &self.target {
+            Target::Local { node, .. } => node.watch_local(self.id, watcher),
+            Target::Remote { link, .. } => link.watch(self.id, watcher),
+            Target::Gone { node, .. } => watcher.do_send(Terminated {
+                actor: self.id,
+                node: node.clone(),
+                reason: TerminationReason::NotFound,
+            }),
+        }
+    }
+
+    fn wire(&self) -> WireRef {
+        let (node, addr) = match &self.target {
+            Target::Local { node, .. } => (node.info.id.clone(), node.info.addr),
+            Target::Remote { link, .. } => (link.node.clone(), link.addr),
+            Target::Gone { node, addr, .. } => (node.clone(), *addr),
+        };
+        WireRef {
+            node,
+            addr,
+            actor: self.id,
+            actor_type: A::NAME.to_owned(),
+        }
+    }
+}
+
+/// Sent to a watcher when a watched actor terminates. See [`ActorRef::watch`].
+#[derive(Debug, Clone, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct Terminated {
+    /// The actor that terminated.
+    pub actor: ActorId,
+    /// Its node.
+    pub node: NodeId,
+    /// Why.
+    pub reason: TerminationReason,
+}
+
+/// Why a watched actor terminated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TerminationReason {
+    /// The actor stopped (by itself, or after a handler panicked).
+    Stopped,
+    /// The actor did not exist (any more) when the watch was set up.
+    NotFound,
+    /// Its node shut down.
+    NodeShutdown,
+    /// Its node was declared down or left the cluster.
+    NodeDown,
+}
+
+/// What a reference looks like on the wire.
+#[derive(Serialize, Deserialize)]
+struct WireRef {
+    node: NodeId,
+    addr: SocketAddr,
+    actor: ActorId,
+    actor_type: String,
+}
+
+impl<A: RemoteActor> Serialize for ActorRef<A> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.wire().serialize(serializer)
+    }
+}
+
+impl<'de, A: RemoteActor> Deserialize<'de> for ActorRef<A> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let wire = WireRef::deserialize(deserializer)?;
+        if wire.actor_type != A::NAME {
+            return Err(D::Error::custom(format!(
+                "reference to an actor of type `{}` where `{}` was expected",
+                wire.actor_type,
+                A::NAME
+            )));
+        }
+        let node = DECODE_NODE.with(|n| n.borrow().clone()).ok_or_else(|| {
+            D::Error::custom("an ActorRef can only be decoded by an actormesh node (it arrived outside a message)")
+        })?;
+        node.resolve::<A>(&wire.node, wire.addr, wire.actor)
+            .map_err(|e| D::Error::custom(e.to_string()))
+    }
+}
+
+thread_local! {
+    static DECODE_NODE: RefCell<Option<Arc<NodeShared>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a decode) with `node` as the node that resolves any [`ActorRef`] inside.
+pub(crate) fn with_decode_node<R>(node: &Arc<NodeShared>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<NodeShared>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            DECODE_NODE.with(|n| *n.borrow_mut() = previous);
+        }
+    }
+    let previous = DECODE_NODE.with(|n| n.borrow_mut().replace(node.clone()));
+    let _restore = Restore(previous);
+    f()
+}

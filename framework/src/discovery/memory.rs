@@ -1,0 +1,252 @@
+//! The embedded discovery: one shared in-process registry for the nodes of one process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+
+use super::{Discovery, DiscoveryFuture, Membership, MembershipEvent, NameEntry, NodeInfo};
+use crate::error::Error;
+use crate::id::NodeId;
+
+/// In-process discovery shared by every node given a clone of it.
+///
+/// The embedded default: no external service, changes are seen at once by every node. Clusters
+/// with different names share one instance without seeing each other. [`MemoryDiscovery::fail`]
+/// declares a node down as a lease expiry would, for tests and demos.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDiscovery {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    revision: u64,
+    clusters: HashMap<String, Cluster>,
+}
+
+#[derive(Debug, Default)]
+struct Cluster {
+    members: BTreeMap<NodeId, NodeInfo>,
+    names: BTreeMap<String, NameEntry>,
+    watchers: Vec<mpsc::UnboundedSender<(u64, MembershipEvent)>>,
+}
+
+impl Cluster {
+    fn publish(&mut self, revision: u64, event: MembershipEvent) {
+        self.watchers
+            .retain(|w| w.send((revision, event.clone())).is_ok());
+    }
+
+    fn remove(&mut self, revision: u64, node: &NodeId, event: MembershipEvent) -> bool {
+        if self.members.remove(node).is_none() {
+            return false;
+        }
+        self.names.retain(|_, entry| &entry.node != node);
+        self.publish(revision, event);
+        true
+    }
+}
+
+impl MemoryDiscovery {
+    /// A new, empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Declares `node` down, as the expiry of its lease would: it and its names vanish and
+    /// every member sees [`MembershipEvent::Down`]. Returns whether the node was a member.
+    pub fn fail(&self, cluster: &str, node: &NodeId) -> bool {
+        let mut st = self.lock();
+        st.revision += 1;
+        let rev = st.revision;
+        st.clusters
+            .get_mut(cluster)
+            .is_some_and(|c| c.remove(rev, node, MembershipEvent::Down(node.clone())))
+    }
+
+    /// The current members of `cluster`.
+    pub fn members(&self, cluster: &str) -> Vec<NodeInfo> {
+        self.lock()
+            .clusters
+            .get(cluster)
+            .map(|c| c.members.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Discovery for MemoryDiscovery {
+    fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            st.revision += 1;
+            let rev = st.revision;
+            let cluster = st.clusters.entry(me.cluster.clone()).or_default();
+            if cluster.members.contains_key(&me.id) {
+                return Err(Error::NodeIdTaken(me.id.clone()));
+            }
+            cluster.members.insert(me.id.clone(), me.clone());
+            cluster.publish(rev, MembershipEvent::Up(me.clone()));
+            let (tx, rx) = mpsc::unbounded_channel();
+            cluster.watchers.push(tx);
+            Ok(Membership {
+                revision: rev,
+                members: cluster.members.values().cloned().collect(),
+                events: rx,
+            })
+        })
+    }
+
+    fn leave<'a>(&'a self, cluster: &'a str, node: &'a NodeId) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            st.revision += 1;
+            let rev = st.revision;
+            if let Some(c) = st.clusters.get_mut(cluster) {
+                c.remove(rev, node, MembershipEvent::Left(node.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn register_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let c = st.clusters.entry(cluster.to_owned()).or_default();
+            if !c.members.contains_key(&entry.node) {
+                return Err(Error::UnknownNode(entry.node.clone()));
+            }
+            match c.names.get(name) {
+                Some(held) if held != entry => Err(Error::NameTaken {
+                    name: name.to_owned(),
+                    node: held.node.clone(),
+                    actor: held.actor,
+                }),
+                Some(_) => Ok(()),
+                None => {
+                    c.names.insert(name.to_owned(), entry.clone());
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn unregister_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            if let Some(c) = st.clusters.get_mut(cluster) {
+                if c.names.get(name) == Some(entry) {
+                    c.names.remove(name);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn lookup_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+    ) -> DiscoveryFuture<'a, Option<NameEntry>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.names.get(name).cloned()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ActorId;
+
+    fn info(cluster: &str, id: &str) -> NodeInfo {
+        NodeInfo {
+            id: NodeId::new(id),
+            cluster: cluster.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            protocol: 1,
+            version: "test".into(),
+            labels: Default::default(),
+            started_at_ms: 0,
+        }
+    }
+
+    fn entry(node: &str, actor: u64) -> NameEntry {
+        NameEntry {
+            node: NodeId::new(node),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            actor: ActorId(actor),
+            actor_type: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn join_sees_snapshot_then_events_in_order() {
+        let d = MemoryDiscovery::new();
+        let mut a = d.join(&info("c", "a")).await.unwrap();
+        assert_eq!(a.members.len(), 1);
+        let b = d.join(&info("c", "b")).await.unwrap();
+        assert_eq!(b.members.len(), 2);
+        assert!(b.revision > a.revision);
+        d.leave("c", &NodeId::new("b")).await.unwrap();
+        let (r1, e1) = a.events.recv().await.unwrap();
+        let (r2, e2) = a.events.recv().await.unwrap();
+        assert!(matches!(e1, MembershipEvent::Up(ref i) if i.id.as_str() == "b"));
+        assert_eq!(e2, MembershipEvent::Left(NodeId::new("b")));
+        assert!(r1 < r2);
+    }
+
+    #[tokio::test]
+    async fn duplicate_node_id_is_refused() {
+        let d = MemoryDiscovery::new();
+        let _a = d.join(&info("c", "a")).await.unwrap();
+        let err = d.join(&info("c", "a")).await.unwrap_err();
+        assert_eq!(err, Error::NodeIdTaken(NodeId::new("a")));
+        // Another cluster may use the same id.
+        d.join(&info("other", "a")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn clusters_are_isolated() {
+        let d = MemoryDiscovery::new();
+        let mut a = d.join(&info("one", "a")).await.unwrap();
+        let _b = d.join(&info("two", "b")).await.unwrap();
+        assert!(a.events.try_recv().is_err(), "no event from another cluster");
+        assert_eq!(d.members("one").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn names_are_exclusive_and_vanish_with_their_node() {
+        let d = MemoryDiscovery::new();
+        let _a = d.join(&info("c", "a")).await.unwrap();
+        let _b = d.join(&info("c", "b")).await.unwrap();
+        d.register_name("c", "svc", &entry("a", 1)).await.unwrap();
+        d.register_name("c", "svc", &entry("a", 1)).await.unwrap();
+        let err = d.register_name("c", "svc", &entry("b", 2)).await.unwrap_err();
+        assert!(matches!(err, Error::NameTaken { .. }));
+        // Only the holder can unregister.
+        d.unregister_name("c", "svc", &entry("b", 2)).await.unwrap();
+        assert_eq!(d.lookup_name("c", "svc").await.unwrap(), Some(entry("a", 1)));
+        assert!(d.fail("c", &NodeId::new("a")));
+        assert_eq!(d.lookup_name("c", "svc").await.unwrap(), None);
+        d.register_name("c", "svc", &entry("b", 2)).await.unwrap();
+    }
+}

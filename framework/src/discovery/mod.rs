@@ -1,0 +1,134 @@
+//! Discovery: who is in the cluster, where they listen, and which actor holds which name.
+//!
+//! [`Discovery`] is the one trait every backend implements. The embedded [`MemoryDiscovery`] is
+//! shared by the nodes of one process (demos and fast tests); the etcd backend implements the
+//! same trait. The trait is shaped for a store with leases and revisions:
+//!
+//! - [`Discovery::join`] registers the node (bound to a lease in etcd) and returns the current
+//!   view *with its revision* plus a stream of every change after that revision, so a node never
+//!   misses or double-counts a change;
+//! - everything a node registers (its entry, its names) belongs to it and disappears when it
+//!   leaves or is declared down;
+//! - names are registered with compare-and-set semantics: a taken name is an error, never
+//!   silently overwritten.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::Error;
+use crate::id::{ActorId, NodeId};
+
+mod memory;
+
+pub use memory::MemoryDiscovery;
+
+/// A boxed future returned by [`Discovery`] methods.
+pub type DiscoveryFuture<'a, T> =
+    Pin<Box<dyn std::future::Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// What a node publishes about itself. Serialized as JSON where a backend stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id, unique among live members.
+    pub id: NodeId,
+    /// The cluster the node belongs to.
+    pub cluster: String,
+    /// The address other nodes connect to.
+    pub addr: SocketAddr,
+    /// The wire protocol version the node speaks.
+    pub protocol: u32,
+    /// The actormesh version the node runs.
+    pub version: String,
+    /// Operator-chosen labels (zone, role…), used by placement.
+    pub labels: BTreeMap<String, String>,
+    /// When the node started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+/// A change of membership, in the order discovery saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipEvent {
+    /// A node joined (or re-registered after an outage).
+    Up(NodeInfo),
+    /// A node left gracefully.
+    Left(NodeId),
+    /// A node was declared down (its lease expired, or it was removed without leaving).
+    Down(NodeId),
+}
+
+impl MembershipEvent {
+    /// The node the event is about.
+    pub fn node(&self) -> &NodeId {
+        match self {
+            MembershipEvent::Up(info) => &info.id,
+            MembershipEvent::Left(id) | MembershipEvent::Down(id) => id,
+        }
+    }
+}
+
+/// The view a node receives when it joins: the members at `revision`, and every change after.
+#[derive(Debug)]
+pub struct Membership {
+    /// The revision of the snapshot; events carry later revisions.
+    pub revision: u64,
+    /// The members at `revision`, the joining node included.
+    pub members: Vec<NodeInfo>,
+    /// Every change after `revision`, with its revision, in order.
+    pub events: mpsc::UnboundedReceiver<(u64, MembershipEvent)>,
+}
+
+/// Where a named actor lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameEntry {
+    /// The node that runs the actor and owns the name.
+    pub node: NodeId,
+    /// That node's address.
+    pub addr: SocketAddr,
+    /// The actor.
+    pub actor: ActorId,
+    /// The actor's declared type name.
+    pub actor_type: String,
+}
+
+/// A discovery backend. See the [module docs](self) for the contract.
+pub trait Discovery: Send + Sync + fmt::Debug + 'static {
+    /// Registers `me` and returns the view and its change stream.
+    ///
+    /// Fails with [`Error::NodeIdTaken`] when a live node of the same cluster has the id.
+    fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership>;
+
+    /// Removes the node and everything it owns at once.
+    fn leave<'a>(&'a self, cluster: &'a str, node: &'a NodeId) -> DiscoveryFuture<'a, ()>;
+
+    /// Registers `name` for `entry`, owned by `entry.node`.
+    ///
+    /// Fails with [`Error::NameTaken`] when another actor holds the name; registering the
+    /// same entry twice succeeds.
+    fn register_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()>;
+
+    /// Removes `name` if, and only if, it is still held by `entry`.
+    fn unregister_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()>;
+
+    /// Finds the actor registered under `name`.
+    fn lookup_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+    ) -> DiscoveryFuture<'a, Option<NameEntry>>;
+}

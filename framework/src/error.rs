@@ -1,0 +1,179 @@
+//! The one error type a caller of actormesh matches on.
+
+use std::time::Duration;
+
+use crate::id::{ActorId, NodeId};
+
+/// What went wrong with a send, an ask, a spawn or a lookup.
+///
+/// Every variant says what failed and, in its message, what to do next. The enum is
+/// `#[non_exhaustive]`: match the variants you act on and keep a catch-all arm.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No reply arrived within the ask's timeout. The message may or may not have been handled.
+    #[error("no reply within {after:?}; the message may or may not have been handled (raise the timeout with `ask_timeout` or check the target's load)")]
+    Timeout {
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+    /// The target actor is not (or no longer) running on its node.
+    #[error("actor {actor} is not running on node {node} (it stopped or never existed); look it up again or spawn a new one")]
+    ActorNotFound {
+        /// The node that was asked.
+        node: NodeId,
+        /// The actor that was addressed.
+        actor: ActorId,
+    },
+    /// The target actor stopped before it replied.
+    #[error("actor {actor} stopped before replying; the message may have been lost with it")]
+    ActorStopped {
+        /// The actor that stopped.
+        actor: ActorId,
+    },
+    /// The target's node could not be reached (connection refused, reset or lost). It may come back.
+    #[error("node {node} is unreachable: {reason}; the message may or may not have been delivered, retry if it is idempotent")]
+    NodeUnreachable {
+        /// The node that could not be reached.
+        node: NodeId,
+        /// What the transport saw.
+        reason: String,
+    },
+    /// Discovery declared the target's node down or gone: its actors are gone with it.
+    #[error("node {node} has left the cluster or is down; its actors are gone, look up or spawn replacements")]
+    NodeDown {
+        /// The node that is down.
+        node: NodeId,
+    },
+    /// The queue towards the target is full; the message was not sent.
+    #[error("the send queue towards node {node} is full ({limit_bytes} bytes queued); slow down or use `ask` for backpressure")]
+    MailboxFull {
+        /// The node whose queue is full.
+        node: NodeId,
+        /// The configured queue limit.
+        limit_bytes: usize,
+    },
+    /// The message, its reply or a constructor argument could not be encoded or decoded.
+    #[error("codec error: {0}; check that both sides run compatible message definitions")]
+    Codec(String),
+    /// The message is larger than the transport's maximum frame size.
+    #[error("message of {size} bytes exceeds the maximum frame size of {limit} bytes; split it or raise `max_frame_size` on every node")]
+    MessageTooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The receiving actor does not accept this message type remotely.
+    #[error("actor type `{actor_type}` on the remote node does not accept message `{message}`; add it to its `remote_actor!` declaration")]
+    UnknownMessage {
+        /// The receiving actor's declared type name.
+        actor_type: String,
+        /// The stable wire name (or id) of the message.
+        message: String,
+    },
+    /// The remote node does not know the actor type that `spawn_on` asked for.
+    #[error("node {node} cannot spawn actor type `{actor_type}`; register it with `NodeBuilder::spawnable` on that node")]
+    UnknownActorType {
+        /// The node that was asked.
+        node: NodeId,
+        /// The stable name of the actor type.
+        actor_type: String,
+    },
+    /// The actor found under a name or in a reference is of another type than expected.
+    #[error("expected an actor of type `{expected}`, found `{found}`")]
+    WrongActorType {
+        /// The type the caller asked for.
+        expected: String,
+        /// The type that is registered.
+        found: String,
+    },
+    /// The handler panicked while processing the message. The actor was stopped.
+    #[error("the handler of actor {actor} panicked: {message}; the actor was stopped")]
+    HandlerPanicked {
+        /// The actor whose handler panicked.
+        actor: ActorId,
+        /// The panic payload, if it was a string.
+        message: String,
+    },
+    /// The remote node refused the connection handshake.
+    #[error("handshake with {peer} refused: {reason}")]
+    HandshakeRefused {
+        /// The address or node that refused.
+        peer: String,
+        /// Why: cluster name, protocol version or node id mismatch.
+        reason: String,
+    },
+    /// No actor is registered under this name.
+    #[error("no actor is registered under the name `{0}`")]
+    NameNotFound(String),
+    /// The name is already registered to another actor.
+    #[error("the name `{name}` is already registered to actor {actor} on node {node}; unregister it first or pick another name")]
+    NameTaken {
+        /// The contested name.
+        name: String,
+        /// The node holding it.
+        node: NodeId,
+        /// The actor holding it.
+        actor: ActorId,
+    },
+    /// The operation needs an actor on this node.
+    #[error("actor {actor} lives on node {node}, not on this node; {what} only works for local actors")]
+    NotLocal {
+        /// The remote node.
+        node: NodeId,
+        /// The actor.
+        actor: ActorId,
+        /// The operation attempted.
+        what: &'static str,
+    },
+    /// Another live node of the cluster already uses this node id.
+    #[error("node id {0} is already used by a live node of this cluster; choose another id or stop the other process")]
+    NodeIdTaken(NodeId),
+    /// The node is unknown to this node's membership view.
+    #[error("node {0} is not a member of this cluster (not in the discovery view)")]
+    UnknownNode(NodeId),
+    /// The discovery backend failed.
+    #[error("discovery error: {0}")]
+    Discovery(String),
+    /// The local node is shutting down or has shut down.
+    #[error("the local node is shut down; start a new node")]
+    Shutdown,
+    /// Starting the node failed.
+    #[error("node failed to start: {0}")]
+    Start(String),
+}
+
+impl Error {
+    /// Whether retrying the same operation later (or elsewhere) can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. }
+                | Error::NodeUnreachable { .. }
+                | Error::MailboxFull { .. }
+                | Error::Discovery(_)
+        )
+    }
+}
+
+/// A `tell` that could not be sent: the error and, where the framework still holds it, the
+/// message handed back to the caller.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct TellError<M> {
+    /// Why the message was not sent.
+    pub error: Error,
+    /// The undelivered message.
+    pub message: M,
+}
+
+impl<M> TellError<M> {
+    /// The undelivered message.
+    pub fn into_inner(self) -> M {
+        self.message
+    }
+}
+
+/// The result of an ask or any other fallible framework operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

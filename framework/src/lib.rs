@@ -1,0 +1,85 @@
+//! # actormesh
+//!
+//! Services written as plain [actix] actors, addressed through one location-transparent
+//! reference type, [`ActorRef`], that works the same whether the actor runs in this process or
+//! on another node.
+//!
+//! A tour:
+//!
+//! - [`RemoteMessage`] gives a message a **stable wire name**; [`remote_actor!`] declares which
+//!   messages an actor accepts through references; [`Spawnable`] lets other nodes spawn it.
+//! - [`Node`] is a member of a cluster: [`Node::builder`] configures it, [`Node::spawn`] starts
+//!   actors, [`Node::spawn_on`] starts them on other nodes, [`Node::register_name`] and
+//!   [`Node::lookup`] name them cluster-wide, [`Node::shutdown`] leaves cleanly.
+//! - [`ActorRef::tell`] is fire-and-forget (at-most-once); [`ActorRef::ask`] waits for the reply
+//!   and ends in exactly one of reply, typed [`Error`] or timeout.
+//! - [`discovery`] finds the other nodes: [`MemoryDiscovery`] is the embedded default.
+//!
+//! ```no_run
+//! use actix::{Actor, Context, Handler, Message};
+//! use actormesh::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Message, Serialize, Deserialize)]
+//! #[rtype(result = "String")]
+//! struct Greet(String);
+//! impl RemoteMessage for Greet { const NAME: &'static str = "hello.Greet"; }
+//!
+//! struct Greeter;
+//! impl Actor for Greeter { type Context = Context<Self>; }
+//! impl Handler<Greet> for Greeter {
+//!     type Result = String;
+//!     fn handle(&mut self, msg: Greet, _: &mut Context<Self>) -> String {
+//!         format!("hello, {}", msg.0)
+//!     }
+//! }
+//! actormesh::remote_actor!(Greeter = "hello.Greeter" { Greet });
+//!
+//! #[actix::main]
+//! async fn main() -> Result<(), actormesh::Error> {
+//!     let discovery = MemoryDiscovery::new();
+//!     let a = Node::builder().discovery(discovery.clone()).start().await?;
+//!     let b = Node::builder().discovery(discovery).start().await?;
+//!     let greeter = a.spawn(Greeter);
+//!     a.register_name("greeter", &greeter).await?;
+//!     let remote = b.lookup::<Greeter>("greeter").await?; // a reference from node b to node a
+//!     println!("{}", remote.ask(Greet("world".into())).await?);
+//!     b.shutdown().await;
+//!     a.shutdown().await;
+//!     Ok(())
+//! }
+//! ```
+
+mod actor_ref;
+pub mod discovery;
+mod error;
+mod id;
+mod message;
+mod node;
+mod stats;
+mod trace;
+mod transport;
+mod wire;
+
+pub use actor_ref::{ActorRef, Terminated, TerminationReason};
+pub use discovery::{Discovery, MemoryDiscovery, MembershipEvent, NodeInfo};
+pub use error::{Error, Result, TellError};
+pub use id::{ActorId, NodeId};
+pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};
+pub use node::{Node, NodeBuilder};
+pub use stats::{DropReason, StatsSnapshot};
+
+/// The names most programs need: `use actormesh::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        ActorRef, Error, MemoryDiscovery, Node, NodeId, RemoteActor, RemoteMessage, Spawnable,
+        Terminated,
+    };
+}
+
+/// What the [`remote_actor!`] macro expands to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::message::{handle, Declaration, Deliver};
+    pub use actix;
+}

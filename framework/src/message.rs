@@ -1,0 +1,298 @@
+//! What makes an actor and its messages remotely addressable.
+//!
+//! A message that may cross nodes implements [`RemoteMessage`]: it is an actix [`Message`]
+//! that serde can (de)serialize, whose result serde can (de)serialize too, and that has a
+//! **stable wire name** chosen by you. Renaming or moving the Rust type keeps the cluster
+//! working as long as the name stays.
+//!
+//! An actor becomes addressable through [`ActorRef`](crate::ActorRef) with one
+//! [`remote_actor!`](crate::remote_actor) declaration that names the actor type and lists every
+//! message it accepts. [`Spawnable`] adds remote spawning by name with serializable arguments.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use actix::dev::{MessageResponse, OneshotSender};
+use actix::{Actor, Context, Handler, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::id::wire_id;
+use crate::trace::{self, TraceContext};
+
+/// A value that can cross the wire: serializable, owned and sendable between threads.
+pub trait WireValue: Serialize + DeserializeOwned + Send + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + 'static> WireValue for T {}
+
+/// An actix message that may be sent to an actor on another node.
+///
+/// ```
+/// use actix::Message;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Add(u64);
+///
+/// impl actormesh::RemoteMessage for Add {
+///     const NAME: &'static str = "calc.Add";
+/// }
+/// ```
+pub trait RemoteMessage: Message + WireValue
+where
+    Self::Result: WireValue,
+{
+    /// The stable wire name. Keep it unchanged for as long as any node of the cluster may
+    /// send or receive this message; a dotted `service.Message` style avoids collisions.
+    const NAME: &'static str;
+
+    #[doc(hidden)]
+    const WIRE_ID: u64 = wire_id(Self::NAME);
+}
+
+/// An actor that can be addressed through [`ActorRef`](crate::ActorRef), locally and from other
+/// nodes. Implement it with [`remote_actor!`](crate::remote_actor), not by hand.
+pub trait RemoteActor: Actor<Context = Context<Self>> {
+    /// The stable name of the actor type, checked when a reference or a name is resolved.
+    const NAME: &'static str;
+
+    #[doc(hidden)]
+    fn declare(declaration: &mut Declaration<Self>);
+}
+
+/// An actor that other nodes can spawn by type with [`Node::spawn_on`](crate::Node::spawn_on).
+///
+/// Register the type on every node that should accept remote spawns with
+/// [`NodeBuilder::spawnable`](crate::NodeBuilder::spawnable).
+pub trait Spawnable: RemoteActor {
+    /// The constructor arguments, sent over the wire.
+    type Args: WireValue;
+
+    /// Builds the actor from its arguments, on the node that runs it.
+    fn from_args(args: Self::Args, ctx: &mut Context<Self>) -> Self;
+}
+
+/// Declares an actix actor type remotely addressable, with its stable name and every message
+/// it accepts through an [`ActorRef`](crate::ActorRef).
+///
+/// ```
+/// # use actix::{Actor, Context, Handler, Message};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "u64")]
+/// struct Get;
+/// impl actormesh::RemoteMessage for Get { const NAME: &'static str = "counter.Get"; }
+///
+/// #[derive(Message, Serialize, Deserialize)]
+/// #[rtype(result = "()")]
+/// struct Incr;
+/// impl actormesh::RemoteMessage for Incr { const NAME: &'static str = "counter.Incr"; }
+///
+/// #[derive(Default)]
+/// struct Counter(u64);
+/// impl Actor for Counter { type Context = Context<Self>; }
+/// impl Handler<Get> for Counter {
+///     type Result = u64;
+///     fn handle(&mut self, _: Get, _: &mut Context<Self>) -> u64 { self.0 }
+/// }
+/// impl Handler<Incr> for Counter {
+///     type Result = ();
+///     fn handle(&mut self, _: Incr, _: &mut Context<Self>) { self.0 += 1 }
+/// }
+///
+/// actormesh::remote_actor!(Counter = "counter.Counter" { Get, Incr });
+/// ```
+#[macro_export]
+macro_rules! remote_actor {
+    ($actor:ty = $name:literal { $($msg:ty),* $(,)? }) => {
+        impl $crate::RemoteActor for $actor {
+            const NAME: &'static str = $name;
+            fn declare(declaration: &mut $crate::__private::Declaration<Self>) {
+                $( declaration.message::<$msg>(); )*
+            }
+        }
+        $(
+            impl $crate::__private::actix::Handler<$crate::__private::Deliver<$msg>> for $actor {
+                type Result = ();
+                fn handle(
+                    &mut self,
+                    delivery: $crate::__private::Deliver<$msg>,
+                    ctx: &mut $crate::__private::actix::Context<Self>,
+                ) {
+                    $crate::__private::handle(self, delivery, ctx)
+                }
+            }
+        )*
+    };
+}
+
+/// A message on its way into an actor, with where its reply goes and its trace position.
+///
+/// Every message sent through an [`ActorRef`](crate::ActorRef), local or remote, is delivered
+/// wrapped in this, so that a panicking handler turns into a typed error for the caller and
+/// every handler run is a span that continues the sender's trace.
+#[doc(hidden)]
+pub struct Deliver<M: Message> {
+    pub(crate) message: M,
+    pub(crate) reply: Option<Reply<M>>,
+    pub(crate) trace: Option<TraceContext>,
+    /// When the caller gives up; a message still queued after that is dropped unhandled.
+    pub(crate) deadline: Option<std::time::Instant>,
+}
+
+impl<M: Message> std::fmt::Debug for Deliver<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliver")
+            .field("reply", &self.reply.is_some())
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Message> Message for Deliver<M> {
+    type Result = ();
+}
+
+/// Where the result of an ask goes, and where a panic report goes instead.
+pub(crate) struct Reply<M: Message> {
+    pub(crate) result: OneshotSender<M::Result>,
+    pub(crate) panic: tokio::sync::oneshot::Sender<String>,
+}
+
+/// Runs the user's handler for a delivered message: in a span, catching a panic.
+///
+/// A panic stops the actor (its state may be broken) and reaches the caller of an ask as
+/// [`Error::HandlerPanicked`](crate::Error::HandlerPanicked). Called by the code that
+/// [`remote_actor!`](crate::remote_actor) generates.
+#[doc(hidden)]
+pub fn handle<A, M>(actor: &mut A, delivery: Deliver<M>, ctx: &mut Context<A>)
+where
+    A: RemoteActor + Handler<M>,
+    M: RemoteMessage,
+    M::Result: WireValue,
+{
+    let Deliver {
+        message,
+        reply,
+        trace,
+        deadline,
+    } = delivery;
+    if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+        tracing::debug!(
+            actor_type = A::NAME,
+            message = M::NAME,
+            "caller gave up before the handler ran; message dropped unhandled"
+        );
+        return;
+    }
+    let span = tracing::debug_span!(
+        "actormesh.handle",
+        actor_type = A::NAME,
+        message = M::NAME,
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    let here = if span.is_disabled() {
+        None
+    } else {
+        let here = trace.map(|parent| {
+            span.record("trace_id", parent.trace_id);
+            span.record("parent_span_id", parent.span_id);
+            TraceContext {
+                trace_id: parent.trace_id,
+                span_id: crate::id::random_u64(),
+            }
+        });
+        Some(here.unwrap_or_else(trace::child_of_current))
+    };
+    let _entered = span.enter();
+    let outcome = trace::with_current(here, || {
+        catch_unwind(AssertUnwindSafe(|| {
+            <A as Handler<M>>::handle(actor, message, ctx)
+        }))
+    });
+    match outcome {
+        Ok(response) => {
+            let (result, _panic) = match reply {
+                Some(r) => (Some(r.result), Some(r.panic)),
+                None => (None, None),
+            };
+            response.handle(ctx, result);
+        }
+        Err(payload) => {
+            let text = panic_text(payload.as_ref());
+            tracing::error!(
+                actor_type = A::NAME,
+                message = M::NAME,
+                panic = %text,
+                "handler panicked; stopping the actor"
+            );
+            if let Some(r) = reply {
+                let _ = r.panic.send(text);
+            }
+            actix::ActorContext::stop(ctx);
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The list of messages an actor type accepts remotely, built by
+/// [`remote_actor!`](crate::remote_actor).
+#[doc(hidden)]
+pub struct Declaration<A: RemoteActor> {
+    pub(crate) handlers: HashMap<u64, (&'static str, crate::node::dispatch::DispatchFn<A>)>,
+}
+
+impl<A: RemoteActor> std::fmt::Debug for Declaration<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.handlers.values().map(|(n, _)| *n).collect();
+        f.debug_struct("Declaration")
+            .field("actor", &A::NAME)
+            .field("messages", &names)
+            .finish()
+    }
+}
+
+impl<A: RemoteActor> Declaration<A> {
+    pub(crate) fn build() -> Self {
+        let mut declaration = Declaration {
+            handlers: HashMap::new(),
+        };
+        A::declare(&mut declaration);
+        declaration
+    }
+
+    /// Adds a message the actor accepts remotely.
+    pub fn message<M>(&mut self) -> &mut Self
+    where
+        A: Handler<Deliver<M>> + Handler<M>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        let previous = self
+            .handlers
+            .insert(M::WIRE_ID, (M::NAME, crate::node::dispatch::dispatch::<A, M>));
+        if let Some((name, _)) = previous {
+            if name != M::NAME {
+                tracing::error!(
+                    actor_type = A::NAME,
+                    first = name,
+                    second = M::NAME,
+                    "two message names of one actor hash to the same wire id; rename one"
+                );
+            }
+        }
+        self
+    }
+}

@@ -1,0 +1,238 @@
+//! Configuring and starting a [`Node`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::{spawn_from_wire, Config, Node, NodeShared, SpawnFn, PROTOCOL_VERSION};
+use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
+use crate::error::{Error, Result};
+use crate::id::NodeId;
+use crate::message::Spawnable;
+use crate::stats::Stats;
+use crate::transport::link::LinkConfig;
+
+/// Configures a [`Node`]; [`NodeBuilder::start`] starts it.
+///
+/// Every setting has a default: a random node id, cluster `actormesh`, listening on
+/// `127.0.0.1` with a port chosen by the system, and a private [`MemoryDiscovery`] (a cluster of
+/// one, unless you hand the same discovery to several nodes).
+#[derive(Debug)]
+pub struct NodeBuilder {
+    cluster: String,
+    node_id: Option<NodeId>,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    discovery: Option<Arc<dyn Discovery>>,
+    labels: BTreeMap<String, String>,
+    spawnables: HashMap<&'static str, SpawnFn>,
+    ask_timeout: Duration,
+    connect_timeout: Duration,
+    shutdown_timeout: Duration,
+    max_frame: usize,
+    send_queue_bytes: usize,
+}
+
+impl NodeBuilder {
+    pub(crate) fn new() -> Self {
+        NodeBuilder {
+            cluster: "actormesh".to_owned(),
+            node_id: None,
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            advertise: None,
+            discovery: None,
+            labels: BTreeMap::new(),
+            spawnables: HashMap::new(),
+            ask_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            shutdown_timeout: Duration::from_secs(5),
+            max_frame: 4 * 1024 * 1024,
+            send_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// The cluster's name. Nodes of different clusters never talk to each other.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+
+    /// This node's id (default: random). Must be unique among the cluster's live nodes.
+    pub fn node_id(mut self, id: impl Into<NodeId>) -> Self {
+        self.node_id = Some(id.into());
+        self
+    }
+
+    /// The address to listen on; port 0 lets the system choose (see [`Node::addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The address other nodes connect to, when it differs from the listen address (NAT,
+    /// containers, listening on `0.0.0.0`).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
+    /// The discovery backend. Hand clones of one [`MemoryDiscovery`] to nodes of one process.
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery = Some(Arc::new(discovery));
+        self
+    }
+
+    /// A label published with the node (for example `zone=eu-1`).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Lets other nodes spawn actors of type `A` here with [`Node::spawn_on`].
+    pub fn spawnable<A: Spawnable>(mut self) -> Self {
+        self.spawnables.insert(A::NAME, spawn_from_wire::<A>);
+        self
+    }
+
+    /// The timeout of [`ActorRef::ask`](crate::ActorRef::ask) and of remote spawns
+    /// (default 5 s).
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// How long a connection attempt to a peer may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long [`Node::shutdown`] waits for in-flight work (default 5 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The largest frame (and so the largest single message) sent or accepted, in bytes
+    /// (default 4 MiB). Set the same value on every node.
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.max(1024);
+        self
+    }
+
+    /// How many bytes may wait in the send queue towards one peer (default 64 MiB). When the
+    /// queue is full, `tell` fails with [`Error::MailboxFull`] and hands the message back, and
+    /// `ask` fails with the same error.
+    pub fn send_queue_bytes(mut self, bytes: usize) -> Self {
+        self.send_queue_bytes = bytes;
+        self
+    }
+
+    /// Binds the listener, starts the transport, joins discovery and returns the node.
+    ///
+    /// Must run inside an actix system (`#[actix::main]`, `#[actix::test]`): the node's
+    /// actors run on the arbiter that calls this.
+    pub async fn start(self) -> Result<Node> {
+        let arbiter = actix_rt::Arbiter::try_current().ok_or_else(|| {
+            Error::Start(
+                "no actix arbiter here: start the node inside an actix system (#[actix::main] or #[actix::test])"
+                    .to_owned(),
+            )
+        })?;
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.listen)))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Start(format!("no local address: {e}")))?;
+        let addr = match self.advertise {
+            Some(addr) => addr,
+            None if bound.ip().is_unspecified() => {
+                return Err(Error::Start(format!(
+                    "listening on {bound}: set `advertise` to the address other nodes should use"
+                )))
+            }
+            None => bound,
+        };
+        let id = self.node_id.unwrap_or_else(NodeId::random);
+        let info = NodeInfo {
+            id: id.clone(),
+            cluster: self.cluster.clone(),
+            addr,
+            protocol: PROTOCOL_VERSION,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            labels: self.labels,
+            started_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let discovery = self
+            .discovery
+            .unwrap_or_else(|| Arc::new(MemoryDiscovery::new()));
+        let stats = Arc::new(Stats::default());
+        let link_config = Arc::new(LinkConfig {
+            local: id.clone(),
+            cluster: self.cluster.clone(),
+            connect_timeout: self.connect_timeout,
+            max_frame: self.max_frame,
+            send_queue_bytes: self.send_queue_bytes,
+            stats: stats.clone(),
+        });
+        let (shutdown_tx, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(NodeShared {
+            info: info.clone(),
+            config: Config {
+                ask_timeout: self.ask_timeout,
+                max_frame: self.max_frame,
+                send_queue_bytes: self.send_queue_bytes,
+                shutdown_timeout: self.shutdown_timeout,
+            },
+            link_config,
+            stats,
+            discovery: discovery.clone(),
+            actors: RwLock::new(HashMap::new()),
+            next_actor: AtomicU64::new(1),
+            peers: Mutex::new(HashMap::new()),
+            members: RwLock::new(BTreeMap::new()),
+            departed: Mutex::new(HashSet::new()),
+            declarations: RwLock::new(HashMap::new()),
+            spawnables: self.spawnables,
+            arbiter,
+            stopping: AtomicBool::new(false),
+            shutdown_tx,
+            inflight: AtomicUsize::new(0),
+            inflight_done: Notify::new(),
+            inbound: Mutex::new(Vec::new()),
+            events,
+        });
+        crate::transport::server::serve(shared.clone(), listener);
+        let membership = match discovery.join(&info).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = shared.shutdown_tx.send(true);
+                return Err(e);
+            }
+        };
+        {
+            let mut members = super::write(&shared.members);
+            for m in membership.members {
+                members.insert(m.id.clone(), m);
+            }
+        }
+        let weak = Arc::downgrade(&shared);
+        let mut events = membership.events;
+        tokio::spawn(async move {
+            while let Some((_revision, event)) = events.recv().await {
+                let Some(node) = weak.upgrade() else { return };
+                node.apply(event);
+            }
+        });
+        tracing::info!(node = %id, cluster = %self.cluster, %addr, "node started");
+        Ok(Node { shared })
+    }
+}

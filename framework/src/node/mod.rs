@@ -1,0 +1,741 @@
+//! The node: one member of a cluster, hosting actors and linking to its peers.
+//!
+//! # What runs inside a node
+//!
+//! ```text
+//! Node (handle, cheap to clone)
+//!  └─ NodeShared
+//!      ├─ local actor table     ActorId -> Addr + dispatch table + watchers + names
+//!      ├─ transport server      tonic; one task per inbound link reads frames and dispatches
+//!      ├─ peer links            one per remote node: outbox -> frames -> tonic stream,
+//!      │                        replies and Terminated notices back; reconnect with backoff
+//!      ├─ membership task       applies discovery events; a node that is down or left fails
+//!      │                        its link (pending asks fail with NodeDown, watchers told)
+//!      └─ actors                on the node's arbiter; each holds a guard whose drop removes it
+//!                               from the table and tells its watchers
+//! ```
+//!
+//! The node is started with [`Node::builder`] from inside an actix system (`#[actix::main]` or
+//! `actix::System::new().block_on`); its actors run on the arbiter that started it and its
+//! transport runs on the same tokio runtime.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use actix::dev::channel;
+use actix::{ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Recipient};
+use actix_rt::ArbiterHandle;
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::actor_ref::{with_decode_node, ActorRef, Terminated, TerminationReason};
+use crate::discovery::{Discovery, MembershipEvent, NameEntry, NodeInfo};
+use crate::error::{Error, Result};
+use crate::id::{ActorId, NodeId};
+use crate::message::{Declaration, RemoteActor, Spawnable};
+use crate::stats::{DropReason, Stats, StatsSnapshot};
+use crate::transport::link::{LinkConfig, PeerLink};
+use crate::wire::envelope::{decode_payload, encode_payload, Envelopes, Header, WireError, WireTermination};
+use crate::wire::outbox::Outbox;
+
+mod builder;
+pub(crate) mod dispatch;
+
+pub use builder::NodeBuilder;
+use dispatch::{send_reply, AskReply, Inbound, LocalDispatch, Typed};
+
+/// The version of the wire protocol; nodes of different versions refuse each other.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// Settings fixed when the node starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) ask_timeout: Duration,
+    pub(crate) max_frame: usize,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Builds an actor of a [`Spawnable`] type from wire arguments (the remote side of `spawn_on`).
+pub(crate) type SpawnFn = fn(&Arc<NodeShared>, &[u8]) -> std::result::Result<ActorId, WireError>;
+
+/// A running member of a cluster. Clone it freely: every clone is the same node.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), actormesh::Error> {
+/// let node = actormesh::Node::builder().cluster("demo").start().await?;
+/// println!("node {} listening on {}", node.id(), node.addr());
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+pub(crate) struct LocalEntry {
+    pub(crate) handle: Arc<dyn LocalDispatch>,
+    watchers: Vec<Watcher>,
+    names: Vec<String>,
+}
+
+enum Watcher {
+    Local(Recipient<Terminated>),
+    Remote { outbox: Weak<Outbox>, watch: u64 },
+}
+
+/// The state behind every [`Node`] handle and every reference into it.
+pub(crate) struct NodeShared {
+    pub(crate) info: NodeInfo,
+    pub(crate) config: Config,
+    pub(crate) link_config: Arc<LinkConfig>,
+    pub(crate) stats: Arc<Stats>,
+    discovery: Arc<dyn Discovery>,
+    actors: RwLock<HashMap<ActorId, LocalEntry>>,
+    next_actor: AtomicU64,
+    peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    members: RwLock<BTreeMap<NodeId, NodeInfo>>,
+    departed: Mutex<HashSet<NodeId>>,
+    declarations: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    spawnables: HashMap<&'static str, SpawnFn>,
+    arbiter: ArbiterHandle,
+    stopping: AtomicBool,
+    shutdown_tx: watch::Sender<bool>,
+    inflight: AtomicUsize,
+    inflight_done: Notify,
+    inbound: Mutex<Vec<Weak<Outbox>>>,
+    events: broadcast::Sender<MembershipEvent>,
+}
+
+impl std::fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.info.id)
+            .field("cluster", &self.info.cluster)
+            .field("addr", &self.info.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::new()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.shared.info.id
+    }
+
+    /// The address other nodes reach this node at (the bound port when started with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.info.addr
+    }
+
+    /// The cluster this node belongs to.
+    pub fn cluster(&self) -> &str {
+        &self.shared.info.cluster
+    }
+
+    /// What this node published about itself.
+    pub fn info(&self) -> &NodeInfo {
+        &self.shared.info
+    }
+
+    /// The members of the cluster as this node currently sees them, itself included.
+    pub fn members(&self) -> Vec<NodeInfo> {
+        read(&self.shared.members).values().cloned().collect()
+    }
+
+    /// Membership changes from now on: node up, left gracefully, down.
+    pub fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Counters of dropped messages, by reason.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    /// How many actors run on this node.
+    pub fn actor_count(&self) -> usize {
+        read(&self.shared.actors).len()
+    }
+
+    /// Starts `actor` on this node and returns its reference.
+    ///
+    /// The actor lives until it stops itself or the node shuts down (the node keeps its
+    /// address, so dropping every reference does not stop it).
+    pub fn spawn<A: RemoteActor + Send>(&self, actor: A) -> ActorRef<A> {
+        self.shared.spawn_with(move |_| actor)
+    }
+
+    /// Starts an actor built by `create` inside its own context (for actors that need their
+    /// address or want to schedule work at start).
+    pub fn spawn_with<A, F>(&self, create: F) -> ActorRef<A>
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
+        self.shared.spawn_with(create)
+    }
+
+    /// Spawns an actor of a [`Spawnable`] type on `node` (this node included) and returns its
+    /// reference. The node must have registered the type with [`NodeBuilder::spawnable`].
+    pub async fn spawn_on<A: Spawnable>(&self, node: &NodeId, args: A::Args) -> Result<ActorRef<A>> {
+        let shared = &self.shared;
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        if node == &shared.info.id {
+            return Ok(shared.spawn_with(move |ctx| A::from_args(args, ctx)));
+        }
+        let addr = read(&shared.members)
+            .get(node)
+            .map(|m| m.addr)
+            .ok_or_else(|| Error::UnknownNode(node.clone()))?;
+        let link = shared.link_to(node, addr);
+        let reply = link
+            .request(
+                ActorId(0),
+                shared.config.ask_timeout,
+                |id| Header::Spawn {
+                    id,
+                    actor_type: A::NAME.to_owned(),
+                },
+                |buf| encode_payload(&args, buf),
+            )
+            .await?;
+        let actor: u64 = decode_payload(&reply).map_err(Error::Codec)?;
+        Ok(ActorRef::remote(ActorId(actor), link, shared.clone()))
+    }
+
+    /// Registers `actor` (which must run on this node) under `name`, cluster-wide.
+    ///
+    /// A name held by another actor is refused with [`Error::NameTaken`]: names are never
+    /// overwritten. The name is removed when the actor stops or this node leaves.
+    pub async fn register_name<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<()> {
+        let shared = &self.shared;
+        if actor.node() != &shared.info.id {
+            return Err(Error::NotLocal {
+                node: actor.node().clone(),
+                actor: actor.id(),
+                what: "register_name",
+            });
+        }
+        if !read(&shared.actors).contains_key(&actor.id()) {
+            return Err(Error::ActorNotFound {
+                node: shared.info.id.clone(),
+                actor: actor.id(),
+            });
+        }
+        let entry = shared.name_entry(actor.id(), A::NAME);
+        shared
+            .discovery
+            .register_name(&shared.info.cluster, name, &entry)
+            .await?;
+        let recorded = write(&shared.actors)
+            .get_mut(&actor.id())
+            .map(|e| e.names.push(name.to_owned()))
+            .is_some();
+        if !recorded {
+            // The actor stopped while the name was being registered.
+            let _ = shared
+                .discovery
+                .unregister_name(&shared.info.cluster, name, &entry)
+                .await;
+            return Err(Error::ActorNotFound {
+                node: shared.info.id.clone(),
+                actor: actor.id(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes `name` if it is held by `actor`.
+    pub async fn unregister_name<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<()> {
+        let shared = &self.shared;
+        let entry = shared.name_entry(actor.id(), A::NAME);
+        if let Some(e) = write(&shared.actors).get_mut(&actor.id()) {
+            e.names.retain(|n| n != name);
+        }
+        shared
+            .discovery
+            .unregister_name(&shared.info.cluster, name, &entry)
+            .await
+    }
+
+    /// Finds the actor registered under `name` anywhere in the cluster.
+    pub async fn lookup<A: RemoteActor>(&self, name: &str) -> Result<ActorRef<A>> {
+        let shared = &self.shared;
+        let entry = shared
+            .discovery
+            .lookup_name(&shared.info.cluster, name)
+            .await?
+            .ok_or_else(|| Error::NameNotFound(name.to_owned()))?;
+        if entry.actor_type != A::NAME {
+            return Err(Error::WrongActorType {
+                expected: A::NAME.to_owned(),
+                found: entry.actor_type,
+            });
+        }
+        shared.resolve::<A>(&entry.node, entry.addr, entry.actor)
+    }
+
+    /// Leaves the cluster cleanly: stops taking new work, lets asks being handled here finish
+    /// and their replies leave (up to the shutdown timeout), flushes what this node still has
+    /// to send, leaves discovery (its names vanish), and stops its actors.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown().await
+    }
+}
+
+impl NodeShared {
+    fn name_entry(&self, actor: ActorId, actor_type: &str) -> NameEntry {
+        NameEntry {
+            node: self.info.id.clone(),
+            addr: self.info.addr,
+            actor,
+            actor_type: actor_type.to_owned(),
+        }
+    }
+
+    /// The dispatch table of an actor type, built once per node.
+    fn declaration<A: RemoteActor>(&self) -> Arc<Declaration<A>> {
+        let key = TypeId::of::<A>();
+        if let Some(d) = read(&self.declarations).get(&key) {
+            if let Ok(d) = d.clone().downcast::<Declaration<A>>() {
+                return d;
+            }
+        }
+        let d = Arc::new(Declaration::<A>::build());
+        write(&self.declarations).insert(key, d.clone());
+        d
+    }
+
+    pub(crate) fn spawn_with<A, F>(self: &Arc<Self>, create: F) -> ActorRef<A>
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
+        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        let (tx, rx) = channel::channel(16);
+        let addr = Addr::new(tx);
+        let handle = Arc::new(Typed {
+            addr: addr.clone(),
+            declaration: self.declaration::<A>(),
+        });
+        write(&self.actors).insert(
+            id,
+            LocalEntry {
+                handle,
+                watchers: Vec::new(),
+                names: Vec::new(),
+            },
+        );
+        let guard = ActorGuard {
+            node: Arc::downgrade(self),
+            id,
+        };
+        let mut shutdown = self.shutdown_tx.subscribe();
+        let started = self.arbiter.spawn_fn(move || {
+            let mut ctx = Context::with_receiver(rx);
+            let actor = create(&mut ctx);
+            // The guard lives as long as the actor's context: it goes when the actor stops.
+            ctx.spawn(actix::fut::wrap_future::<_, A>(async move {
+                let _guard = guard;
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .map(|_, _, ctx: &mut Context<A>| ctx.stop()));
+            actix_rt::spawn(ctx.into_future(actor));
+        });
+        if !started {
+            // The arbiter is gone; the closure (and the guard in it) was dropped.
+            tracing::error!(node = %self.info.id, "the node's arbiter has stopped; actor not started");
+        }
+        ActorRef::local(id, addr, self.clone())
+    }
+
+    /// Called when an actor's guard drops: removes it and tells its watchers.
+    fn actor_stopped(self: &Arc<Self>, id: ActorId) {
+        let Some(entry) = write(&self.actors).remove(&id) else {
+            return;
+        };
+        let stopping = self.stopping.load(Ordering::Acquire);
+        let reason = if stopping {
+            TerminationReason::NodeShutdown
+        } else {
+            TerminationReason::Stopped
+        };
+        for watcher in entry.watchers {
+            self.notify_watcher(watcher, id, reason);
+        }
+        if entry.names.is_empty() || stopping {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let node = self.clone();
+        let type_name = entry.handle.type_name();
+        rt.spawn(async move {
+            let name_entry = node.name_entry(id, type_name);
+            for name in entry.names {
+                if let Err(e) = node
+                    .discovery
+                    .unregister_name(&node.info.cluster, &name, &name_entry)
+                    .await
+                {
+                    tracing::warn!(%name, error = %e, "could not unregister the name of a stopped actor");
+                }
+            }
+        });
+    }
+
+    fn notify_watcher(&self, watcher: Watcher, id: ActorId, reason: TerminationReason) {
+        match watcher {
+            Watcher::Local(recipient) => recipient.do_send(Terminated {
+                actor: id,
+                node: self.info.id.clone(),
+                reason,
+            }),
+            Watcher::Remote { outbox, watch } => {
+                let Some(outbox) = outbox.upgrade() else {
+                    return;
+                };
+                let reason = match reason {
+                    TerminationReason::NodeShutdown => WireTermination::NodeShutdown,
+                    TerminationReason::NotFound => WireTermination::NotFound,
+                    _ => WireTermination::Stopped,
+                };
+                if outbox
+                    .push(&Header::Terminated { watch, reason }, |_| Ok::<_, String>(()))
+                    .is_err()
+                {
+                    self.stats.dropped(DropReason::LinkFailed, 1);
+                    tracing::debug!(%id, "watcher's link is gone; Terminated notice dropped");
+                }
+            }
+        }
+    }
+
+    pub(crate) fn watch_local(&self, id: ActorId, watcher: Recipient<Terminated>) {
+        let mut actors = write(&self.actors);
+        match actors.get_mut(&id) {
+            Some(entry) => entry.watchers.push(Watcher::Local(watcher)),
+            None => {
+                drop(actors);
+                self.notify_watcher(Watcher::Local(watcher), id, TerminationReason::NotFound);
+            }
+        }
+    }
+
+    fn handle_of(&self, id: ActorId) -> Option<Arc<dyn LocalDispatch>> {
+        read(&self.actors).get(&id).map(|e| e.handle.clone())
+    }
+
+    /// The typed address of a local actor: `Ok(None)` when it is gone.
+    pub(crate) fn local_addr<A: RemoteActor>(&self, id: ActorId) -> Result<Option<Addr<A>>> {
+        let Some(handle) = self.handle_of(id) else {
+            return Ok(None);
+        };
+        match handle.as_any().downcast_ref::<Typed<A>>() {
+            Some(typed) => Ok(Some(typed.addr.clone())),
+            None => Err(Error::WrongActorType {
+                expected: A::NAME.to_owned(),
+                found: handle.type_name().to_owned(),
+            }),
+        }
+    }
+
+    /// A reference to actor `actor` of `node` (reached at `addr`).
+    pub(crate) fn resolve<A: RemoteActor>(
+        self: &Arc<Self>,
+        node: &NodeId,
+        addr: SocketAddr,
+        actor: ActorId,
+    ) -> Result<ActorRef<A>> {
+        if node == &self.info.id {
+            return Ok(match self.local_addr::<A>(actor)? {
+                Some(local) => ActorRef::local(actor, local, self.clone()),
+                None => ActorRef::gone(actor, node.clone(), addr, self.clone()),
+            });
+        }
+        Ok(ActorRef::remote(actor, self.link_to(node, addr), self.clone()))
+    }
+
+    /// The link to `node`, created on first use.
+    pub(crate) fn link_to(&self, node: &NodeId, addr: SocketAddr) -> Arc<PeerLink> {
+        let mut peers = lock(&self.peers);
+        if let Some(link) = peers.get(node) {
+            return link.clone();
+        }
+        let down = lock(&self.departed).contains(node) || self.stopping.load(Ordering::Acquire);
+        let link = PeerLink::start(self.link_config.clone(), node.clone(), addr, down);
+        peers.insert(node.clone(), link.clone());
+        link
+    }
+
+    fn inflight_guard(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+
+    /// Handles one frame of requests from a peer; replies go to `replies`.
+    pub(crate) fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>) {
+        for envelope in Envelopes::new(frame) {
+            let (header, payload) = match envelope {
+                Ok(ok) => ok,
+                Err(e) => {
+                    self.stats.dropped(DropReason::Malformed, 1);
+                    tracing::warn!(node = %self.info.id, error = %e, "dropped a malformed envelope");
+                    continue;
+                }
+            };
+            self.on_request(header, payload, replies);
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, header: Header, payload: Bytes, replies: &Arc<Outbox>) {
+        match header {
+            Header::Tell {
+                target,
+                message,
+                trace,
+            } => {
+                let target = ActorId(target);
+                let outcome = match self.handle_of(target) {
+                    None => Err(WireError::ActorNotFound),
+                    Some(handle) => handle.dispatch(
+                        message,
+                        Inbound {
+                            node: self,
+                            actor: target,
+                            trace,
+                            ask: None,
+                        },
+                        &payload,
+                    ),
+                };
+                if let Err(e) = outcome {
+                    let reason = drop_reason(&e);
+                    self.stats.dropped(reason, 1);
+                    tracing::warn!(node = %self.info.id, actor = %target, error = ?e, "dropped a remote tell");
+                }
+            }
+            Header::Ask {
+                id,
+                target,
+                message,
+                timeout_ms,
+                trace,
+            } => {
+                let target = ActorId(target);
+                if self.stopping.load(Ordering::Acquire) {
+                    self.stats.dropped(DropReason::ShuttingDown, 1);
+                    send_reply::<()>(self, replies, id, Err(WireError::ShuttingDown));
+                    return;
+                }
+                let deadline =
+                    tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                let outcome = match self.handle_of(target) {
+                    None => Err(WireError::ActorNotFound),
+                    Some(handle) => handle.dispatch(
+                        message,
+                        Inbound {
+                            node: self,
+                            actor: target,
+                            trace,
+                            ask: Some(AskReply {
+                                id,
+                                outbox: replies.clone(),
+                                deadline,
+                            }),
+                        },
+                        &payload,
+                    ),
+                };
+                if let Err(e) = outcome {
+                    self.stats.dropped(drop_reason(&e), 1);
+                    tracing::warn!(node = %self.info.id, actor = %target, error = ?e, "refused a remote ask");
+                    send_reply::<()>(self, replies, id, Err(e));
+                }
+            }
+            Header::Spawn { id, actor_type } => {
+                let outcome = if self.stopping.load(Ordering::Acquire) {
+                    Err(WireError::ShuttingDown)
+                } else {
+                    match self.spawnables.get(actor_type.as_str()) {
+                        Some(spawn) => spawn(self, &payload).map(|a| a.0),
+                        None => Err(WireError::UnknownActorType { actor_type }),
+                    }
+                };
+                send_reply(self, replies, id, outcome);
+            }
+            Header::Watch { watch, target } => {
+                let target = ActorId(target);
+                let mut actors = write(&self.actors);
+                let watcher = Watcher::Remote {
+                    outbox: Arc::downgrade(replies),
+                    watch,
+                };
+                match actors.get_mut(&target) {
+                    Some(entry) => entry.watchers.push(watcher),
+                    None => {
+                        drop(actors);
+                        self.notify_watcher(watcher, target, TerminationReason::NotFound);
+                    }
+                }
+            }
+            other @ (Header::Reply { .. } | Header::Terminated { .. }) => {
+                self.stats.dropped(DropReason::Malformed, 1);
+                tracing::warn!(node = %self.info.id, header = ?other, "a reply-direction envelope arrived as a request; dropped");
+            }
+        }
+    }
+
+    /// Records a new inbound link's reply queue (flushed at shutdown).
+    pub(crate) fn track_inbound(&self, outbox: &Arc<Outbox>) {
+        let mut inbound = lock(&self.inbound);
+        inbound.retain(|w| w.strong_count() > 0);
+        inbound.push(Arc::downgrade(outbox));
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Applies one membership change to the view and the links.
+    fn apply(&self, event: MembershipEvent) {
+        match &event {
+            MembershipEvent::Up(info) => {
+                write(&self.members).insert(info.id.clone(), info.clone());
+                if lock(&self.departed).remove(&info.id) {
+                    // A new incarnation: old references keep their dead link, new ones connect.
+                    lock(&self.peers).remove(&info.id);
+                }
+            }
+            MembershipEvent::Left(id) | MembershipEvent::Down(id) => {
+                write(&self.members).remove(id);
+                if id == &self.info.id {
+                    if !self.is_stopping() {
+                        tracing::error!(node = %id, "discovery declared this node down; its peers consider its actors gone");
+                    }
+                } else {
+                    lock(&self.departed).insert(id.clone());
+                    if let Some(link) = lock(&self.peers).get(id).cloned() {
+                        link.mark_down();
+                    }
+                }
+            }
+        }
+        let _ = self.events.send(event);
+    }
+
+    async fn shutdown(self: &Arc<Self>) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        tracing::info!(node = %self.info.id, "shutting down: draining in-flight asks");
+        // 1. Let the asks being handled here finish and their replies leave.
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                let notified = self.inflight_done.notified();
+                if self.inflight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+            let inbound: Vec<_> = lock(&self.inbound).iter().filter_map(Weak::upgrade).collect();
+            for outbox in inbound {
+                outbox.drained().await;
+            }
+            let links: Vec<_> = lock(&self.peers).values().cloned().collect();
+            for link in links {
+                link.drained().await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(node = %self.info.id, "shutdown timeout reached with work still in flight");
+        }
+        // 2. Leave the cluster: peers see Left and fail fast from now on.
+        if let Err(e) = self.discovery.leave(&self.info.cluster, &self.info.id).await {
+            tracing::warn!(node = %self.info.id, error = %e, "could not leave discovery cleanly");
+        }
+        // 3. Stop actors, the server and inbound links; close outbound links.
+        let _ = self.shutdown_tx.send(true);
+        let links: Vec<_> = lock(&self.peers).drain().map(|(_, l)| l).collect();
+        for link in links {
+            link.close();
+        }
+        tracing::info!(node = %self.info.id, "shut down");
+    }
+}
+
+fn drop_reason(e: &WireError) -> DropReason {
+    match e {
+        WireError::ActorNotFound => DropReason::UnknownActor,
+        WireError::UnknownMessage { .. } => DropReason::UnknownMessage,
+        WireError::Codec(_) => DropReason::Decode,
+        WireError::ActorStopped | WireError::HandlerPanicked(_) => DropReason::ActorStopped,
+        WireError::DeadlineExpired => DropReason::DeadlineExpired,
+        WireError::ShuttingDown => DropReason::ShuttingDown,
+        WireError::UnknownActorType { .. } => DropReason::UnknownActor,
+    }
+}
+
+struct ActorGuard {
+    node: Weak<NodeShared>,
+    id: ActorId,
+}
+
+impl Drop for ActorGuard {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.upgrade() {
+            node.actor_stopped(self.id);
+        }
+    }
+}
+
+/// Counts an ask being handled here until its reply is queued.
+pub(crate) struct InflightGuard(Arc<NodeShared>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inflight_done.notify_waiters();
+        }
+    }
+}
+
+/// The remote side of `spawn_on` for actor type `A`.
+pub(crate) fn spawn_from_wire<A: Spawnable>(
+    node: &Arc<NodeShared>,
+    payload: &[u8],
+) -> std::result::Result<ActorId, WireError> {
+    let args: A::Args = with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
+    Ok(node.spawn_with(move |ctx| A::from_args(args, ctx)).id())
+}

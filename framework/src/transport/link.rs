@@ -1,0 +1,428 @@
+//! The connecting side of a link: one per remote node, reconnecting with backoff.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::Recipient;
+use bytes::{Bytes, BytesMut};
+use http::uri::PathAndQuery;
+use tokio::sync::{oneshot, Notify};
+use tonic::codec::Streaming;
+use tonic::metadata::{MetadataValue};
+use tonic::transport::Endpoint;
+
+use super::codec::RawCodec;
+use super::{CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW};
+use crate::actor_ref::{Terminated, TerminationReason};
+use crate::error::Error;
+use crate::id::{ActorId, NodeId};
+use crate::node::PROTOCOL_VERSION;
+use crate::stats::{DropReason, Stats};
+use crate::wire::envelope::{Envelopes, Header, WireError, WireTermination};
+use crate::wire::outbox::{FrameStream, Outbox, PushError};
+
+/// What every link of a node shares.
+#[derive(Debug)]
+pub(crate) struct LinkConfig {
+    pub(crate) local: NodeId,
+    pub(crate) cluster: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_frame: usize,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) stats: Arc<Stats>,
+}
+
+const OPEN: u8 = 0;
+const DOWN: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// First and longest pause between connection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+type PendingReply = oneshot::Sender<Result<Bytes, Error>>;
+
+/// The link from this node to one peer.
+pub(crate) struct PeerLink {
+    pub(crate) node: NodeId,
+    pub(crate) addr: SocketAddr,
+    config: Arc<LinkConfig>,
+    outbox: Arc<Outbox>,
+    pending: Mutex<HashMap<u64, (ActorId, Duration, PendingReply)>>,
+    watches: Mutex<HashMap<u64, (ActorId, Recipient<Terminated>)>>,
+    next_id: AtomicU64,
+    state: AtomicU8,
+    state_changed: Notify,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink")
+            .field("node", &self.node)
+            .field("addr", &self.addr)
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PeerLink {
+    /// A link to `node` at `addr`; unless `down`, its driver starts connecting at once.
+    pub(crate) fn start(config: Arc<LinkConfig>, node: NodeId, addr: SocketAddr, down: bool) -> Arc<Self> {
+        let link = Arc::new(PeerLink {
+            node,
+            addr,
+            outbox: Arc::new(Outbox::new(config.max_frame, config.send_queue_bytes)),
+            config,
+            pending: Mutex::new(HashMap::new()),
+            watches: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            state: AtomicU8::new(if down { DOWN } else { OPEN }),
+            state_changed: Notify::new(),
+        });
+        if !down {
+            tokio::spawn(link.clone().run());
+        }
+        link
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        match self.state.load(Ordering::Acquire) {
+            OPEN => Ok(()),
+            DOWN => Err(Error::NodeDown {
+                node: self.node.clone(),
+            }),
+            _ => Err(Error::Shutdown),
+        }
+    }
+
+    fn push_error(&self, e: PushError<String>) -> Error {
+        match e {
+            PushError::Full => {
+                self.config.stats.dropped(DropReason::QueueFull, 1);
+                tracing::warn!(peer = %self.node, "send queue full; message refused");
+                Error::MailboxFull {
+                    node: self.node.clone(),
+                    limit_bytes: self.outbox.limit(),
+                }
+            }
+            PushError::Closed => self.check_open().err().unwrap_or(Error::Shutdown),
+            PushError::TooLarge(size) => Error::MessageTooLarge {
+                size,
+                limit: self.config.max_frame,
+            },
+            PushError::Encode(e) => Error::Codec(e),
+        }
+    }
+
+    /// Queues a one-way envelope.
+    pub(crate) fn send(
+        &self,
+        header: &Header,
+        payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        self.outbox.push(header, payload).map_err(|e| self.push_error(e))
+    }
+
+    /// Queues a request and waits for its reply payload.
+    pub(crate) async fn request(
+        &self,
+        actor: ActorId,
+        timeout: Duration,
+        header: impl FnOnce(u64) -> Header,
+        payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
+    ) -> Result<Bytes, Error> {
+        self.check_open()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, (actor, timeout, tx));
+        if let Err(e) = self.check_open() {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        if let Err(e) = self.outbox.push(&header(id), payload) {
+            lock(&self.pending).remove(&id);
+            return Err(self.push_error(e));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::NodeUnreachable {
+                node: self.node.clone(),
+                reason: "the link was dropped".to_owned(),
+            }),
+            Err(_) => {
+                lock(&self.pending).remove(&id);
+                Err(Error::Timeout { after: timeout })
+            }
+        }
+    }
+
+    /// Asks the peer to report when `actor` terminates.
+    pub(crate) fn watch(&self, actor: ActorId, watcher: Recipient<Terminated>) {
+        if self.check_open().is_err() {
+            watcher.do_send(Terminated {
+                actor,
+                node: self.node.clone(),
+                reason: TerminationReason::NodeDown,
+            });
+            return;
+        }
+        let watch = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.watches).insert(watch, (actor, watcher));
+        // If this push fails the link is failing too; the watch is re-sent on reconnect.
+        let _ = self.outbox.push(
+            &Header::Watch {
+                watch,
+                target: actor.0,
+            },
+            |_| Ok::<_, String>(()),
+        );
+    }
+
+    /// Waits until everything queued has been handed to the connection.
+    pub(crate) async fn drained(&self) {
+        if self.state.load(Ordering::Acquire) == OPEN {
+            self.outbox.drained().await;
+        }
+    }
+
+    /// Discovery declared the peer down: everything pending fails with `NodeDown`.
+    pub(crate) fn mark_down(&self) {
+        if self.state.swap(DOWN, Ordering::AcqRel) != OPEN {
+            return;
+        }
+        self.finish(TerminationReason::NodeDown, DropReason::NodeDown);
+    }
+
+    /// The local node shuts down.
+    pub(crate) fn close(&self) {
+        if self.state.swap(CLOSED, Ordering::AcqRel) != OPEN {
+            return;
+        }
+        self.finish(TerminationReason::NodeShutdown, DropReason::ShuttingDown);
+    }
+
+    fn finish(&self, reason: TerminationReason, drop_reason: DropReason) {
+        self.outbox.close();
+        let dropped = self.outbox.clear();
+        if dropped > 0 {
+            self.config.stats.dropped(drop_reason, 1);
+            tracing::warn!(peer = %self.node, bytes = dropped, "link ended with messages queued; dropped");
+        }
+        let error = self.check_open().err().unwrap_or(Error::Shutdown);
+        self.fail_pending(&error);
+        let watches: Vec<_> = lock(&self.watches).drain().collect();
+        for (_, (actor, watcher)) in watches {
+            watcher.do_send(Terminated {
+                actor,
+                node: self.node.clone(),
+                reason,
+            });
+        }
+        self.state_changed.notify_waiters();
+    }
+
+    fn fail_pending(&self, error: &Error) {
+        let pending: Vec<_> = lock(&self.pending).drain().collect();
+        for (_, (_, _, tx)) in pending {
+            let _ = tx.send(Err(error.clone()));
+        }
+    }
+
+    fn unreachable(&self, reason: impl std::fmt::Display) -> Error {
+        Error::NodeUnreachable {
+            node: self.node.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn status_error(&self, status: tonic::Status) -> Error {
+        match status.message().strip_prefix(REFUSED) {
+            Some(reason) if status.code() == tonic::Code::FailedPrecondition => Error::HandshakeRefused {
+                peer: format!("{} at {}", self.node, self.addr),
+                reason: reason.to_owned(),
+            },
+            _ => self.unreachable(format!("{}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// Opens the stream and returns its response half.
+    async fn connect(&self, epoch: u64) -> Result<Streaming<Bytes>, Error> {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+            .map_err(|e| self.unreachable(e))?
+            .connect_timeout(self.config.connect_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = tokio::time::timeout(self.config.connect_timeout, endpoint.connect())
+            .await
+            .map_err(|_| self.unreachable("connect timed out"))?
+            .map_err(|e| self.unreachable(format!("connect failed: {e:?}")))?;
+        let limit = self.config.max_frame + 1024;
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        let mut request = tonic::Request::new(FrameStream {
+            outbox: self.outbox.clone(),
+            epoch,
+        });
+        let md = request.metadata_mut();
+        md.insert(MD_PROTOCOL, MetadataValue::from(PROTOCOL_VERSION));
+        md.insert_bin(MD_CLUSTER, MetadataValue::from_bytes(self.config.cluster.as_bytes()));
+        md.insert_bin(MD_FROM, MetadataValue::from_bytes(self.config.local.as_str().as_bytes()));
+        md.insert_bin(MD_TO, MetadataValue::from_bytes(self.node.as_str().as_bytes()));
+        let response = tokio::time::timeout(
+            self.config.connect_timeout,
+            grpc.streaming(request, PathAndQuery::from_static(LINK_PATH), RawCodec),
+        )
+        .await
+        .map_err(|_| self.unreachable("handshake timed out"))?
+        .map_err(|s| self.status_error(s))?;
+        Ok(response.into_inner())
+    }
+
+    /// The driver: connect, read replies, reconnect with backoff, until down or closed.
+    async fn run(self: Arc<Self>) {
+        let mut failures: u32 = 0;
+        loop {
+            if self.check_open().is_err() {
+                return;
+            }
+            let epoch = self.outbox.new_epoch();
+            let error = match self.connect(epoch).await {
+                Ok(inbound) => {
+                    failures = 0;
+                    self.resend_watches();
+                    tracing::debug!(peer = %self.node, "link up");
+                    self.read(inbound).await
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    // Nothing can be delivered now: fail fast rather than at the timeout.
+                    let dropped = self.outbox.clear();
+                    if dropped > 0 {
+                        self.config.stats.dropped(DropReason::LinkFailed, 1);
+                    }
+                    e
+                }
+            };
+            if self.check_open().is_err() {
+                return;
+            }
+            if matches!(error, Error::HandshakeRefused { .. }) {
+                tracing::error!(peer = %self.node, error = %error, "link refused");
+            } else {
+                tracing::warn!(peer = %self.node, error = %error, "link lost");
+            }
+            self.fail_pending(&error);
+            let exp = failures.min(7);
+            let delay = (BACKOFF_MIN * 2u32.pow(exp)).min(BACKOFF_MAX);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.state_changed.notified() => {}
+            }
+        }
+    }
+
+    /// Reads reply frames until the stream ends; returns why it ended.
+    async fn read(&self, mut inbound: Streaming<Bytes>) -> Error {
+        loop {
+            tokio::select! {
+                frame = inbound.message() => match frame {
+                    Ok(Some(frame)) => self.on_frame(frame),
+                    Ok(None) => return self.unreachable("the peer closed the link"),
+                    Err(status) => return self.status_error(status),
+                },
+                _ = self.state_changed.notified() => {
+                    if self.check_open().is_err() {
+                        return Error::Shutdown;
+                    }
+                }
+            }
+        }
+    }
+
+    fn resend_watches(&self) {
+        let watches: Vec<_> = lock(&self.watches).iter().map(|(w, (a, _))| (*w, *a)).collect();
+        for (watch, actor) in watches {
+            let _ = self.outbox.push(
+                &Header::Watch {
+                    watch,
+                    target: actor.0,
+                },
+                |_| Ok::<_, String>(()),
+            );
+        }
+    }
+
+    fn on_frame(&self, frame: Bytes) {
+        for envelope in Envelopes::new(frame) {
+            match envelope {
+                Ok((Header::Reply { id, error }, payload)) => {
+                    let Some((actor, timeout, tx)) = lock(&self.pending).remove(&id) else {
+                        self.config.stats.dropped(DropReason::LateReply, 1);
+                        tracing::debug!(peer = %self.node, ask = id, "reply for an ask that gave up");
+                        continue;
+                    };
+                    let result = match error {
+                        None => Ok(payload),
+                        Some(e) => Err(self.wire_error(actor, timeout, e)),
+                    };
+                    let _ = tx.send(result);
+                }
+                Ok((Header::Terminated { watch, reason }, _)) => {
+                    if let Some((actor, watcher)) = lock(&self.watches).remove(&watch) {
+                        watcher.do_send(Terminated {
+                            actor,
+                            node: self.node.clone(),
+                            reason: match reason {
+                                WireTermination::Stopped => TerminationReason::Stopped,
+                                WireTermination::NotFound => TerminationReason::NotFound,
+                                WireTermination::NodeShutdown => TerminationReason::NodeShutdown,
+                            },
+                        });
+                    }
+                }
+                Ok((other, _)) => {
+                    self.config.stats.dropped(DropReason::Malformed, 1);
+                    tracing::warn!(peer = %self.node, header = ?other, "a request envelope arrived as a reply; dropped");
+                }
+                Err(e) => {
+                    self.config.stats.dropped(DropReason::Malformed, 1);
+                    tracing::warn!(peer = %self.node, error = %e, "dropped a malformed reply envelope");
+                }
+            }
+        }
+    }
+
+    fn wire_error(&self, actor: ActorId, timeout: Duration, e: WireError) -> Error {
+        let node = self.node.clone();
+        match e {
+            WireError::ActorNotFound => Error::ActorNotFound { node, actor },
+            WireError::ActorStopped => Error::ActorStopped { actor },
+            WireError::UnknownMessage {
+                actor_type,
+                message,
+            } => Error::UnknownMessage {
+                actor_type,
+                message: format!("wire id {message:#018x}"),
+            },
+            WireError::UnknownActorType { actor_type } => Error::UnknownActorType { node, actor_type },
+            WireError::Codec(text) => Error::Codec(text),
+            WireError::HandlerPanicked(message) => Error::HandlerPanicked { actor, message },
+            WireError::DeadlineExpired => Error::Timeout { after: timeout },
+            WireError::ShuttingDown => Error::NodeDown { node },
+        }
+    }
+}

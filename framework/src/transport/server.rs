@@ -1,0 +1,212 @@
+//! The accepting side of links: a tonic server with one hand-written streaming method.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
+use tonic::body::Body;
+use tonic::codec::Streaming;
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+use tower_service::Service;
+
+use super::codec::RawCodec;
+use super::{
+    CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW,
+};
+use crate::node::{NodeShared, PROTOCOL_VERSION};
+use crate::wire::outbox::{FrameStream, Outbox};
+
+/// Starts the transport server on `listener`; it stops with the node.
+pub(crate) fn serve(node: Arc<NodeShared>, listener: TcpListener) {
+    let mut shutdown = node.shutdown_signal();
+    let mut hard_stop = node.shutdown_signal();
+    let service = MeshService { node };
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(stream) = &conn {
+                let _ = stream.set_nodelay(true);
+            }
+            conn
+        });
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
+        tokio::select! {
+            result = server => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "transport server failed");
+                }
+            }
+            // Graceful shutdown waits for open streams; do not wait for ever.
+            _ = async {
+                let _ = hard_stop.wait_for(|stop| *stop).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            } => {}
+        }
+    });
+}
+
+/// The tonic service: routes the link method, refuses everything else.
+#[derive(Clone)]
+struct MeshService {
+    node: Arc<NodeShared>,
+}
+
+impl NamedService for MeshService {
+    const NAME: &'static str = "actormesh.Mesh";
+}
+
+impl Service<http::Request<Body>> for MeshService {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if request.uri().path() != LINK_PATH {
+            let path = request.uri().path().to_owned();
+            return Box::pin(async move {
+                Ok(Status::unimplemented(format!("actormesh serves {LINK_PATH} only, not {path}")).into_http())
+            });
+        }
+        let node = self.node.clone();
+        Box::pin(async move {
+            let limit = node.config.max_frame + 1024;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit);
+            Ok(grpc.streaming(LinkHandler { node }, request).await)
+        })
+    }
+}
+
+/// Accepts one link: checks the handshake, then reads requests until the stream ends.
+struct LinkHandler {
+    node: Arc<NodeShared>,
+}
+
+impl Service<Request<Streaming<Bytes>>> for LinkHandler {
+    type Response = Response<ReplyStream>;
+    type Error = Status;
+    type Future = Ready<Result<Response<ReplyStream>, Status>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        ready(accept(&self.node, request))
+    }
+}
+
+fn bin(request: &Request<Streaming<Bytes>>, key: &str) -> String {
+    request
+        .metadata()
+        .get_bin(key)
+        .and_then(|v| v.to_bytes().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Checks the caller's protocol version, cluster and expected node id.
+pub(crate) fn check_handshake(
+    node: &NodeShared,
+    protocol: Option<&str>,
+    cluster: &str,
+    to: &str,
+) -> Result<(), String> {
+    let theirs = protocol.and_then(|p| p.parse::<u32>().ok());
+    if theirs != Some(PROTOCOL_VERSION) {
+        return Err(format!(
+            "protocol version mismatch: node {} speaks version {PROTOCOL_VERSION}, the caller {}; run the same actormesh protocol on every node",
+            node.info.id,
+            protocol.unwrap_or("none")
+        ));
+    }
+    if cluster != node.info.cluster {
+        return Err(format!(
+            "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster}`",
+            node.info.id, node.info.cluster
+        ));
+    }
+    if to != node.info.id.as_str() {
+        return Err(format!(
+            "node id mismatch: this address belongs to node `{}`, not `{to}` (stale address?)",
+            node.info.id
+        ));
+    }
+    Ok(())
+}
+
+fn accept(
+    node: &Arc<NodeShared>,
+    request: Request<Streaming<Bytes>>,
+) -> Result<Response<ReplyStream>, Status> {
+    let protocol = request
+        .metadata()
+        .get(MD_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let cluster = bin(&request, MD_CLUSTER);
+    let from = bin(&request, MD_FROM);
+    let to = bin(&request, MD_TO);
+    if let Err(reason) = check_handshake(node, protocol.as_deref(), &cluster, &to) {
+        tracing::warn!(node = %node.info.id, caller = %from, %reason, "refused a link");
+        return Err(Status::failed_precondition(format!("{REFUSED}{reason}")));
+    }
+    if node.is_stopping() {
+        return Err(Status::unavailable(format!("node {} is shutting down", node.info.id)));
+    }
+    let outbox = Arc::new(Outbox::new(node.config.max_frame, node.config.send_queue_bytes));
+    node.track_inbound(&outbox);
+    tracing::debug!(node = %node.info.id, caller = %from, "accepted a link");
+    tokio::spawn(read_link(node.clone(), request.into_inner(), outbox.clone(), from));
+    Ok(Response::new(ReplyStream(FrameStream { outbox, epoch: 0 })))
+}
+
+async fn read_link(node: Arc<NodeShared>, mut inbound: Streaming<Bytes>, outbox: Arc<Outbox>, from: String) {
+    let mut shutdown = node.shutdown_signal();
+    loop {
+        tokio::select! {
+            frame = inbound.message() => match frame {
+                Ok(Some(frame)) => node.on_request_frame(frame, &outbox),
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(node = %node.info.id, caller = %from, error = %status, "link from a peer failed");
+                    break;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    outbox.close();
+}
+
+/// The response body of a link: the reply outbox's frames.
+pub(crate) struct ReplyStream(FrameStream);
+
+impl Stream for ReplyStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx).map(|f| f.map(Ok))
+    }
+}
