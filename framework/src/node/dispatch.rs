@@ -85,12 +85,15 @@ pub(crate) fn reply_channel<M: Message>() -> (
     let (result_tx, result_rx): (OneshotSender<M::Result>, _) = oneshot::channel();
     let (panic_tx, panic_rx) = oneshot::channel::<String>();
     let wait = async move {
+        // A panicking handler drops the result sender right after reporting: look at the
+        // panic report first so the caller learns of the panic, not just of a stop.
         tokio::select! {
+            biased;
+            Ok(text) = panic_rx => Outcome::Panicked(text),
             result = result_rx => match result {
                 Ok(value) => Outcome::Value(value),
                 Err(_) => Outcome::Stopped,
             },
-            Ok(text) = panic_rx => Outcome::Panicked(text),
         }
     };
     (

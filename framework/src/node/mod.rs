@@ -169,6 +169,22 @@ impl Node {
         self.shared.events.subscribe()
     }
 
+    /// Waits until `node` is a member in this node's view, for at most `timeout`.
+    pub async fn wait_for_node(&self, node: &NodeId, timeout: Duration) -> Result<NodeInfo> {
+        let mut events = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(info) = read(&self.shared.members).get(node) {
+                return Ok(info.clone());
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return Err(Error::UnknownNode(node.clone())),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Error::Shutdown),
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Counters of dropped messages, by reason.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
@@ -637,6 +653,7 @@ impl NodeShared {
                 }
             }
             MembershipEvent::Left(id) | MembershipEvent::Down(id) => {
+                let graceful = matches!(event, MembershipEvent::Left(_));
                 write(&self.members).remove(id);
                 if id == &self.info.id {
                     if !self.is_stopping() {
@@ -645,7 +662,7 @@ impl NodeShared {
                 } else {
                     lock(&self.departed).insert(id.clone());
                     if let Some(link) = lock(&self.peers).get(id).cloned() {
-                        link.mark_down();
+                        link.mark_down(graceful);
                     }
                 }
             }

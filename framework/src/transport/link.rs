@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +42,8 @@ const CLOSED: u8 = 2;
 /// First and longest pause between connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long replies are still read from a peer that left gracefully.
+const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 type PendingReply = oneshot::Sender<Result<Bytes, Error>>;
 
@@ -55,6 +57,8 @@ pub(crate) struct PeerLink {
     watches: Mutex<HashMap<u64, (ActorId, Recipient<Terminated>)>>,
     next_id: AtomicU64,
     state: AtomicU8,
+    /// The peer left gracefully and the driver is reading its last replies.
+    leaving: AtomicBool,
     state_changed: Notify,
 }
 
@@ -84,6 +88,7 @@ impl PeerLink {
             watches: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             state: AtomicU8::new(if down { DOWN } else { OPEN }),
+            leaving: AtomicBool::new(false),
             state_changed: Notify::new(),
         });
         if !down {
@@ -193,12 +198,20 @@ impl PeerLink {
         }
     }
 
-    /// Discovery declared the peer down: everything pending fails with `NodeDown`.
-    pub(crate) fn mark_down(&self) {
+    /// Discovery declared the peer down (`graceful`: it left). New sends fail with `NodeDown`
+    /// at once. After a crash, pending asks fail at once too; after a graceful leave, replies
+    /// the peer sent before closing its end are still read, for up to [`LEAVE_GRACE`].
+    pub(crate) fn mark_down(&self, graceful: bool) {
         if self.state.swap(DOWN, Ordering::AcqRel) != OPEN {
             return;
         }
-        self.finish(TerminationReason::NodeDown, DropReason::NodeDown);
+        if graceful {
+            self.leaving.store(true, Ordering::Release);
+            self.outbox.close();
+            self.state_changed.notify_waiters();
+        } else {
+            self.finish(TerminationReason::NodeDown, DropReason::NodeDown);
+        }
     }
 
     /// The local node shuts down.
@@ -317,6 +330,10 @@ impl PeerLink {
                     e
                 }
             };
+            if self.leaving.load(Ordering::Acquire) {
+                self.finish(TerminationReason::NodeDown, DropReason::NodeDown);
+                return;
+            }
             if self.check_open().is_err() {
                 return;
             }
@@ -337,18 +354,24 @@ impl PeerLink {
 
     /// Reads reply frames until the stream ends; returns why it ended.
     async fn read(&self, mut inbound: Streaming<Bytes>) -> Error {
+        let mut grace: Option<tokio::time::Instant> = None;
         loop {
+            let state_changed = self.state_changed.notified();
+            if grace.is_none() && self.check_open().is_err() {
+                if !self.leaving.load(Ordering::Acquire) {
+                    return Error::Shutdown;
+                }
+                grace = Some(tokio::time::Instant::now() + LEAVE_GRACE);
+            }
+            let until = grace.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 frame = inbound.message() => match frame {
                     Ok(Some(frame)) => self.on_frame(frame),
                     Ok(None) => return self.unreachable("the peer closed the link"),
                     Err(status) => return self.status_error(status),
                 },
-                _ = self.state_changed.notified() => {
-                    if self.check_open().is_err() {
-                        return Error::Shutdown;
-                    }
-                }
+                _ = state_changed => {}
+                _ = tokio::time::sleep_until(until) => return self.unreachable("the peer left"),
             }
         }
     }

@@ -1,0 +1,266 @@
+//! Several nodes in one process on loopback, sharing the memory discovery.
+
+mod common;
+
+use std::time::Duration;
+
+use actormesh::prelude::*;
+use actormesh::{DropReason, TerminationReason};
+use common::*;
+
+/// The same body against a local and a remote target.
+async fn exercise(target: &ActorRef<Counter>) {
+    assert_eq!(target.ask(Add(2)).await.unwrap(), 2);
+    target.tell(Add(3)).unwrap();
+    assert_eq!(target.ask(Get).await.unwrap(), 5, "tell arrives before the later ask");
+    let err = target.ask(Panic).await.unwrap_err();
+    assert!(matches!(err, Error::HandlerPanicked { .. }), "{err:?}");
+    let err = target.ask(Get).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ActorStopped { .. } | Error::ActorNotFound { .. }),
+        "a stopped actor fails fast: {err:?}"
+    );
+}
+
+#[actix::test]
+async fn same_code_for_local_and_remote_targets() {
+    let (_d, a, b) = pair().await;
+    let local = a.spawn(Counter::default());
+    assert!(local.is_local());
+    exercise(&local).await;
+    let remote = counter_seen_from(&a, &b, "remote-exercise").await;
+    assert!(!remote.is_local());
+    exercise(&remote).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn spawn_on_a_remote_node() {
+    let (_d, a, b) = pair().await;
+    let counter = a.spawn_on::<Counter>(b.id(), 40).await.unwrap();
+    assert_eq!(counter.node(), b.id());
+    assert_eq!(counter.ask(Add(2)).await.unwrap(), 42);
+    assert_eq!(b.actor_count(), 1);
+    let local = a.spawn_on::<Counter>(a.id(), 1).await.unwrap();
+    assert!(local.is_local());
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn spawn_on_unknown_type_or_node_is_a_clear_error() {
+    let discovery = MemoryDiscovery::new();
+    let a = Node::builder().cluster("t").discovery(discovery.clone()).start().await.unwrap();
+    // b does not register Counter as spawnable.
+    let b = Node::builder().cluster("t").discovery(discovery).start().await.unwrap();
+    a.wait_for_node(b.id(), Duration::from_secs(5)).await.unwrap();
+    let err = a.spawn_on::<Counter>(b.id(), 0).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownActorType { .. }), "{err:?}");
+    let err = a.spawn_on::<Counter>(&NodeId::new("nowhere"), 0).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownNode(_)), "{err:?}");
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn reference_travels_inside_a_message() {
+    let (_d, a, b) = pair().await;
+    let counter = a.spawn(Counter::default());
+    let forwarder = b.spawn(Forwarder);
+    b.register_name("fwd", &forwarder).await.unwrap();
+    let forwarder_from_a = a.lookup::<Forwarder>("fwd").await.unwrap();
+    // a -> b carrying a reference to a's counter; b asks it back across the link.
+    let answer = forwarder_from_a
+        .ask(Forward {
+            counter: counter.clone(),
+            amount: 7,
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, Ok(7));
+    assert_eq!(counter.ask(Get).await.unwrap(), 7);
+    // A reference to a local actor that travels back home becomes local again.
+    let local_again = b.spawn(Forwarder);
+    let ans = b
+        .spawn(Forwarder)
+        .ask(Forward {
+            counter: counter.clone(),
+            amount: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ans, Ok(8));
+    drop(local_again);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn named_lookup_and_duplicate_names() {
+    let (_d, a, b) = pair().await;
+    let first = a.spawn(Counter::default());
+    let second = b.spawn(Counter::default());
+    a.register_name("svc", &first).await.unwrap();
+    let err = b.register_name("svc", &second).await.unwrap_err();
+    assert!(matches!(err, Error::NameTaken { .. }), "{err:?}");
+    let found = b.lookup::<Counter>("svc").await.unwrap();
+    assert_eq!(found, first);
+    let err = b.lookup::<Forwarder>("svc").await.unwrap_err();
+    assert!(matches!(err, Error::WrongActorType { .. }), "{err:?}");
+    let err = b.lookup::<Counter>("nobody").await.unwrap_err();
+    assert!(matches!(err, Error::NameNotFound(_)), "{err:?}");
+    // Registering a remote actor's name is refused: names belong to the node running the actor.
+    let err = b.register_name("other", &found).await.unwrap_err();
+    assert!(matches!(err, Error::NotLocal { .. }), "{err:?}");
+    // When the actor stops, its name goes with it.
+    first.ask(Stop).await.unwrap();
+    let gone = eventually(Duration::from_secs(5), || a.actor_count() == 0).await;
+    assert!(gone);
+    let mut freed = false;
+    for _ in 0..100 {
+        if matches!(b.lookup::<Counter>("svc").await, Err(Error::NameNotFound(_))) {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the name of a stopped actor is released");
+    b.register_name("svc", &second).await.unwrap();
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn watch_local_and_remote_actor_death() {
+    let (_d, a, b) = pair().await;
+    let (recipient, mut seen) = watcher();
+    let local = a.spawn(Counter::default());
+    let remote = counter_seen_from(&b, &a, "watched").await;
+    local.watch(recipient.clone());
+    remote.watch(recipient.clone());
+    local.tell(Stop).unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert_eq!((t.actor, t.reason), (local.id(), TerminationReason::Stopped));
+    remote.tell(Stop).unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert_eq!((t.actor, &t.node, t.reason), (remote.id(), b.id(), TerminationReason::Stopped));
+    // Watching something already gone is answered at once.
+    remote.watch(recipient);
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert_eq!(t.reason, TerminationReason::NotFound);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn node_down_fails_pending_and_later_asks_fast() {
+    let (discovery, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "doomed").await;
+    let (recipient, mut seen) = watcher();
+    remote.watch(recipient);
+    assert_eq!(remote.ask(Add(1)).await.unwrap(), 1);
+    // An ask that is stuck in a slow handler when the node is declared down.
+    let slow = remote.clone();
+    let pending = tokio::spawn(async move { slow.ask_timeout(Sleep(1_500), Duration::from_secs(30)).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    assert!(discovery.fail("test", b.id()));
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::NodeDown { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "failed fast, not at the timeout");
+    let err = remote.ask(Get).await.unwrap_err();
+    assert!(matches!(err, Error::NodeDown { .. }), "{err:?}");
+    let err = remote.tell(Get).unwrap_err();
+    assert!(matches!(err.error, Error::NodeDown { .. }));
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert_eq!(t.reason, TerminationReason::NodeDown);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn graceful_shutdown_drains_inflight_asks_then_leaves() {
+    let (_d, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "draining").await;
+    let mut events = a.subscribe();
+    let slow = remote.clone();
+    let inflight = tokio::spawn(async move { slow.ask(Sleep(300)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.shutdown().await;
+    assert_eq!(inflight.await.unwrap(), Ok(()), "the accepted ask was answered before leaving");
+    let left = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(actormesh::MembershipEvent::Left(id)) = events.recv().await {
+                return id;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&left, b.id());
+    let err = remote.ask(Get).await.unwrap_err();
+    assert!(matches!(err, Error::NodeDown { .. }), "{err:?}");
+    assert_eq!(a.members().len(), 1);
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn ask_timeout_is_typed_and_late_reply_counted() {
+    let (_d, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "slow").await;
+    let err = remote.ask_timeout(Sleep(300), Duration::from_millis(50)).await.unwrap_err();
+    assert_eq!(err, Error::Timeout { after: Duration::from_millis(50) });
+    let local = a.spawn(Counter::default());
+    let err = local.ask_timeout(Sleep(300), Duration::from_millis(50)).await.unwrap_err();
+    assert_eq!(err, Error::Timeout { after: Duration::from_millis(50) });
+    // The remote node dropped the expired work or the reply arrived late: either is counted.
+    let counted = eventually(Duration::from_secs(5), || {
+        let s = a.stats();
+        let t = b.stats();
+        s.dropped(DropReason::LateReply) + t.dropped(DropReason::DeadlineExpired) > 0
+    })
+    .await;
+    assert!(counted);
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn duplicate_node_id_and_other_cluster_are_refused() {
+    let discovery = MemoryDiscovery::new();
+    let a = Node::builder().cluster("c").node_id("same").discovery(discovery.clone()).start().await.unwrap();
+    let err = Node::builder().cluster("c").node_id("same").discovery(discovery.clone()).start().await.unwrap_err();
+    assert_eq!(err, Error::NodeIdTaken(NodeId::new("same")));
+    let other = Node::builder().cluster("other").node_id("same").discovery(discovery).start().await.unwrap();
+    assert_eq!(a.members().len(), 1);
+    assert_eq!(other.members().len(), 1);
+    other.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn many_concurrent_asks_across_nodes() {
+    let (_d, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "busy").await;
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let r = remote.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..100 {
+                r.ask(Add(1)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(remote.ask(Get).await.unwrap(), 6400);
+    for _ in 0..10_000 {
+        remote.tell(Add(1)).unwrap();
+    }
+    assert_eq!(remote.ask(Get).await.unwrap(), 16_400, "tells are ordered before a later ask");
+    assert_eq!(a.stats().dropped_total(), 0);
+    b.shutdown().await;
+    a.shutdown().await;
+}
