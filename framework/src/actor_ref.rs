@@ -292,6 +292,16 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    /// The reference as bytes, to hand to another node out of band (a file, a database, a
+    /// command line). [`Node::actor_ref_from_bytes`](crate::Node::actor_ref_from_bytes) turns
+    /// them back into a reference.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut buf = bytes::BytesMut::new();
+        // Encoding a WireRef into memory cannot fail.
+        let _ = encode_payload(&self.wire(), &mut buf);
+        buf.to_vec()
+    }
+
     fn wire(&self) -> WireRef {
         let (node, addr) = match &self.target {
             Target::Local { node, .. } => (node.info.id.clone(), node.info.addr),

@@ -264,3 +264,27 @@ async fn many_concurrent_asks_across_nodes() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn reference_as_bytes_out_of_band() {
+    // Two nodes that do not share discovery: the reference carries the address.
+    let a = Node::builder().cluster("oob").spawnable::<Counter>().start().await.unwrap();
+    let b = Node::builder().cluster("oob").start().await.unwrap();
+    let counter = a.spawn(Counter::default());
+    let bytes = counter.to_bytes();
+    let remote = b.actor_ref_from_bytes::<Counter>(&bytes).unwrap();
+    assert_eq!(remote.ask(Add(5)).await.unwrap(), 5);
+    assert!(b.actor_ref_from_bytes::<Forwarder>(&bytes).is_err(), "type is checked");
+    assert!(b.actor_ref_from_bytes::<Counter>(&bytes[..3]).is_err(), "truncated bytes are an error");
+    // A node of another cluster is refused by the handshake, with a clear error.
+    let c = Node::builder().cluster("elsewhere").start().await.unwrap();
+    let foreign = c.actor_ref_from_bytes::<Counter>(&bytes).unwrap();
+    let err = foreign.ask(Get).await.unwrap_err();
+    match err {
+        Error::HandshakeRefused { reason, .. } => assert!(reason.contains("cluster name mismatch"), "{reason}"),
+        other => panic!("expected a handshake refusal, got {other:?}"),
+    }
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -315,6 +315,14 @@ impl Node {
         shared.resolve::<A>(&entry.node, entry.addr, entry.actor)
     }
 
+    /// Turns the bytes of [`ActorRef::to_bytes`] back into a reference usable from this node.
+    ///
+    /// The actor's node does not need to be in this node's discovery view: the reference
+    /// carries its address, and the link's handshake checks the cluster name and node id.
+    pub fn actor_ref_from_bytes<A: RemoteActor>(&self, bytes: &[u8]) -> Result<ActorRef<A>> {
+        with_decode_node(&self.shared, || decode_payload::<ActorRef<A>>(bytes)).map_err(Error::Codec)
+    }
+
     /// Leaves the cluster cleanly: stops taking new work, lets asks being handled here finish
     /// and their replies leave (up to the shutdown timeout), flushes what this node still has
     /// to send, leaves discovery (its names vanish), and stops its actors.
