@@ -172,8 +172,8 @@ impl<A: RemoteActor> ActorRef<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
-        let span = tracing::debug_span!("actormesh.send", actor = %self.id, message = M::NAME, kind = "tell");
-        let trace = (!span.is_disabled()).then(trace::child_of_current);
+        let span = send_span(self.node(), self.id, M::NAME, "tell");
+        let trace = trace_of(&span);
         let _entered = span.enter();
         match &self.target {
             Target::Local { addr, node } => {
@@ -230,8 +230,9 @@ impl<A: RemoteActor> ActorRef<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
-        let span = tracing::debug_span!("actormesh.send", actor = %self.id, message = M::NAME, kind = "ask");
-        let trace = (!span.is_disabled()).then(trace::child_of_current);
+        let span = send_span(self.node(), self.id, M::NAME, "ask");
+        let trace = trace_of(&span);
+        let _entered = span.enter();
         let deadline = tokio::time::Instant::now() + timeout;
         match &self.target {
             Target::Local { addr, .. } => {
@@ -315,6 +316,30 @@ impl<A: RemoteActor> ActorRef<A> {
             actor_type: A::NAME.to_owned(),
         }
     }
+}
+
+/// The span of one send: node and actor of the target, message name, trace position.
+fn send_span(node: &NodeId, actor: ActorId, message: &'static str, kind: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "actormesh.send",
+        target_node = %node,
+        actor = %actor,
+        message,
+        kind,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    )
+}
+
+/// The trace position of a send, recorded in its span; `None` when the span is disabled.
+fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
+    if span.is_disabled() {
+        return None;
+    }
+    let ctx = trace::child_of_current();
+    span.record("trace_id", ctx.trace_id);
+    span.record("span_id", ctx.span_id);
+    Some(ctx)
 }
 
 /// Sent to a watcher when a watched actor terminates. See [`ActorRef::watch`].

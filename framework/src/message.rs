@@ -192,20 +192,25 @@ where
         actor_type = A::NAME,
         message = M::NAME,
         trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         parent_span_id = tracing::field::Empty,
     );
     let here = if span.is_disabled() {
         None
     } else {
-        let here = trace.map(|parent| {
-            span.record("trace_id", parent.trace_id);
-            span.record("parent_span_id", parent.span_id);
-            TraceContext {
-                trace_id: parent.trace_id,
-                span_id: crate::id::random_u64(),
+        let here = match trace {
+            Some(parent) => {
+                span.record("parent_span_id", parent.span_id);
+                TraceContext {
+                    trace_id: parent.trace_id,
+                    span_id: crate::id::random_u64(),
+                }
             }
-        });
-        Some(here.unwrap_or_else(trace::child_of_current))
+            None => trace::child_of_current(),
+        };
+        span.record("trace_id", here.trace_id);
+        span.record("span_id", here.span_id);
+        Some(here)
     };
     let _entered = span.enter();
     let outcome = trace::with_current(here, || {

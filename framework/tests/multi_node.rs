@@ -288,3 +288,52 @@ async fn reference_as_bytes_out_of_band() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn oversized_message_is_refused_and_the_link_lives_on() {
+    let discovery = MemoryDiscovery::new();
+    let a = Node::builder().cluster("big").discovery(discovery.clone()).max_frame_size(4096).start().await.unwrap();
+    let b = Node::builder().cluster("big").discovery(discovery).max_frame_size(4096).start().await.unwrap();
+    let remote = counter_seen_from(&b, &a, "big").await;
+    let huge = Echoed(vec![7u8; 10_000]);
+    let err = remote.ask(huge).await.unwrap_err();
+    assert!(matches!(err, Error::MessageTooLarge { limit: 4096, .. }), "{err:?}");
+    assert_eq!(remote.ask(Add(1)).await.unwrap(), 1, "the link still works");
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn full_send_queue_hands_the_message_back() {
+    let discovery = MemoryDiscovery::new();
+    let a = Node::builder().cluster("q").discovery(discovery.clone()).send_queue_bytes(512).start().await.unwrap();
+    let b = Node::builder().cluster("q").discovery(discovery).start().await.unwrap();
+    let remote = counter_seen_from(&b, &a, "q").await;
+    let mut refused = None;
+    // Without yielding, the writer cannot drain: the queue must fill up within a few tells.
+    for i in 0..1_000u64 {
+        if let Err(e) = remote.tell(Add(i)) {
+            refused = Some(e);
+            break;
+        }
+    }
+    let refused = refused.expect("the queue filled up");
+    assert!(matches!(refused.error, Error::MailboxFull { limit_bytes: 512, .. }));
+    let Add(_) = refused.into_inner();
+    assert!(a.stats().dropped(DropReason::QueueFull) >= 1);
+    // An ask while the queue is full fails the same way; once drained, sending works again.
+    let mut answered = false;
+    for _ in 0..200 {
+        match remote.ask(Get).await {
+            Ok(_) => {
+                answered = true;
+                break;
+            }
+            Err(Error::MailboxFull { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(answered, "the queue drains");
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -764,3 +764,6 @@ pub(crate) fn spawn_from_wire<A: Spawnable>(
     let args: A::Args = with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
     Ok(node.spawn_with(move |ctx| A::from_args(args, ctx)).id())
 }
+
+#[cfg(test)]
+mod tests;

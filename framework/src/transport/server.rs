@@ -210,3 +210,26 @@ impl Stream for ReplyStream {
         Pin::new(&mut self.0).poll_next(cx).map(|f| f.map(Ok))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Node;
+
+    #[actix_rt::test]
+    async fn handshake_refusals_name_both_sides() {
+        let node = Node::builder().cluster("blue").node_id("n1").start().await.unwrap();
+        let shared = &node.shared;
+        let v = PROTOCOL_VERSION.to_string();
+        assert_eq!(check_handshake(shared, Some(&v), "blue", "n1"), Ok(()));
+        let e = check_handshake(shared, Some("999"), "blue", "n1").unwrap_err();
+        assert!(e.contains("protocol version mismatch") && e.contains("999"), "{e}");
+        let e = check_handshake(shared, None, "blue", "n1").unwrap_err();
+        assert!(e.contains("none"), "{e}");
+        let e = check_handshake(shared, Some(&v), "green", "n1").unwrap_err();
+        assert!(e.contains("`blue`") && e.contains("`green`"), "{e}");
+        let e = check_handshake(shared, Some(&v), "blue", "n2").unwrap_err();
+        assert!(e.contains("node id mismatch"), "{e}");
+        node.shutdown().await;
+    }
+}

@@ -42,6 +42,21 @@ impl RemoteMessage for Sleep {
     const NAME: &'static str = "test.Sleep";
 }
 
+/// Answers the length of its payload.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "usize")]
+pub struct Echoed(pub Vec<u8>);
+impl RemoteMessage for Echoed {
+    const NAME: &'static str = "test.Echoed";
+}
+
+impl Handler<Echoed> for Counter {
+    type Result = usize;
+    fn handle(&mut self, msg: Echoed, _: &mut Context<Self>) -> usize {
+        msg.0.len()
+    }
+}
+
 /// Asks `counter` (a reference that travelled inside the message) to add `amount` and
 /// returns what it answered: the reply-to pattern across nodes.
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -106,7 +121,7 @@ impl Handler<Sleep> for Counter {
     }
 }
 
-actormesh::remote_actor!(Counter = "test.Counter" { Add, Get, Stop, Panic, Sleep });
+actormesh::remote_actor!(Counter = "test.Counter" { Add, Get, Stop, Panic, Sleep, Echoed });
 
 /// Forwards to the counter in the message.
 pub struct Forwarder;

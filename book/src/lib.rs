@@ -1,0 +1,18 @@
+//! The actormesh book as a crate.
+//!
+//! The chapters are the Markdown files beside this one; `mdbook serve book` renders them. Each
+//! chapter is also the documentation of one (empty) module below, so every Rust listing in the
+//! book is a doctest: `cargo test -p actormesh-book` compiles and runs them all, and the book
+//! cannot drift away from the API it describes.
+//!
+//! The crate's integration test `tests/template.rs` renders the `service-template/` project and
+//! checks that it builds, passes clippy and rustfmt, and runs.
+
+#[doc = include_str!("introduction.md")]
+pub mod introduction {}
+
+#[doc = include_str!("getting-started.md")]
+pub mod getting_started {}
+
+#[doc = include_str!("architecture.md")]
+pub mod architecture {}

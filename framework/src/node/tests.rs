@@ -1,0 +1,145 @@
+//! Bad input at the node boundary: frames fed straight into the request path.
+
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message};
+use bytes::{BufMut, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::stats::DropReason;
+use crate::wire::envelope::{decode_payload, encode_envelope, encode_payload, Envelopes, Header, WireError};
+use crate::wire::outbox::Outbox;
+use crate::{Node, RemoteMessage};
+
+#[derive(Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+struct Echo(u64);
+impl RemoteMessage for Echo {
+    const NAME: &'static str = "node-tests.Echo";
+}
+
+struct Echoer;
+impl Actor for Echoer {
+    type Context = Context<Self>;
+}
+impl Handler<Echo> for Echoer {
+    type Result = u64;
+    fn handle(&mut self, msg: Echo, _: &mut Context<Self>) -> u64 {
+        msg.0
+    }
+}
+crate::remote_actor!(Echoer = "node-tests.Echoer" { Echo });
+
+fn ask(id: u64, target: u64, message: u64) -> Header {
+    Header::Ask {
+        id,
+        target,
+        message,
+        timeout_ms: 5_000,
+        trace: None,
+    }
+}
+
+/// Collects `n` replies (id, result) from `outbox`, waiting up to 5 s.
+async fn replies(outbox: &Outbox, n: usize) -> Vec<(u64, Result<u64, WireError>)> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        match outbox.poll_frame(&mut cx, 0) {
+            Poll::Ready(Some(frame)) => {
+                for envelope in Envelopes::new(frame) {
+                    let (header, payload) = envelope.expect("replies are well formed");
+                    let Header::Reply { id, error } = header else {
+                        panic!("unexpected {header:?}")
+                    };
+                    got.push((id, match error {
+                        None => Ok(decode_payload::<u64>(&payload).unwrap()),
+                        Some(e) => Err(e),
+                    }));
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+    got.sort_by_key(|(id, _)| *id);
+    got
+}
+
+#[actix_rt::test]
+async fn one_bad_envelope_never_costs_the_others() {
+    let node = Node::builder().start().await.unwrap();
+    let echo = node.spawn(Echoer);
+    let target = echo.id().0;
+    let shared = &node.shared;
+    let outbox = Arc::new(Outbox::new(1 << 20, 1 << 20));
+
+    let mut frame = BytesMut::new();
+    // 1: garbage where a header should be.
+    frame.put_u32_le(3);
+    frame.put_slice(&[0xee, 0xee, 0xee]);
+    // 2: an ask to an actor that does not exist.
+    encode_envelope(&mut frame, &ask(1, 999, Echo::WIRE_ID), |b| encode_payload(&Echo(1), b)).unwrap();
+    // 3: a message type the actor does not accept.
+    encode_envelope(&mut frame, &ask(2, target, 0xdead), |b| encode_payload(&Echo(2), b)).unwrap();
+    // 4: a payload that is not an Echo.
+    encode_envelope(&mut frame, &ask(3, target, Echo::WIRE_ID), |b| encode_payload("not a number", b)).unwrap();
+    // 5: a good one.
+    encode_envelope(&mut frame, &ask(4, target, Echo::WIRE_ID), |b| encode_payload(&Echo(44), b)).unwrap();
+    // 6: a reply-direction envelope on the request direction.
+    encode_envelope(&mut frame, &Header::Reply { id: 9, error: None }, |_| Ok::<_, String>(())).unwrap();
+    // 7: a tell of an unknown type (no reply possible: counted and logged).
+    encode_envelope(
+        &mut frame,
+        &Header::Tell {
+            target,
+            message: 0xbeef,
+            trace: None,
+        },
+        |b| encode_payload(&Echo(7), b),
+    )
+    .unwrap();
+    // 8: a truncated tail.
+    frame.put_u32_le(1000);
+    frame.put_slice(&[1, 2, 3]);
+
+    shared.on_request_frame(frame.freeze(), &outbox);
+
+    let got = replies(&outbox, 4).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0], (1, Err(WireError::ActorNotFound)));
+    assert!(matches!(got[1], (2, Err(WireError::UnknownMessage { .. }))), "{got:?}");
+    assert!(matches!(got[2], (3, Err(WireError::Codec(_)))), "{got:?}");
+    assert_eq!(got[3], (4, Ok(44)));
+
+    let stats = node.stats();
+    assert_eq!(stats.dropped(DropReason::Malformed), 3, "garbage, wrong direction, truncated");
+    assert_eq!(stats.dropped(DropReason::UnknownActor), 1);
+    assert_eq!(stats.dropped(DropReason::UnknownMessage), 2);
+    assert_eq!(stats.dropped(DropReason::Decode), 1);
+    // The actor is unharmed.
+    assert_eq!(echo.ask(Echo(5)).await.unwrap(), 5);
+    node.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn spawn_of_unknown_type_and_bad_arguments_get_error_replies() {
+    let node = Node::builder().start().await.unwrap();
+    let outbox = Arc::new(Outbox::new(1 << 20, 1 << 20));
+    let mut frame = BytesMut::new();
+    encode_envelope(
+        &mut frame,
+        &Header::Spawn {
+            id: 1,
+            actor_type: "no.such.Type".into(),
+        },
+        |_| Ok::<_, String>(()),
+    )
+    .unwrap();
+    node.shared.on_request_frame(frame.freeze(), &outbox);
+    let got = replies(&outbox, 1).await;
+    assert!(matches!(got[..], [(1, Err(WireError::UnknownActorType { .. }))]), "{got:?}");
+    node.shutdown().await;
+}
