@@ -42,6 +42,12 @@ impl fmt::Debug for NodeId {
     }
 }
 
+impl From<String> for NodeId {
+    fn from(s: String) -> Self {
+        NodeId(Arc::from(s))
+    }
+}
+
 impl From<&str> for NodeId {
     fn from(s: &str) -> Self {
         NodeId::new(s)
