@@ -155,7 +155,11 @@ where
                     Outcome::Value(v) => Ok(v),
                     Outcome::Stopped => Err(WireError::ActorStopped),
                     Outcome::Panicked(text) => Err(WireError::HandlerPanicked(text)),
-                    Outcome::Expired => Err(WireError::DeadlineExpired),
+                    Outcome::Expired => {
+                        guard.0.stats.dropped(DropReason::DeadlineExpired, 1);
+                        tracing::debug!(ask = ask.id, "the caller's deadline passed before a reply");
+                        Err(WireError::DeadlineExpired)
+                    }
                 };
                 send_reply(&guard.0, &ask.outbox, ask.id, outcome);
             });

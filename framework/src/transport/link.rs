@@ -226,8 +226,8 @@ impl PeerLink {
         self.outbox.close();
         let dropped = self.outbox.clear();
         if dropped > 0 {
-            self.config.stats.dropped(drop_reason, 1);
-            tracing::warn!(peer = %self.node, bytes = dropped, "link ended with messages queued; dropped");
+            self.config.stats.dropped(drop_reason, dropped as u64);
+            tracing::warn!(peer = %self.node, messages = dropped, "link ended with messages queued; dropped");
         }
         let error = self.check_open().err().unwrap_or(Error::Shutdown);
         self.fail_pending(&error);
@@ -325,7 +325,8 @@ impl PeerLink {
                     // Nothing can be delivered now: fail fast rather than at the timeout.
                     let dropped = self.outbox.clear();
                     if dropped > 0 {
-                        self.config.stats.dropped(DropReason::LinkFailed, 1);
+                        self.config.stats.dropped(DropReason::LinkFailed, dropped as u64);
+                        tracing::warn!(peer = %self.node, messages = dropped, error = %e, "cannot connect; queued messages dropped");
                     }
                     e
                 }

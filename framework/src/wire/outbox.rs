@@ -33,8 +33,10 @@ pub(crate) enum PushError<E> {
 
 #[derive(Debug, Default)]
 struct State {
-    chunks: VecDeque<BytesMut>,
+    /// Frames being filled: bytes and how many envelopes each holds.
+    chunks: VecDeque<(BytesMut, usize)>,
     queued: usize,
+    envelopes: usize,
     writer: Option<Waker>,
     closed: bool,
     /// Bumped for each new connection of a link: a stream of an older connection ends.
@@ -85,11 +87,12 @@ impl Outbox {
         if st.queued >= self.max_queued {
             return Err(PushError::Full);
         }
-        if st.chunks.back().is_none_or(|c| c.len() >= BATCH_BYTES) {
-            st.chunks.push_back(BytesMut::with_capacity(BATCH_BYTES + 1024));
+        if st.chunks.back().is_none_or(|(c, _)| c.len() >= BATCH_BYTES) {
+            st.chunks
+                .push_back((BytesMut::with_capacity(BATCH_BYTES + 1024), 0));
         }
         let max_frame = self.max_frame;
-        let chunk = st.chunks.back_mut().expect("a chunk was just ensured");
+        let (chunk, count) = st.chunks.back_mut().expect("a chunk was just ensured");
         let before = chunk.len();
         let size = match encode_envelope(chunk, header, payload) {
             Ok(size) => size,
@@ -102,9 +105,12 @@ impl Outbox {
         }
         if before > 0 && chunk.len() > max_frame {
             let tail = chunk.split_off(before);
-            st.chunks.push_back(tail);
+            st.chunks.push_back((tail, 1));
+        } else {
+            *count += 1;
         }
         st.queued += size;
+        st.envelopes += 1;
         let writer = st.writer.take();
         drop(st);
         if let Some(w) = writer {
@@ -121,11 +127,12 @@ impl Outbox {
         if st.epoch != epoch {
             return Poll::Ready(None);
         }
-        while let Some(chunk) = st.chunks.pop_front() {
+        while let Some((chunk, count)) = st.chunks.pop_front() {
             if chunk.is_empty() {
                 continue;
             }
             st.queued -= chunk.len();
+            st.envelopes -= count;
             if st.chunks.is_empty() {
                 self.drained.notify_waiters();
             }
@@ -156,12 +163,13 @@ impl Outbox {
         self.lock().queued
     }
 
-    /// Discards everything queued; returns how many bytes were dropped.
+    /// Discards everything queued; returns how many envelopes were dropped.
     pub(crate) fn clear(&self) -> usize {
         let mut st = self.lock();
-        let dropped = st.queued;
+        let dropped = st.envelopes;
         st.chunks.clear();
         st.queued = 0;
+        st.envelopes = 0;
         drop(st);
         self.drained.notify_waiters();
         dropped
@@ -264,12 +272,23 @@ mod tests {
     }
 
     #[test]
+    fn clear_counts_envelopes() {
+        let outbox = Outbox::new(1024, 1 << 20);
+        for i in 0..10u32 {
+            outbox.push(&tell(), |b| encode_payload(&i, b)).unwrap();
+        }
+        assert_eq!(outbox.clear(), 10);
+        assert_eq!(outbox.queued(), 0);
+    }
+
+    #[test]
     fn closed_outbox_ends_the_stream() {
         let outbox = Outbox::new(1024, 1024);
         outbox.push(&tell(), |b| encode_payload(&1u8, b)).unwrap();
         outbox.close();
         assert_eq!(outbox.push(&tell(), |b| encode_payload(&1u8, b)), Err(PushError::Closed));
         assert!(next(&outbox).is_some(), "queued frames still leave");
+        outbox.push(&tell(), |b| encode_payload(&1u8, b)).unwrap_err();
         outbox.new_epoch();
         let mut cx0 = Context::from_waker(Waker::noop());
         assert_eq!(outbox.poll_frame(&mut cx0, 0), Poll::Ready(None), "old epoch ends");
