@@ -16,3 +16,8 @@ pub mod getting_started {}
 
 #[doc = include_str!("architecture.md")]
 pub mod architecture {}
+
+/// The repository's README, so that its example is compiled and run too.
+#[doc(hidden)]
+#[doc = include_str!("../../README.md")]
+pub mod readme {}

@@ -69,7 +69,12 @@ impl Handler<WhoAreYou> for Counter {
 impl Handler<Relay> for Counter {
     type Result = ResponseFuture<Result<u64, String>>;
     fn handle(&mut self, msg: Relay, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(async move { msg.counter.ask(Add(msg.amount)).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            msg.counter
+                .ask(Add(msg.amount))
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -132,7 +137,10 @@ mod tests {
 
     #[test]
     fn hex_round_trip_and_rejects_garbage() {
-        assert_eq!(from_hex(&to_hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
+        assert_eq!(
+            from_hex(&to_hex(&[0, 1, 254, 255])),
+            Some(vec![0, 1, 254, 255])
+        );
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
     }

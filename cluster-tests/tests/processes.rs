@@ -11,7 +11,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_cluster-node");
 async fn asks_across_processes_and_a_killed_process_fails_fast() {
     let mut p1 = NodeProcess::start(BIN, "proc", "p1").await.unwrap();
     let mut p2 = NodeProcess::start(BIN, "proc", "p2").await.unwrap();
-    let me = Node::builder().cluster("proc").node_id("driver").start().await.unwrap();
+    let me = Node::builder()
+        .cluster("proc")
+        .node_id("driver")
+        .start()
+        .await
+        .unwrap();
     let c1 = me.actor_ref_from_bytes::<Counter>(&p1.counter).unwrap();
     let c2 = me.actor_ref_from_bytes::<Counter>(&p2.counter).unwrap();
 
@@ -20,7 +25,13 @@ async fn asks_across_processes_and_a_killed_process_fails_fast() {
     assert_eq!(c1.ask(Add(2)).await.unwrap(), 2);
     c1.tell(Add(3)).unwrap();
     // p2 asks p1 with a reference the driver handed it: three processes, one reference.
-    let relayed = c2.ask(Relay { counter: c1.clone(), amount: 5 }).await.unwrap();
+    let relayed = c2
+        .ask(Relay {
+            counter: c1.clone(),
+            amount: 5,
+        })
+        .await
+        .unwrap();
     assert_eq!(relayed, Ok(10));
 
     // SIGKILL p1: asks to it fail fast (well before the 5 s ask timeout) while p2 answers on.
@@ -29,10 +40,23 @@ async fn asks_across_processes_and_a_killed_process_fails_fast() {
     let started = Instant::now();
     let err = c1.ask(Add(1)).await.unwrap_err();
     assert!(matches!(err, Error::NodeUnreachable { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(c2.ask(Add(1)).await.unwrap(), 1);
-    let relayed = c2.ask(Relay { counter: c1.clone(), amount: 1 }).await.unwrap();
-    assert!(relayed.is_err(), "p2 learns p1 is unreachable too: {relayed:?}");
+    let relayed = c2
+        .ask(Relay {
+            counter: c1.clone(),
+            amount: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        relayed.is_err(),
+        "p2 learns p1 is unreachable too: {relayed:?}"
+    );
 
     // Graceful stop of p2: close its stdin, it drains and exits 0.
     drop(p2.child.stdin.take());
@@ -52,7 +76,10 @@ async fn a_process_of_another_cluster_is_refused_with_a_clear_error() {
     let err = counter.ask(Add(1)).await.unwrap_err();
     match err {
         Error::HandshakeRefused { reason, .. } => {
-            assert!(reason.contains("`blue`") && reason.contains("`green`"), "{reason}")
+            assert!(
+                reason.contains("`blue`") && reason.contains("`green`"),
+                "{reason}"
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

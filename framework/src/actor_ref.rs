@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::{Addr, Handler, Message, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tracing::Instrument;
 
 use crate::error::{Error, Result, TellError};
 use crate::id::{ActorId, NodeId};
@@ -67,7 +68,10 @@ impl<A: RemoteActor> Clone for ActorRef<A> {
                 local: local.clone(),
             },
         };
-        ActorRef { id: self.id, target }
+        ActorRef {
+            id: self.id,
+            target,
+        }
     }
 }
 
@@ -111,7 +115,12 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
-    pub(crate) fn gone(id: ActorId, node: NodeId, addr: SocketAddr, local: Arc<NodeShared>) -> Self {
+    pub(crate) fn gone(
+        id: ActorId,
+        node: NodeId,
+        addr: SocketAddr,
+        local: Arc<NodeShared>,
+    ) -> Self {
         ActorRef {
             id,
             target: Target::Gone { node, addr, local },
@@ -232,7 +241,22 @@ impl<A: RemoteActor> ActorRef<A> {
     {
         let span = send_span(self.node(), self.id, M::NAME, "ask");
         let trace = trace_of(&span);
-        let _entered = span.enter();
+        self.ask_traced(message, timeout, trace)
+            .instrument(span)
+            .await
+    }
+
+    async fn ask_traced<M>(
+        &self,
+        message: M,
+        timeout: Duration,
+        trace: Option<trace::TraceContext>,
+    ) -> Result<M::Result>
+    where
+        A: Handler<Deliver<M>>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         match &self.target {
             Target::Local { addr, .. } => {
@@ -319,7 +343,12 @@ impl<A: RemoteActor> ActorRef<A> {
 }
 
 /// The span of one send: node and actor of the target, message name, trace position.
-fn send_span(node: &NodeId, actor: ActorId, message: &'static str, kind: &'static str) -> tracing::Span {
+fn send_span(
+    node: &NodeId,
+    actor: ActorId,
+    message: &'static str,
+    kind: &'static str,
+) -> tracing::Span {
     tracing::debug_span!(
         "actormesh.send",
         target_node = %node,

@@ -118,7 +118,9 @@ pub enum Error {
         actor: ActorId,
     },
     /// The operation needs an actor on this node.
-    #[error("actor {actor} lives on node {node}, not on this node; {what} only works for local actors")]
+    #[error(
+        "actor {actor} lives on node {node}, not on this node; {what} only works for local actors"
+    )]
     NotLocal {
         /// The remote node.
         node: NodeId,

@@ -62,7 +62,7 @@ mod transport;
 mod wire;
 
 pub use actor_ref::{ActorRef, Terminated, TerminationReason};
-pub use discovery::{Discovery, MemoryDiscovery, MembershipEvent, NodeInfo};
+pub use discovery::{Discovery, MembershipEvent, MemoryDiscovery, NodeInfo};
 pub use error::{Error, Result, TellError};
 pub use id::{ActorId, NodeId};
 pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};

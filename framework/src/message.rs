@@ -213,11 +213,12 @@ where
         Some(here)
     };
     let _entered = span.enter();
-    let outcome = trace::with_current(here, || {
-        catch_unwind(AssertUnwindSafe(|| {
-            <A as Handler<M>>::handle(actor, message, ctx)
-        }))
-    });
+    let run = AssertUnwindSafe(|| <A as Handler<M>>::handle(actor, message, ctx));
+    // Without a trace position (spans disabled) there is no context to set.
+    let outcome = match here {
+        Some(_) => trace::with_current(here, || catch_unwind(run)),
+        None => catch_unwind(run),
+    };
     match outcome {
         Ok(response) => {
             let (result, _panic) = match reply {
@@ -285,9 +286,10 @@ impl<A: RemoteActor> Declaration<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
-        let previous = self
-            .handlers
-            .insert(M::WIRE_ID, (M::NAME, crate::node::dispatch::dispatch::<A, M>));
+        let previous = self.handlers.insert(
+            M::WIRE_ID,
+            (M::NAME, crate::node::dispatch::dispatch::<A, M>),
+        );
         if let Some((name, _)) = previous {
             if name != M::NAME {
                 tracing::error!(

@@ -41,7 +41,10 @@ impl<S: tracing::Subscriber> Layer<S> for Capture {
         attrs.record(&mut Fields(&mut fields));
         let mut spans = self.spans.0.lock().unwrap();
         spans.push((attrs.metadata().name().to_owned(), fields));
-        self.index.lock().unwrap().insert(id.clone(), spans.len() - 1);
+        self.index
+            .lock()
+            .unwrap()
+            .insert(id.clone(), spans.len() - 1);
     }
     fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
         if let Some(&i) = self.index.lock().unwrap().get(id) {
@@ -64,15 +67,30 @@ async fn remote_handler_span_is_a_child_of_the_senders() {
     let spans = spans.0.lock().unwrap().clone();
     let send = spans
         .iter()
-        .find(|(name, f)| name == "actormesh.send" && f.get("message").map(String::as_str) == Some("test.Add"))
+        .find(|(name, f)| {
+            name == "actormesh.send" && f.get("message").map(String::as_str) == Some("test.Add")
+        })
         .expect("a send span");
     let handle = spans
         .iter()
-        .find(|(name, f)| name == "actormesh.handle" && f.get("message").map(String::as_str) == Some("test.Add"))
+        .find(|(name, f)| {
+            name == "actormesh.handle" && f.get("message").map(String::as_str) == Some("test.Add")
+        })
         .expect("a handle span");
-    assert!(spans.iter().any(|(name, _)| name == "actormesh.deliver"), "a delivery span");
-    assert_eq!(send.1.get("trace_id"), handle.1.get("trace_id"), "same trace");
-    assert_eq!(send.1.get("span_id"), handle.1.get("parent_span_id"), "handler's parent is the send");
+    assert!(
+        spans.iter().any(|(name, _)| name == "actormesh.deliver"),
+        "a delivery span"
+    );
+    assert_eq!(
+        send.1.get("trace_id"),
+        handle.1.get("trace_id"),
+        "same trace"
+    );
+    assert_eq!(
+        send.1.get("span_id"),
+        handle.1.get("parent_span_id"),
+        "handler's parent is the send"
+    );
     assert!(send.1.contains_key("trace_id"));
     b.shutdown().await;
     a.shutdown().await;

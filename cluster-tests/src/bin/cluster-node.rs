@@ -3,8 +3,8 @@
 //! Starts a node, spawns a `Counter`, prints `READY <hex reference>` and serves until its
 //! standard input closes, then shuts down gracefully and exits 0.
 
-use actormesh_cluster_tests::{to_hex, Counter};
 use actormesh::Node;
+use actormesh_cluster_tests::{to_hex, Counter};
 use tokio::io::AsyncReadExt;
 
 #[actix::main]

@@ -229,7 +229,10 @@ mod tests {
         let d = MemoryDiscovery::new();
         let mut a = d.join(&info("one", "a")).await.unwrap();
         let _b = d.join(&info("two", "b")).await.unwrap();
-        assert!(a.events.try_recv().is_err(), "no event from another cluster");
+        assert!(
+            a.events.try_recv().is_err(),
+            "no event from another cluster"
+        );
         assert_eq!(d.members("one").len(), 1);
     }
 
@@ -240,11 +243,17 @@ mod tests {
         let _b = d.join(&info("c", "b")).await.unwrap();
         d.register_name("c", "svc", &entry("a", 1)).await.unwrap();
         d.register_name("c", "svc", &entry("a", 1)).await.unwrap();
-        let err = d.register_name("c", "svc", &entry("b", 2)).await.unwrap_err();
+        let err = d
+            .register_name("c", "svc", &entry("b", 2))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NameTaken { .. }));
         // Only the holder can unregister.
         d.unregister_name("c", "svc", &entry("b", 2)).await.unwrap();
-        assert_eq!(d.lookup_name("c", "svc").await.unwrap(), Some(entry("a", 1)));
+        assert_eq!(
+            d.lookup_name("c", "svc").await.unwrap(),
+            Some(entry("a", 1))
+        );
         assert!(d.fail("c", &NodeId::new("a")));
         assert_eq!(d.lookup_name("c", "svc").await.unwrap(), None);
         d.register_name("c", "svc", &entry("b", 2)).await.unwrap();

@@ -18,8 +18,7 @@ use crate::wire::envelope::{decode_payload, encode_payload, Header, WireError};
 use crate::wire::outbox::{Outbox, PushError};
 
 /// Decodes one message type from a payload and delivers it into an actor of type `A`.
-pub(crate) type DispatchFn<A> =
-    fn(&Addr<A>, Inbound<'_>, &[u8]) -> Result<(), WireError>;
+pub(crate) type DispatchFn<A> = fn(&Addr<A>, Inbound<'_>, &[u8]) -> Result<(), WireError>;
 
 /// Where an inbound message came from and where its reply goes.
 pub(crate) struct Inbound<'a> {
@@ -38,7 +37,8 @@ pub(crate) struct AskReply {
 
 /// A local actor as the transport sees it: a type name and a dispatch table.
 pub(crate) trait LocalDispatch: Send + Sync {
-    fn dispatch(&self, message: u64, inbound: Inbound<'_>, payload: &[u8]) -> Result<(), WireError>;
+    fn dispatch(&self, message: u64, inbound: Inbound<'_>, payload: &[u8])
+        -> Result<(), WireError>;
     fn type_name(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
 }
@@ -50,7 +50,12 @@ pub(crate) struct Typed<A: RemoteActor> {
 }
 
 impl<A: RemoteActor> LocalDispatch for Typed<A> {
-    fn dispatch(&self, message: u64, inbound: Inbound<'_>, payload: &[u8]) -> Result<(), WireError> {
+    fn dispatch(
+        &self,
+        message: u64,
+        inbound: Inbound<'_>,
+        payload: &[u8],
+    ) -> Result<(), WireError> {
         match self.declaration.handlers.get(&message) {
             Some((_, dispatch)) => dispatch(&self.addr, inbound, payload),
             None => Err(WireError::UnknownMessage {
@@ -116,7 +121,11 @@ pub(crate) async fn outcome_until<T>(
 }
 
 /// The [`DispatchFn`] of message type `M` for actor type `A`.
-pub(crate) fn dispatch<A, M>(addr: &Addr<A>, inbound: Inbound<'_>, payload: &[u8]) -> Result<(), WireError>
+pub(crate) fn dispatch<A, M>(
+    addr: &Addr<A>,
+    inbound: Inbound<'_>,
+    payload: &[u8],
+) -> Result<(), WireError>
 where
     A: RemoteActor + Handler<Deliver<M>>,
     M: RemoteMessage,
@@ -157,7 +166,10 @@ where
                     Outcome::Panicked(text) => Err(WireError::HandlerPanicked(text)),
                     Outcome::Expired => {
                         guard.0.stats.dropped(DropReason::DeadlineExpired, 1);
-                        tracing::debug!(ask = ask.id, "the caller's deadline passed before a reply");
+                        tracing::debug!(
+                            ask = ask.id,
+                            "the caller's deadline passed before a reply"
+                        );
                         Err(WireError::DeadlineExpired)
                     }
                 };
@@ -176,7 +188,9 @@ pub(crate) fn send_reply<T: serde::Serialize>(
     outcome: Result<T, WireError>,
 ) {
     let pushed = match outcome {
-        Ok(value) => match outbox.push(&Header::Reply { id, error: None }, |b| encode_payload(&value, b)) {
+        Ok(value) => match outbox.push(&Header::Reply { id, error: None }, |b| {
+            encode_payload(&value, b)
+        }) {
             Err(PushError::Encode(e)) => outbox.push(
                 &Header::Reply {
                     id,
@@ -195,10 +209,16 @@ pub(crate) fn send_reply<T: serde::Serialize>(
             ),
             other => other,
         },
-        Err(e) => outbox.push(&Header::Reply { id, error: Some(e) }, |_| Ok::<_, String>(())),
+        Err(e) => outbox.push(&Header::Reply { id, error: Some(e) }, |_| {
+            Ok::<_, String>(())
+        }),
     };
     if let Err(e) = pushed {
-        node.stats.dropped(DropReason::LinkFailed, 1);
-        tracing::debug!(node = %node.info.id, ask = id, error = ?e, "reply dropped: the caller's link is gone");
+        let reason = match e {
+            PushError::Full => DropReason::QueueFull,
+            _ => DropReason::LinkFailed,
+        };
+        node.stats.dropped(reason, 1);
+        tracing::debug!(node = %node.info.id, ask = id, error = ?e, "reply dropped: the caller's link is gone or its queue is full");
     }
 }

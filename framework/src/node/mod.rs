@@ -39,7 +39,9 @@ use crate::id::{ActorId, NodeId};
 use crate::message::{Declaration, RemoteActor, Spawnable};
 use crate::stats::{DropReason, Stats, StatsSnapshot};
 use crate::transport::link::{LinkConfig, PeerLink};
-use crate::wire::envelope::{decode_payload, encode_payload, Envelopes, Header, WireError, WireTermination};
+use crate::wire::envelope::{
+    decode_payload, encode_payload, Envelopes, Header, WireError, WireTermination,
+};
 use crate::wire::outbox::Outbox;
 
 mod builder;
@@ -215,7 +217,11 @@ impl Node {
 
     /// Spawns an actor of a [`Spawnable`] type on `node` (this node included) and returns its
     /// reference. The node must have registered the type with [`NodeBuilder::spawnable`].
-    pub async fn spawn_on<A: Spawnable>(&self, node: &NodeId, args: A::Args) -> Result<ActorRef<A>> {
+    pub async fn spawn_on<A: Spawnable>(
+        &self,
+        node: &NodeId,
+        args: A::Args,
+    ) -> Result<ActorRef<A>> {
         let shared = &self.shared;
         if shared.stopping.load(Ordering::Acquire) {
             return Err(Error::Shutdown);
@@ -247,7 +253,11 @@ impl Node {
     ///
     /// A name held by another actor is refused with [`Error::NameTaken`]: names are never
     /// overwritten. The name is removed when the actor stops or this node leaves.
-    pub async fn register_name<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<()> {
+    pub async fn register_name<A: RemoteActor>(
+        &self,
+        name: &str,
+        actor: &ActorRef<A>,
+    ) -> Result<()> {
         let shared = &self.shared;
         if actor.node() != &shared.info.id {
             return Err(Error::NotLocal {
@@ -286,7 +296,11 @@ impl Node {
     }
 
     /// Removes `name` if it is held by `actor`.
-    pub async fn unregister_name<A: RemoteActor>(&self, name: &str, actor: &ActorRef<A>) -> Result<()> {
+    pub async fn unregister_name<A: RemoteActor>(
+        &self,
+        name: &str,
+        actor: &ActorRef<A>,
+    ) -> Result<()> {
         let shared = &self.shared;
         let entry = shared.name_entry(actor.id(), A::NAME);
         if let Some(e) = write(&shared.actors).get_mut(&actor.id()) {
@@ -320,7 +334,8 @@ impl Node {
     /// The actor's node does not need to be in this node's discovery view: the reference
     /// carries its address, and the link's handshake checks the cluster name and node id.
     pub fn actor_ref_from_bytes<A: RemoteActor>(&self, bytes: &[u8]) -> Result<ActorRef<A>> {
-        with_decode_node(&self.shared, || decode_payload::<ActorRef<A>>(bytes)).map_err(Error::Codec)
+        with_decode_node(&self.shared, || decode_payload::<ActorRef<A>>(bytes))
+            .map_err(Error::Codec)
     }
 
     /// Leaves the cluster cleanly: stops taking new work, lets asks being handled here finish
@@ -383,11 +398,13 @@ impl NodeShared {
             let mut ctx = Context::with_receiver(rx);
             let actor = create(&mut ctx);
             // The guard lives as long as the actor's context: it goes when the actor stops.
-            ctx.spawn(actix::fut::wrap_future::<_, A>(async move {
-                let _guard = guard;
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            })
-            .map(|_, _, ctx: &mut Context<A>| ctx.stop()));
+            ctx.spawn(
+                actix::fut::wrap_future::<_, A>(async move {
+                    let _guard = guard;
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                })
+                .map(|_, _, ctx: &mut Context<A>| ctx.stop()),
+            );
             actix_rt::spawn(ctx.into_future(actor));
         });
         if !started {
@@ -450,7 +467,9 @@ impl NodeShared {
                     _ => WireTermination::Stopped,
                 };
                 if outbox
-                    .push(&Header::Terminated { watch, reason }, |_| Ok::<_, String>(()))
+                    .push(&Header::Terminated { watch, reason }, |_| {
+                        Ok::<_, String>(())
+                    })
                     .is_err()
                 {
                     self.stats.dropped(DropReason::LinkFailed, 1);
@@ -502,7 +521,11 @@ impl NodeShared {
                 None => ActorRef::gone(actor, node.clone(), addr, self.clone()),
             });
         }
-        Ok(ActorRef::remote(actor, self.link_to(node, addr), self.clone()))
+        Ok(ActorRef::remote(
+            actor,
+            self.link_to(node, addr),
+            self.clone(),
+        ))
     }
 
     /// The link to `node`, created on first use.
@@ -693,7 +716,10 @@ impl NodeShared {
                 }
                 notified.await;
             }
-            let inbound: Vec<_> = lock(&self.inbound).iter().filter_map(Weak::upgrade).collect();
+            let inbound: Vec<_> = lock(&self.inbound)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
             for outbox in inbound {
                 outbox.drained().await;
             }
@@ -707,7 +733,11 @@ impl NodeShared {
             tracing::warn!(node = %self.info.id, "shutdown timeout reached with work still in flight");
         }
         // 2. Leave the cluster: peers see Left and fail fast from now on.
-        if let Err(e) = self.discovery.leave(&self.info.cluster, &self.info.id).await {
+        if let Err(e) = self
+            .discovery
+            .leave(&self.info.cluster, &self.info.id)
+            .await
+        {
             tracing::warn!(node = %self.info.id, error = %e, "could not leave discovery cleanly");
         }
         // 3. Stop actors, the server and inbound links; close outbound links.
@@ -761,7 +791,8 @@ pub(crate) fn spawn_from_wire<A: Spawnable>(
     node: &Arc<NodeShared>,
     payload: &[u8],
 ) -> std::result::Result<ActorId, WireError> {
-    let args: A::Args = with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
+    let args: A::Args =
+        with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
     Ok(node.spawn_with(move |ctx| A::from_args(args, ctx)).id())
 }
 

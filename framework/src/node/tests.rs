@@ -9,7 +9,9 @@ use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::stats::DropReason;
-use crate::wire::envelope::{decode_payload, encode_envelope, encode_payload, Envelopes, Header, WireError};
+use crate::wire::envelope::{
+    decode_payload, encode_envelope, encode_payload, Envelopes, Header, WireError,
+};
 use crate::wire::outbox::Outbox;
 use crate::{Node, RemoteMessage};
 
@@ -55,10 +57,13 @@ async fn replies(outbox: &Outbox, n: usize) -> Vec<(u64, Result<u64, WireError>)
                     let Header::Reply { id, error } = header else {
                         panic!("unexpected {header:?}")
                     };
-                    got.push((id, match error {
-                        None => Ok(decode_payload::<u64>(&payload).unwrap()),
-                        Some(e) => Err(e),
-                    }));
+                    got.push((
+                        id,
+                        match error {
+                            None => Ok(decode_payload::<u64>(&payload).unwrap()),
+                            Some(e) => Err(e),
+                        },
+                    ));
                 }
             }
             _ => tokio::time::sleep(Duration::from_millis(5)).await,
@@ -81,15 +86,30 @@ async fn one_bad_envelope_never_costs_the_others() {
     frame.put_u32_le(3);
     frame.put_slice(&[0xee, 0xee, 0xee]);
     // 2: an ask to an actor that does not exist.
-    encode_envelope(&mut frame, &ask(1, 999, Echo::WIRE_ID), |b| encode_payload(&Echo(1), b)).unwrap();
+    encode_envelope(&mut frame, &ask(1, 999, Echo::WIRE_ID), |b| {
+        encode_payload(&Echo(1), b)
+    })
+    .unwrap();
     // 3: a message type the actor does not accept.
-    encode_envelope(&mut frame, &ask(2, target, 0xdead), |b| encode_payload(&Echo(2), b)).unwrap();
+    encode_envelope(&mut frame, &ask(2, target, 0xdead), |b| {
+        encode_payload(&Echo(2), b)
+    })
+    .unwrap();
     // 4: a payload that is not an Echo.
-    encode_envelope(&mut frame, &ask(3, target, Echo::WIRE_ID), |b| encode_payload("not a number", b)).unwrap();
+    encode_envelope(&mut frame, &ask(3, target, Echo::WIRE_ID), |b| {
+        encode_payload("not a number", b)
+    })
+    .unwrap();
     // 5: a good one.
-    encode_envelope(&mut frame, &ask(4, target, Echo::WIRE_ID), |b| encode_payload(&Echo(44), b)).unwrap();
+    encode_envelope(&mut frame, &ask(4, target, Echo::WIRE_ID), |b| {
+        encode_payload(&Echo(44), b)
+    })
+    .unwrap();
     // 6: a reply-direction envelope on the request direction.
-    encode_envelope(&mut frame, &Header::Reply { id: 9, error: None }, |_| Ok::<_, String>(())).unwrap();
+    encode_envelope(&mut frame, &Header::Reply { id: 9, error: None }, |_| {
+        Ok::<_, String>(())
+    })
+    .unwrap();
     // 7: a tell of an unknown type (no reply possible: counted and logged).
     encode_envelope(
         &mut frame,
@@ -110,12 +130,19 @@ async fn one_bad_envelope_never_costs_the_others() {
     let got = replies(&outbox, 4).await;
     assert_eq!(got.len(), 4, "{got:?}");
     assert_eq!(got[0], (1, Err(WireError::ActorNotFound)));
-    assert!(matches!(got[1], (2, Err(WireError::UnknownMessage { .. }))), "{got:?}");
+    assert!(
+        matches!(got[1], (2, Err(WireError::UnknownMessage { .. }))),
+        "{got:?}"
+    );
     assert!(matches!(got[2], (3, Err(WireError::Codec(_)))), "{got:?}");
     assert_eq!(got[3], (4, Ok(44)));
 
     let stats = node.stats();
-    assert_eq!(stats.dropped(DropReason::Malformed), 3, "garbage, wrong direction, truncated");
+    assert_eq!(
+        stats.dropped(DropReason::Malformed),
+        3,
+        "garbage, wrong direction, truncated"
+    );
     assert_eq!(stats.dropped(DropReason::UnknownActor), 1);
     assert_eq!(stats.dropped(DropReason::UnknownMessage), 2);
     assert_eq!(stats.dropped(DropReason::Decode), 1);
@@ -140,6 +167,9 @@ async fn spawn_of_unknown_type_and_bad_arguments_get_error_replies() {
     .unwrap();
     node.shared.on_request_frame(frame.freeze(), &outbox);
     let got = replies(&outbox, 1).await;
-    assert!(matches!(got[..], [(1, Err(WireError::UnknownActorType { .. }))]), "{got:?}");
+    assert!(
+        matches!(got[..], [(1, Err(WireError::UnknownActorType { .. }))]),
+        "{got:?}"
+    );
     node.shutdown().await;
 }

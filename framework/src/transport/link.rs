@@ -11,11 +11,13 @@ use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
 use tokio::sync::{oneshot, Notify};
 use tonic::codec::Streaming;
-use tonic::metadata::{MetadataValue};
+use tonic::metadata::MetadataValue;
 use tonic::transport::Endpoint;
 
 use super::codec::RawCodec;
-use super::{CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW};
+use super::{
+    CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW,
+};
 use crate::actor_ref::{Terminated, TerminationReason};
 use crate::error::Error;
 use crate::id::{ActorId, NodeId};
@@ -78,7 +80,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PeerLink {
     /// A link to `node` at `addr`; unless `down`, its driver starts connecting at once.
-    pub(crate) fn start(config: Arc<LinkConfig>, node: NodeId, addr: SocketAddr, down: bool) -> Arc<Self> {
+    pub(crate) fn start(
+        config: Arc<LinkConfig>,
+        node: NodeId,
+        addr: SocketAddr,
+        down: bool,
+    ) -> Arc<Self> {
         let link = Arc::new(PeerLink {
             node,
             addr,
@@ -109,9 +116,9 @@ impl PeerLink {
 
     fn push_error(&self, e: PushError<String>) -> Error {
         match e {
+            // Not a drop: the caller gets the message (or the ask's error) back.
             PushError::Full => {
-                self.config.stats.dropped(DropReason::QueueFull, 1);
-                tracing::warn!(peer = %self.node, "send queue full; message refused");
+                tracing::debug!(peer = %self.node, "send queue full; message refused");
                 Error::MailboxFull {
                     node: self.node.clone(),
                     limit_bytes: self.outbox.limit(),
@@ -133,7 +140,9 @@ impl PeerLink {
         payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
     ) -> Result<(), Error> {
         self.check_open()?;
-        self.outbox.push(header, payload).map_err(|e| self.push_error(e))
+        self.outbox
+            .push(header, payload)
+            .map_err(|e| self.push_error(e))
     }
 
     /// Queues a request and waits for its reply payload.
@@ -258,10 +267,12 @@ impl PeerLink {
 
     fn status_error(&self, status: tonic::Status) -> Error {
         match status.message().strip_prefix(REFUSED) {
-            Some(reason) if status.code() == tonic::Code::FailedPrecondition => Error::HandshakeRefused {
-                peer: format!("{} at {}", self.node, self.addr),
-                reason: reason.to_owned(),
-            },
+            Some(reason) if status.code() == tonic::Code::FailedPrecondition => {
+                Error::HandshakeRefused {
+                    peer: format!("{} at {}", self.node, self.addr),
+                    reason: reason.to_owned(),
+                }
+            }
             _ => self.unreachable(format!("{}: {}", status.code(), status.message())),
         }
     }
@@ -292,9 +303,18 @@ impl PeerLink {
         });
         let md = request.metadata_mut();
         md.insert(MD_PROTOCOL, MetadataValue::from(PROTOCOL_VERSION));
-        md.insert_bin(MD_CLUSTER, MetadataValue::from_bytes(self.config.cluster.as_bytes()));
-        md.insert_bin(MD_FROM, MetadataValue::from_bytes(self.config.local.as_str().as_bytes()));
-        md.insert_bin(MD_TO, MetadataValue::from_bytes(self.node.as_str().as_bytes()));
+        md.insert_bin(
+            MD_CLUSTER,
+            MetadataValue::from_bytes(self.config.cluster.as_bytes()),
+        );
+        md.insert_bin(
+            MD_FROM,
+            MetadataValue::from_bytes(self.config.local.as_str().as_bytes()),
+        );
+        md.insert_bin(
+            MD_TO,
+            MetadataValue::from_bytes(self.node.as_str().as_bytes()),
+        );
         let response = tokio::time::timeout(
             self.config.connect_timeout,
             grpc.streaming(request, PathAndQuery::from_static(LINK_PATH), RawCodec),
@@ -310,6 +330,10 @@ impl PeerLink {
         let mut failures: u32 = 0;
         loop {
             if self.check_open().is_err() {
+                if self.leaving.load(Ordering::Acquire) {
+                    // Left while no stream was open: nothing more can arrive.
+                    self.finish(TerminationReason::NodeDown, DropReason::NodeDown);
+                }
                 return;
             }
             let epoch = self.outbox.new_epoch();
@@ -325,7 +349,9 @@ impl PeerLink {
                     // Nothing can be delivered now: fail fast rather than at the timeout.
                     let dropped = self.outbox.clear();
                     if dropped > 0 {
-                        self.config.stats.dropped(DropReason::LinkFailed, dropped as u64);
+                        self.config
+                            .stats
+                            .dropped(DropReason::LinkFailed, dropped as u64);
                         tracing::warn!(peer = %self.node, messages = dropped, error = %e, "cannot connect; queued messages dropped");
                     }
                     e
@@ -364,7 +390,8 @@ impl PeerLink {
                 }
                 grace = Some(tokio::time::Instant::now() + LEAVE_GRACE);
             }
-            let until = grace.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let until =
+                grace.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 frame = inbound.message() => match frame {
                     Ok(Some(frame)) => self.on_frame(frame),
@@ -378,7 +405,10 @@ impl PeerLink {
     }
 
     fn resend_watches(&self) {
-        let watches: Vec<_> = lock(&self.watches).iter().map(|(w, (a, _))| (*w, *a)).collect();
+        let watches: Vec<_> = lock(&self.watches)
+            .iter()
+            .map(|(w, (a, _))| (*w, *a))
+            .collect();
         for (watch, actor) in watches {
             let _ = self.outbox.push(
                 &Header::Watch {
@@ -442,7 +472,9 @@ impl PeerLink {
                 actor_type,
                 message: format!("wire id {message:#018x}"),
             },
-            WireError::UnknownActorType { actor_type } => Error::UnknownActorType { node, actor_type },
+            WireError::UnknownActorType { actor_type } => {
+                Error::UnknownActorType { node, actor_type }
+            }
             WireError::Codec(text) => Error::Codec(text),
             WireError::HandlerPanicked(message) => Error::HandlerPanicked { actor, message },
             WireError::DeadlineExpired => Error::Timeout { after: timeout },

@@ -74,7 +74,8 @@ impl NamedService for MeshService {
 impl Service<http::Request<Body>> for MeshService {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -84,7 +85,10 @@ impl Service<http::Request<Body>> for MeshService {
         if request.uri().path() != LINK_PATH {
             let path = request.uri().path().to_owned();
             return Box::pin(async move {
-                Ok(Status::unimplemented(format!("actormesh serves {LINK_PATH} only, not {path}")).into_http())
+                Ok(
+                    Status::unimplemented(format!("actormesh serves {LINK_PATH} only, not {path}"))
+                        .into_http(),
+                )
             });
         }
         let node = self.node.clone();
@@ -173,16 +177,32 @@ fn accept(
         return Err(Status::failed_precondition(format!("{REFUSED}{reason}")));
     }
     if node.is_stopping() {
-        return Err(Status::unavailable(format!("node {} is shutting down", node.info.id)));
+        return Err(Status::unavailable(format!(
+            "node {} is shutting down",
+            node.info.id
+        )));
     }
-    let outbox = Arc::new(Outbox::new(node.config.max_frame, node.config.send_queue_bytes));
+    let outbox = Arc::new(Outbox::new(
+        node.config.max_frame,
+        node.config.send_queue_bytes,
+    ));
     node.track_inbound(&outbox);
     tracing::debug!(node = %node.info.id, caller = %from, "accepted a link");
-    tokio::spawn(read_link(node.clone(), request.into_inner(), outbox.clone(), from));
+    tokio::spawn(read_link(
+        node.clone(),
+        request.into_inner(),
+        outbox.clone(),
+        from,
+    ));
     Ok(Response::new(ReplyStream(FrameStream { outbox, epoch: 0 })))
 }
 
-async fn read_link(node: Arc<NodeShared>, mut inbound: Streaming<Bytes>, outbox: Arc<Outbox>, from: String) {
+async fn read_link(
+    node: Arc<NodeShared>,
+    mut inbound: Streaming<Bytes>,
+    outbox: Arc<Outbox>,
+    from: String,
+) {
     let mut shutdown = node.shutdown_signal();
     loop {
         tokio::select! {
@@ -218,12 +238,20 @@ mod tests {
 
     #[actix_rt::test]
     async fn handshake_refusals_name_both_sides() {
-        let node = Node::builder().cluster("blue").node_id("n1").start().await.unwrap();
+        let node = Node::builder()
+            .cluster("blue")
+            .node_id("n1")
+            .start()
+            .await
+            .unwrap();
         let shared = &node.shared;
         let v = PROTOCOL_VERSION.to_string();
         assert_eq!(check_handshake(shared, Some(&v), "blue", "n1"), Ok(()));
         let e = check_handshake(shared, Some("999"), "blue", "n1").unwrap_err();
-        assert!(e.contains("protocol version mismatch") && e.contains("999"), "{e}");
+        assert!(
+            e.contains("protocol version mismatch") && e.contains("999"),
+            "{e}"
+        );
         let e = check_handshake(shared, None, "blue", "n1").unwrap_err();
         assert!(e.contains("none"), "{e}");
         let e = check_handshake(shared, Some(&v), "green", "n1").unwrap_err();

@@ -80,10 +80,7 @@ pub(crate) enum Header {
     /// Answer to `Ask` or `Spawn`; payload is the reply when `error` is `None`.
     Reply { id: u64, error: Option<WireError> },
     /// A watched actor terminated.
-    Terminated {
-        watch: u64,
-        reason: WireTermination,
-    },
+    Terminated { watch: u64, reason: WireTermination },
 }
 
 /// Why an envelope or frame could not be read.
@@ -153,7 +150,8 @@ pub(crate) fn encode_payload<T: serde::Serialize + ?Sized>(
 /// Deserializes a payload with serde. Trailing bytes are an error: they mean the two sides
 /// disagree about the type.
 pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, read) = bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| e.to_string())?;
+    let (value, read) =
+        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| e.to_string())?;
     if read != bytes.len() {
         return Err(format!(
             "{} trailing bytes after the value: the two nodes disagree about the message type",
@@ -279,8 +277,15 @@ mod tests {
 
     #[test]
     fn lying_length_prefix_does_not_allocate_or_panic() {
-        let got: Vec<_> = Envelopes::new(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 1])).collect();
-        assert!(matches!(got[..], [Err(FrameError::Truncated { claimed: 0xffff_ffff, .. })]));
+        let got: Vec<_> =
+            Envelopes::new(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 1])).collect();
+        assert!(matches!(
+            got[..],
+            [Err(FrameError::Truncated {
+                claimed: 0xffff_ffff,
+                ..
+            })]
+        ));
     }
 
     #[test]
@@ -298,7 +303,10 @@ mod tests {
     fn payload_decode_rejects_wrong_type_and_trailing_bytes() {
         let mut buf = BytesMut::new();
         encode_payload(&(1u8, 2u8), &mut buf).unwrap();
-        assert!(decode_payload::<u8>(&buf).is_err(), "trailing bytes are an error");
+        assert!(
+            decode_payload::<u8>(&buf).is_err(),
+            "trailing bytes are an error"
+        );
         assert!(decode_payload::<String>(&[0xff]).is_err());
     }
 

@@ -258,13 +258,23 @@ mod tests {
             outbox.push(&tell(), |b| encode_payload(&big, b)),
             Err(PushError::TooLarge(n)) if n > 200
         ));
-        assert_eq!(outbox.queued(), 0, "a refused envelope leaves nothing behind");
+        assert_eq!(
+            outbox.queued(),
+            0,
+            "a refused envelope leaves nothing behind"
+        );
         let mut pushed = 0;
-        while outbox.push(&tell(), |b| encode_payload(&[0u8; 20], b)).is_ok() {
+        while outbox
+            .push(&tell(), |b| encode_payload(&[0u8; 20], b))
+            .is_ok()
+        {
             pushed += 1;
             assert!(pushed < 100, "the queue must fill up");
         }
-        assert_eq!(outbox.push(&tell(), |b| encode_payload(&1u8, b)), Err(PushError::Full));
+        assert_eq!(
+            outbox.push(&tell(), |b| encode_payload(&1u8, b)),
+            Err(PushError::Full)
+        );
         // Frames never exceed max_frame once there is more than one envelope.
         while let Some(frame) = next(&outbox) {
             assert!(frame.len() <= 64);
@@ -286,12 +296,21 @@ mod tests {
         let outbox = Outbox::new(1024, 1024);
         outbox.push(&tell(), |b| encode_payload(&1u8, b)).unwrap();
         outbox.close();
-        assert_eq!(outbox.push(&tell(), |b| encode_payload(&1u8, b)), Err(PushError::Closed));
+        assert_eq!(
+            outbox.push(&tell(), |b| encode_payload(&1u8, b)),
+            Err(PushError::Closed)
+        );
         assert!(next(&outbox).is_some(), "queued frames still leave");
-        outbox.push(&tell(), |b| encode_payload(&1u8, b)).unwrap_err();
+        outbox
+            .push(&tell(), |b| encode_payload(&1u8, b))
+            .unwrap_err();
         outbox.new_epoch();
         let mut cx0 = Context::from_waker(Waker::noop());
-        assert_eq!(outbox.poll_frame(&mut cx0, 0), Poll::Ready(None), "old epoch ends");
+        assert_eq!(
+            outbox.poll_frame(&mut cx0, 0),
+            Poll::Ready(None),
+            "old epoch ends"
+        );
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(outbox.poll_frame(&mut cx, 0), Poll::Ready(None));
     }

@@ -133,7 +133,12 @@ impl Actor for Forwarder {
 impl Handler<Forward> for Forwarder {
     type Result = actix::ResponseFuture<Result<u64, String>>;
     fn handle(&mut self, msg: Forward, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(async move { msg.counter.ask(Add(msg.amount)).await.map_err(|e| e.to_string()) })
+        Box::pin(async move {
+            msg.counter
+                .ask(Add(msg.amount))
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -155,7 +160,10 @@ impl Handler<Terminated> for Watcher {
     }
 }
 
-pub fn watcher() -> (Recipient<Terminated>, tokio::sync::mpsc::UnboundedReceiver<Terminated>) {
+pub fn watcher() -> (
+    Recipient<Terminated>,
+    tokio::sync::mpsc::UnboundedReceiver<Terminated>,
+) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let addr = Watcher { seen: tx }.start();
     (addr.recipient(), rx)
@@ -181,8 +189,12 @@ pub async fn pair() -> (MemoryDiscovery, Node, Node) {
         .start()
         .await
         .expect("node b starts");
-    a.wait_for_node(b.id(), Duration::from_secs(5)).await.unwrap();
-    b.wait_for_node(a.id(), Duration::from_secs(5)).await.unwrap();
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.wait_for_node(a.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
     (discovery, a, b)
 }
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole actormesh test suite: unit, integration and multi-process tests, the book's
+# listings and the service-template check, then the doctests. Installs what is missing first
+# (see scripts/ensure-deps.sh). Arguments go to both cargo test runs (e.g. -- --nocapture).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+./scripts/ensure-deps.sh --etcd
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc "$@"
