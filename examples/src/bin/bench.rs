@@ -335,7 +335,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Result<Vec<u8>, BoxError> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return Err("odd hex length".into());
     }
     (0..text.len())
@@ -429,7 +429,7 @@ async fn remote_actormesh(sink: &ActorRef<Sink>, n: u64) -> Result<Run, BoxError
                     retries += 1;
                     message = e.into_inner();
                     tokio::task::yield_now().await;
-                    if retries % 1024 == 0 && start.elapsed() > ROUND_LIMIT {
+                    if retries.is_multiple_of(1024) && start.elapsed() > ROUND_LIMIT {
                         cut = true;
                         break 'send;
                     }
@@ -438,7 +438,7 @@ async fn remote_actormesh(sink: &ActorRef<Sink>, n: u64) -> Result<Run, BoxError
             }
         }
         sent += 1;
-        if sent % YIELD_EVERY == 0 {
+        if sent.is_multiple_of(YIELD_EVERY) {
             tokio::task::yield_now().await;
             if start.elapsed() > ROUND_LIMIT {
                 cut = true;
@@ -484,7 +484,7 @@ async fn remote_tcp(port: u16, n: u64) -> Result<Run, BoxError> {
         frame[4..].copy_from_slice(&payload(sent));
         writer.write_all(&frame).await?;
         sent += 1;
-        if sent % YIELD_EVERY == 0 && start.elapsed() > ROUND_LIMIT {
+        if sent.is_multiple_of(YIELD_EVERY) && start.elapsed() > ROUND_LIMIT {
             cut = true;
             break;
         }
