@@ -259,10 +259,11 @@ impl<A: RemoteActor> ActorRef<A> {
     {
         let deadline = tokio::time::Instant::now() + timeout;
         match &self.target {
-            Target::Local { addr, .. } => {
+            Target::Local { addr, node } => {
                 if !addr.connected() {
                     return Err(Error::ActorStopped { actor: self.id });
                 }
+                node.asks_handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (reply, wait) = reply_channel::<M>();
                 addr.do_send(Deliver {
                     message,

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc;
 
-use super::{Discovery, DiscoveryFuture, Membership, MembershipEvent, NameEntry, NodeInfo};
+use super::{
+    Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo,
+};
 use crate::error::Error;
 use crate::id::NodeId;
 
@@ -29,6 +31,7 @@ struct State {
 struct Cluster {
     members: BTreeMap<NodeId, NodeInfo>,
     names: BTreeMap<String, NameEntry>,
+    load: BTreeMap<NodeId, LoadReport>,
     watchers: Vec<mpsc::UnboundedSender<(u64, MembershipEvent)>>,
 }
 
@@ -43,6 +46,7 @@ impl Cluster {
             return false;
         }
         self.names.retain(|_, entry| &entry.node != node);
+        self.load.remove(node);
         self.publish(revision, event);
         true
     }
@@ -67,6 +71,15 @@ impl MemoryDiscovery {
         st.clusters
             .get_mut(cluster)
             .is_some_and(|c| c.remove(rev, node, MembershipEvent::Down(node.clone())))
+    }
+
+    /// The latest load report of every member of `cluster`.
+    pub fn load(&self, cluster: &str) -> BTreeMap<NodeId, LoadReport> {
+        self.lock()
+            .clusters
+            .get(cluster)
+            .map(|c| c.load.clone())
+            .unwrap_or_default()
     }
 
     /// The current members of `cluster`.
@@ -169,6 +182,28 @@ impl Discovery for MemoryDiscovery {
                 .get(cluster)
                 .and_then(|c| c.names.get(name).cloned()))
         })
+    }
+
+    fn report_load<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+        load: &'a LoadReport,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move { self.store_load(cluster, node, load) })
+    }
+}
+
+impl MemoryDiscovery {
+    fn store_load(&self, cluster: &str, node: &NodeId, load: &LoadReport) -> Result<(), Error> {
+        let mut st = self.lock();
+        let c = st
+            .clusters
+            .get_mut(cluster)
+            .filter(|c| c.members.contains_key(node))
+            .ok_or_else(|| Error::UnknownNode(node.clone()))?;
+        c.load.insert(node.clone(), load.clone());
+        Ok(())
     }
 }
 

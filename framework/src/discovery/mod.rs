@@ -23,8 +23,12 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 use crate::id::{ActorId, NodeId};
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod memory;
 
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdDiscovery};
 pub use memory::MemoryDiscovery;
 
 /// A boxed future returned by [`Discovery`] methods.
@@ -96,6 +100,21 @@ pub struct NameEntry {
     pub actor_type: String,
 }
 
+/// What a node reports about its load, periodically, for placement decisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// Actors running on the node.
+    pub actors: u64,
+    /// Asks from other nodes being handled right now.
+    pub inflight_asks: u64,
+    /// Bytes waiting in the node's send queues towards its peers.
+    pub send_queue_bytes: u64,
+    /// Asks handled per second since the previous report (local and remote).
+    pub asks_per_second: f64,
+    /// When the report was made, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+}
+
 /// A discovery backend. See the [module docs](self) for the contract.
 pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// Registers `me` and returns the view and its change stream.
@@ -131,4 +150,12 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         name: &'a str,
     ) -> DiscoveryFuture<'a, Option<NameEntry>>;
+
+    /// Publishes the latest load report of `node` (owned by the node, replaced each time).
+    fn report_load<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+        load: &'a LoadReport,
+    ) -> DiscoveryFuture<'a, ()>;
 }

@@ -35,6 +35,7 @@ pub struct NodeBuilder {
     shutdown_timeout: Duration,
     max_frame: usize,
     send_queue_bytes: usize,
+    load_interval: Duration,
 }
 
 impl NodeBuilder {
@@ -52,6 +53,7 @@ impl NodeBuilder {
             shutdown_timeout: Duration::from_secs(5),
             max_frame: 4 * 1024 * 1024,
             send_queue_bytes: 64 * 1024 * 1024,
+            load_interval: Duration::from_secs(5),
         }
     }
 
@@ -132,6 +134,13 @@ impl NodeBuilder {
         self
     }
 
+    /// How often the node publishes its [`LoadReport`](crate::LoadReport) to discovery
+    /// (default 5 s). One write per node per interval, whatever the cluster's size.
+    pub fn load_report_interval(mut self, interval: Duration) -> Self {
+        self.load_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
     /// Binds the listener, starts the transport, joins discovery and returns the node.
     ///
     /// Must run inside an actix system (`#[actix::main]`, `#[actix::test]`): the node's
@@ -188,6 +197,7 @@ impl NodeBuilder {
             info: info.clone(),
             config: Config {
                 ask_timeout: self.ask_timeout,
+                load_interval: self.load_interval,
                 max_frame: self.max_frame,
                 send_queue_bytes: self.send_queue_bytes,
                 shutdown_timeout: self.shutdown_timeout,
@@ -208,6 +218,7 @@ impl NodeBuilder {
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
             inbound: Mutex::new(Vec::new()),
+            asks_handled: AtomicU64::new(0),
             events,
         });
         crate::transport::server::serve(shared.clone(), listener);
@@ -232,6 +243,10 @@ impl NodeBuilder {
                 node.apply(event);
             }
         });
+        tokio::spawn(NodeShared::report_load(
+            Arc::downgrade(&shared),
+            shared.config.load_interval,
+        ));
         tracing::info!(node = %id, cluster = %self.cluster, %addr, "node started");
         Ok(Node { shared })
     }

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::actor_ref::{with_decode_node, ActorRef, Terminated, TerminationReason};
-use crate::discovery::{Discovery, MembershipEvent, NameEntry, NodeInfo};
+use crate::discovery::{Discovery, LoadReport, MembershipEvent, NameEntry, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Declaration, RemoteActor, Spawnable};
@@ -57,6 +57,7 @@ pub(crate) const PROTOCOL_VERSION: u32 = 1;
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) ask_timeout: Duration,
+    pub(crate) load_interval: Duration,
     pub(crate) max_frame: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) shutdown_timeout: Duration,
@@ -109,6 +110,8 @@ pub(crate) struct NodeShared {
     shutdown_tx: watch::Sender<bool>,
     inflight: AtomicUsize,
     inflight_done: Notify,
+    /// Asks handled by this node's actors, for load reports.
+    pub(crate) asks_handled: AtomicU64,
     inbound: Mutex<Vec<Weak<Outbox>>>,
     events: broadcast::Sender<MembershipEvent>,
 }
@@ -538,6 +541,48 @@ impl NodeShared {
         let link = PeerLink::start(self.link_config.clone(), node.clone(), addr, down);
         peers.insert(node.clone(), link.clone());
         link
+    }
+
+    /// The node's load now; `asks_per_second` over `elapsed` since `asks_before` was read.
+    fn load_report(&self, asks_before: u64, elapsed: Duration) -> (LoadReport, u64) {
+        let asks = self.asks_handled.load(Ordering::Relaxed);
+        let queued: usize = lock(&self.peers).values().map(|l| l.queued_bytes()).sum();
+        let report = LoadReport {
+            actors: read(&self.actors).len() as u64,
+            inflight_asks: self.inflight.load(Ordering::Relaxed) as u64,
+            send_queue_bytes: queued as u64,
+            asks_per_second: (asks - asks_before) as f64 / elapsed.as_secs_f64().max(1e-3),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        (report, asks)
+    }
+
+    /// Publishes a load report every `interval` until the node shuts down.
+    async fn report_load(weak: Weak<Self>, interval: Duration) {
+        let Some(node) = weak.upgrade() else { return };
+        let mut shutdown = node.shutdown_signal();
+        let mut asks_before = node.asks_handled.load(Ordering::Relaxed);
+        drop(node);
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let Some(node) = weak.upgrade() else { return };
+            let (report, asks) = node.load_report(asks_before, last.elapsed());
+            asks_before = asks;
+            last = tokio::time::Instant::now();
+            if let Err(e) = node
+                .discovery
+                .report_load(&node.info.cluster, &node.info.id, &report)
+                .await
+            {
+                tracing::debug!(node = %node.info.id, error = %e, "load report not published");
+            }
+        }
     }
 
     fn inflight_guard(self: &Arc<Self>) -> InflightGuard {

@@ -200,6 +200,11 @@ impl PeerLink {
         );
     }
 
+    /// Bytes waiting to be written to the peer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.outbox.queued()
+    }
+
     /// Waits until everything queued has been handed to the connection.
     pub(crate) async fn drained(&self) {
         if self.state.load(Ordering::Acquire) == OPEN {

@@ -1,0 +1,632 @@
+//! Discovery on etcd: the cluster's source of truth for membership and names.
+//!
+//! # What a node keeps in etcd
+//!
+//! Under `{prefix}/{cluster}/` (prefix `/actormesh` by default), every value JSON so that
+//! `etcdctl get --prefix /actormesh/` is readable:
+//!
+//! | key | value | bound to |
+//! |---|---|---|
+//! | `nodes/{node}` | the node's [`NodeInfo`] and its state (`up`, `leaving`) | the node's lease |
+//! | `names/{name}` | the [`NameEntry`] of the actor holding the name | the holder's lease |
+//! | `load/{node}` | the node's latest [`LoadReport`] | the node's lease |
+//!
+//! Everything a node writes is bound to its lease, kept alive every third of the TTL: a node
+//! that dies (or freezes, or is cut off) loses everything within the TTL, and every other node
+//! sees it `Down`. A graceful leave marks the node `leaving` and revokes the lease at once:
+//! the others see it `Left`.
+//!
+//! # The view
+//!
+//! A node reads `nodes/` once, then watches it from the revision after that read, so it misses
+//! and duplicates nothing. When the watch is cancelled or compacted, or etcd restarts, the node
+//! reads again, reports the difference as events, and watches from the new revision.
+//!
+//! # etcd outages
+//!
+//! While etcd is unreachable a node keeps serving with its last view: links between live
+//! nodes and asks over them keep working; nobody is declared down (no node can see a lease
+//! expire) and no name can be registered or looked up (those calls fail with
+//! [`Error::Discovery`]). When etcd returns, each node renews its lease, or registers anew
+//! with a new lease (and re-registers its names) if the old one expired, and resyncs its view.
+//! Nodes that died meanwhile are reported `Down` then.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo};
+use crate::error::Error;
+use crate::id::NodeId;
+
+/// How to reach etcd and how to use it.
+#[derive(Debug, Clone)]
+pub struct EtcdConfig {
+    endpoints: Vec<String>,
+    prefix: String,
+    lease_ttl: Duration,
+    credentials: Option<(String, String)>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// etcd at `endpoints` (for example `http://127.0.0.1:2379`), with the defaults: key
+    /// prefix `/actormesh`, a lease TTL of 3 s, connect and request timeouts of 2 s.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Self {
+        EtcdConfig {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            prefix: "/actormesh".to_owned(),
+            lease_ttl: Duration::from_secs(3),
+            credentials: None,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The key prefix (default `/actormesh`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into().trim_end_matches('/').to_owned();
+        self
+    }
+
+    /// The lease TTL: a dead node is seen down within about this long (whole seconds, at
+    /// least 2; etcd refuses shorter leases).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_secs(2));
+        self
+    }
+
+    /// etcd user and password.
+    pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// How long connecting to etcd may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one etcd request may take.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.lease_ttl.as_secs().max(2) as i64
+    }
+}
+
+/// A node's entry under `nodes/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeRecord {
+    #[serde(flatten)]
+    info: NodeInfo,
+    state: NodeState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NodeState {
+    Up,
+    Leaving,
+}
+
+/// Discovery backed by etcd. See the [module docs](self).
+///
+/// One instance can register several nodes (each with its own lease); cloning shares the
+/// connection.
+#[derive(Debug, Clone)]
+pub struct EtcdDiscovery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EtcdConfig,
+    client: Client,
+    requests: AtomicU64,
+    sessions: Mutex<HashMap<(String, NodeId), Arc<Session>>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdDiscovery")
+            .field("endpoints", &self.config.endpoints)
+            .field("prefix", &self.config.prefix)
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one registered node owns.
+#[derive(Debug)]
+struct Session {
+    record: Mutex<NodeRecord>,
+    lease: AtomicI64,
+    names: Mutex<HashMap<String, NameEntry>>,
+    load: Mutex<Option<LoadReport>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn etcd_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Discovery(format!("etcd {what} failed: {e}"))
+}
+
+impl EtcdDiscovery {
+    /// Connects to etcd. Fails with [`Error::Discovery`] when etcd cannot be reached.
+    pub async fn connect(config: EtcdConfig) -> Result<Self, Error> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.connect_timeout)
+            .with_timeout(config.request_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &config.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let connect = Client::connect(config.endpoints.clone(), Some(options));
+        let client = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Error::Discovery(format!(
+                    "cannot reach etcd at {:?} within {:?}; is it running?",
+                    config.endpoints, config.connect_timeout
+                ))
+            })?
+            .map_err(|e| etcd_error(&format!("connect to {:?}", config.endpoints), e))?;
+        Ok(EtcdDiscovery {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                requests: AtomicU64::new(0),
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// How many requests this instance has sent to etcd (keep-alives included).
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(Ordering::Relaxed)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.inner.config
+    }
+}
+
+impl Inner {
+    fn cluster_prefix(&self, cluster: &str) -> String {
+        format!("{}/{}/", self.config.prefix, cluster)
+    }
+
+    fn node_key(&self, cluster: &str, node: &NodeId) -> String {
+        format!("{}nodes/{}", self.cluster_prefix(cluster), node)
+    }
+
+    fn name_key(&self, cluster: &str, name: &str) -> String {
+        format!("{}names/{}", self.cluster_prefix(cluster), name)
+    }
+
+    fn load_key(&self, cluster: &str, node: &NodeId) -> String {
+        format!("{}load/{}", self.cluster_prefix(cluster), node)
+    }
+
+    fn client(&self) -> Client {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.client.clone()
+    }
+
+    async fn timed<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.config.request_timeout, fut).await {
+            Ok(result) => result.map_err(|e| etcd_error(what, e)),
+            Err(_) => Err(Error::Discovery(format!(
+                "etcd {what} timed out after {:?}; is etcd reachable?",
+                self.config.request_timeout
+            ))),
+        }
+    }
+
+    fn session(&self, cluster: &str, node: &NodeId) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(&(cluster.to_owned(), node.clone())).cloned()
+    }
+
+    /// Puts the node record under a fresh lease if nobody holds the key; returns the lease.
+    async fn register(&self, record: &NodeRecord) -> Result<i64, Error> {
+        let cluster = &record.info.cluster;
+        let key = self.node_key(cluster, &record.info.id);
+        let grant = self
+            .timed("lease grant", self.client().lease_grant(self.config.ttl_secs(), None))
+            .await?;
+        let lease = grant.id();
+        let value = serde_json::to_vec(record).map_err(|e| Error::Discovery(e.to_string()))?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))]);
+        let response = self.timed("register", self.client().txn(txn)).await?;
+        if !response.succeeded() {
+            let _ = self.timed("lease revoke", self.client().lease_revoke(lease)).await;
+            return Err(Error::NodeIdTaken(record.info.id.clone()));
+        }
+        Ok(lease)
+    }
+
+    /// Reads every node of `cluster`: the records and the revision of the read.
+    async fn read_nodes(&self, cluster: &str) -> Result<(i64, HashMap<NodeId, NodeRecord>), Error> {
+        let prefix = format!("{}nodes/", self.cluster_prefix(cluster));
+        let response = self
+            .timed("read members", self.client().get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let mut nodes = HashMap::new();
+        for kv in response.kvs() {
+            match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                Ok(record) => {
+                    nodes.insert(record.info.id.clone(), record);
+                }
+                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed node entry"),
+            }
+        }
+        Ok((revision, nodes))
+    }
+
+    /// Puts `value` at `key` under the session's lease.
+    async fn put_leased(&self, session: &Session, key: String, value: Vec<u8>) -> Result<(), Error> {
+        let lease = session.lease.load(Ordering::Acquire);
+        self.timed("put", self.client().put(key, value, Some(PutOptions::new().with_lease(lease))))
+            .await
+            .map(|_| ())
+    }
+
+    /// Compare-and-set registration of a name under the holder's lease.
+    async fn claim_name(&self, lease: i64, key: String, entry: &NameEntry, name: &str) -> Result<(), Error> {
+        let value = serde_json::to_vec(entry).map_err(|e| Error::Discovery(e.to_string()))?;
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key, None)]);
+        let response = self.timed("register name", self.client().txn(txn)).await?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        for op in response.op_responses() {
+            if let TxnOpResponse::Get(get) = op {
+                if let Some(kv) = get.kvs().first() {
+                    let held: NameEntry = serde_json::from_slice(kv.value())
+                        .map_err(|e| Error::Discovery(format!("malformed name entry: {e}")))?;
+                    if &held == entry {
+                        return Ok(());
+                    }
+                    return Err(Error::NameTaken {
+                        name: name.to_owned(),
+                        node: held.node,
+                        actor: held.actor,
+                    });
+                }
+            }
+        }
+        // Deleted between the compare and the get: try once more next time.
+        Err(Error::Discovery(format!("name `{name}` changed while registering; retry")))
+    }
+}
+
+impl Discovery for EtcdDiscovery {
+    fn join<'a>(&'a self, me: &'a NodeInfo) -> super::DiscoveryFuture<'a, Membership> {
+        Box::pin(async move {
+            if me.id.as_str().contains('/') || me.cluster.contains('/') {
+                return Err(Error::Discovery(
+                    "node ids and cluster names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let record = NodeRecord {
+                info: me.clone(),
+                state: NodeState::Up,
+            };
+            let lease = inner.register(&record).await?;
+            let (revision, nodes) = inner.read_nodes(&me.cluster).await?;
+            let members: Vec<NodeInfo> = nodes.values().map(|r| r.info.clone()).collect();
+            let session = Arc::new(Session {
+                record: Mutex::new(record),
+                lease: AtomicI64::new(lease),
+                names: Mutex::new(HashMap::new()),
+                load: Mutex::new(None),
+                tasks: Mutex::new(Vec::new()),
+            });
+            let (tx, rx) = mpsc::unbounded_channel();
+            let keepalive = tokio::spawn(keep_alive(inner.clone(), Arc::downgrade(&session)));
+            let watch = tokio::spawn(watch_nodes(inner.clone(), me.cluster.clone(), revision, nodes, tx));
+            lock(&session.tasks).extend([keepalive, watch]);
+            lock(&inner.sessions).insert((me.cluster.clone(), me.id.clone()), session);
+            Ok(Membership {
+                revision: revision as u64,
+                members,
+                events: rx,
+            })
+        })
+    }
+
+    fn leave<'a>(&'a self, cluster: &'a str, node: &'a NodeId) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let Some(session) = lock(&inner.sessions).remove(&(cluster.to_owned(), node.clone())) else {
+                return Ok(());
+            };
+            for task in lock(&session.tasks).drain(..) {
+                task.abort();
+            }
+            let record = {
+                let mut record = lock(&session.record);
+                record.state = NodeState::Leaving;
+                record.clone()
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| Error::Discovery(e.to_string()))?;
+            // Mark the leave, so that the others see `Left`, not `Down`; then drop everything.
+            inner.put_leased(&session, inner.node_key(cluster, node), value).await?;
+            let lease = session.lease.load(Ordering::Acquire);
+            inner.timed("lease revoke", inner.client().lease_revoke(lease)).await?;
+            Ok(())
+        })
+    }
+
+    fn register_name<'a>(&'a self, cluster: &'a str, name: &'a str, entry: &'a NameEntry) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let session = inner
+                .session(cluster, &entry.node)
+                .ok_or_else(|| Error::UnknownNode(entry.node.clone()))?;
+            let lease = session.lease.load(Ordering::Acquire);
+            inner.claim_name(lease, inner.name_key(cluster, name), entry, name).await?;
+            lock(&session.names).insert(name.to_owned(), entry.clone());
+            Ok(())
+        })
+    }
+
+    fn unregister_name<'a>(&'a self, cluster: &'a str, name: &'a str, entry: &'a NameEntry) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if let Some(session) = inner.session(cluster, &entry.node) {
+                lock(&session.names).remove(name);
+            }
+            let key = inner.name_key(cluster, name);
+            let value = serde_json::to_vec(entry).map_err(|e| Error::Discovery(e.to_string()))?;
+            let txn = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, value)])
+                .and_then([TxnOp::delete(key, None)]);
+            inner.timed("unregister name", inner.client().txn(txn)).await.map(|_| ())
+        })
+    }
+
+    fn lookup_name<'a>(&'a self, cluster: &'a str, name: &'a str) -> DiscoveryFuture<'a, Option<NameEntry>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let response = inner
+                .timed("lookup name", inner.client().get(inner.name_key(cluster, name), None))
+                .await?;
+            match response.kvs().first() {
+                None => Ok(None),
+                Some(kv) => serde_json::from_slice(kv.value())
+                    .map(Some)
+                    .map_err(|e| Error::Discovery(format!("malformed name entry for `{name}`: {e}"))),
+            }
+        })
+    }
+
+    fn report_load<'a>(&'a self, cluster: &'a str, node: &'a NodeId, load: &'a LoadReport) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let session = inner.session(cluster, node).ok_or_else(|| Error::UnknownNode(node.clone()))?;
+            *lock(&session.load) = Some(load.clone());
+            let value = serde_json::to_vec(load).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner.put_leased(&session, inner.load_key(cluster, node), value).await
+        })
+    }
+}
+
+/// Keeps the session's lease alive; after an outage that outlived the lease, registers the
+/// node and its names again under a new lease.
+async fn keep_alive(inner: Arc<Inner>, session: std::sync::Weak<Session>) {
+    let period = inner.config.lease_ttl / 3;
+    let mut failures = 0u32;
+    loop {
+        let Some(s) = session.upgrade() else { return };
+        let lease = s.lease.load(Ordering::Acquire);
+        drop(s);
+        let alive = async {
+            let (mut keeper, mut stream) = inner
+                .timed("keep-alive", inner.client().lease_keep_alive(lease))
+                .await?;
+            loop {
+                inner.requests.fetch_add(1, Ordering::Relaxed);
+                inner.timed("keep-alive", keeper.keep_alive()).await?;
+                let response = inner.timed("keep-alive", stream.message()).await?;
+                match response {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => return Ok::<_, Error>(()), // the lease is gone
+                }
+                tokio::time::sleep(period).await;
+            }
+        };
+        match alive.await {
+            Ok(()) => {
+                let Some(s) = session.upgrade() else { return };
+                let node = lock(&s.record).info.id.clone();
+                tracing::warn!(%node, "etcd lease expired; registering again");
+                match reregister(&inner, &s).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(%node, error = %e, "could not register again");
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "etcd keep-alive failed; retrying");
+            }
+        }
+        let backoff = (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(period.max(Duration::from_millis(200)));
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
+    let record = lock(&session.record).clone();
+    let lease = inner.register(&record).await?;
+    session.lease.store(lease, Ordering::Release);
+    let cluster = record.info.cluster.clone();
+    let names: Vec<_> = lock(&session.names).iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+    for (name, entry) in names {
+        if let Err(e) = inner.claim_name(lease, inner.name_key(&cluster, &name), &entry, &name).await {
+            tracing::warn!(%name, error = %e, "name lost while this node was cut off from etcd");
+            lock(&session.names).remove(&name);
+        }
+    }
+    let load = lock(&session.load).clone();
+    if let Some(load) = load {
+        let value = serde_json::to_vec(&load).map_err(|e| Error::Discovery(e.to_string()))?;
+        inner.put_leased(session, inner.load_key(&cluster, &record.info.id), value).await?;
+    }
+    Ok(())
+}
+
+/// Turns etcd changes of `nodes/` into membership events, resyncing when the watch breaks.
+async fn watch_nodes(
+    inner: Arc<Inner>,
+    cluster: String,
+    mut revision: i64,
+    mut known: HashMap<NodeId, NodeRecord>,
+    tx: mpsc::UnboundedSender<(u64, MembershipEvent)>,
+) {
+    let prefix = format!("{}nodes/", inner.cluster_prefix(&cluster));
+    let mut failures = 0u32;
+    loop {
+        let outcome = watch_once(&inner, &prefix, &mut revision, &mut known, &tx).await;
+        if tx.is_closed() {
+            return;
+        }
+        if let Err(e) = outcome {
+            failures += 1;
+            tracing::warn!(%cluster, error = %e, "etcd watch broke; resyncing");
+        }
+        let backoff = (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
+        tokio::time::sleep(backoff).await;
+        // Resync: read again and report the difference.
+        match inner.read_nodes(&cluster).await {
+            Ok((rev, nodes)) => {
+                failures = 0;
+                for (id, record) in &nodes {
+                    if known.get(id) != Some(record) && record.state == NodeState::Up {
+                        let _ = tx.send((rev as u64, MembershipEvent::Up(record.info.clone())));
+                    }
+                }
+                for (id, record) in &known {
+                    if !nodes.contains_key(id) {
+                        let event = match record.state {
+                            NodeState::Leaving => MembershipEvent::Left(id.clone()),
+                            NodeState::Up => MembershipEvent::Down(id.clone()),
+                        };
+                        let _ = tx.send((rev as u64, event));
+                    }
+                }
+                known = nodes;
+                revision = rev;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(%cluster, error = %e, "etcd resync failed; keeping the last view");
+            }
+        }
+    }
+}
+
+/// Watches from `revision + 1` until the watch ends; returns why.
+async fn watch_once(
+    inner: &Inner,
+    prefix: &str,
+    revision: &mut i64,
+    known: &mut HashMap<NodeId, NodeRecord>,
+    tx: &mpsc::UnboundedSender<(u64, MembershipEvent)>,
+) -> Result<(), Error> {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_prev_key()
+        .with_progress_notify()
+        .with_start_revision(*revision + 1);
+    let (_watcher, mut stream) = inner
+        .timed("watch", inner.client().watch(prefix.to_owned(), Some(options)))
+        .await?;
+    loop {
+        let Some(response) = stream.message().await.map_err(|e| etcd_error("watch", e))? else {
+            return Err(Error::Discovery("etcd ended the watch".to_owned()));
+        };
+        if response.compact_revision() > 0 {
+            return Err(Error::Discovery(format!(
+                "watch compacted at revision {}",
+                response.compact_revision()
+            )));
+        }
+        if response.canceled() {
+            return Err(Error::Discovery(format!("watch cancelled: {}", response.cancel_reason())));
+        }
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            *revision = (*revision).max(kv.mod_revision());
+            let rev = kv.mod_revision() as u64;
+            let Some(id) = kv.key().strip_prefix(prefix.as_bytes()) else { continue };
+            let id = NodeId::new(String::from_utf8_lossy(id));
+            match event.event_type() {
+                EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
+                    Ok(record) => {
+                        let changed = known.get(&id) != Some(&record);
+                        if changed && record.state == NodeState::Up {
+                            let _ = tx.send((rev, MembershipEvent::Up(record.info.clone())));
+                        }
+                        known.insert(id, record);
+                    }
+                    Err(e) => tracing::warn!(node = %id, error = %e, "ignoring a malformed node entry"),
+                },
+                EventType::Delete => {
+                    let event = match known.remove(&id).map(|r| r.state) {
+                        Some(NodeState::Leaving) => MembershipEvent::Left(id),
+                        _ => MembershipEvent::Down(id),
+                    };
+                    let _ = tx.send((rev, event));
+                }
+            }
+        }
+        if let Some(header) = response.header() {
+            *revision = (*revision).max(header.revision());
+        }
+        if tx.is_closed() {
+            return Ok(());
+        }
+    }
+}
