@@ -263,7 +263,8 @@ impl<A: RemoteActor> ActorRef<A> {
                 if !addr.connected() {
                     return Err(Error::ActorStopped { actor: self.id });
                 }
-                node.asks_handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                node.asks_handled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (reply, wait) = reply_channel::<M>();
                 addr.do_send(Deliver {
                     message,

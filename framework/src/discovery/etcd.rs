@@ -33,7 +33,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use etcd_client::{
@@ -44,7 +44,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo};
+use super::{
+    Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo,
+};
 use crate::error::Error;
 use crate::id::NodeId;
 
@@ -136,7 +138,7 @@ pub struct EtcdDiscovery {
 struct Inner {
     config: EtcdConfig,
     client: Client,
-    requests: AtomicU64,
+    requests: Arc<AtomicU64>,
     sessions: Mutex<HashMap<(String, NodeId), Arc<Session>>>,
 }
 
@@ -201,7 +203,7 @@ impl EtcdDiscovery {
             inner: Arc::new(Inner {
                 config,
                 client,
-                requests: AtomicU64::new(0),
+                requests: Arc::new(AtomicU64::new(0)),
                 sessions: Mutex::new(HashMap::new()),
             }),
         })
@@ -245,17 +247,13 @@ impl Inner {
         what: &str,
         fut: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.config.request_timeout, fut).await {
-            Ok(result) => result.map_err(|e| etcd_error(what, e)),
-            Err(_) => Err(Error::Discovery(format!(
-                "etcd {what} timed out after {:?}; is etcd reachable?",
-                self.config.request_timeout
-            ))),
-        }
+        within(self.config.request_timeout, what, fut).await
     }
 
     fn session(&self, cluster: &str, node: &NodeId) -> Option<Arc<Session>> {
-        lock(&self.sessions).get(&(cluster.to_owned(), node.clone())).cloned()
+        lock(&self.sessions)
+            .get(&(cluster.to_owned(), node.clone()))
+            .cloned()
     }
 
     /// Puts the node record under a fresh lease if nobody holds the key; returns the lease.
@@ -263,16 +261,25 @@ impl Inner {
         let cluster = &record.info.cluster;
         let key = self.node_key(cluster, &record.info.id);
         let grant = self
-            .timed("lease grant", self.client().lease_grant(self.config.ttl_secs(), None))
+            .timed(
+                "lease grant",
+                self.client().lease_grant(self.config.ttl_secs(), None),
+            )
             .await?;
         let lease = grant.id();
         let value = serde_json::to_vec(record).map_err(|e| Error::Discovery(e.to_string()))?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)))]);
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
         let response = self.timed("register", self.client().txn(txn)).await?;
         if !response.succeeded() {
-            let _ = self.timed("lease revoke", self.client().lease_revoke(lease)).await;
+            let _ = self
+                .timed("lease revoke", self.client().lease_revoke(lease))
+                .await;
             return Err(Error::NodeIdTaken(record.info.id.clone()));
         }
         Ok(lease)
@@ -282,7 +289,11 @@ impl Inner {
     async fn read_nodes(&self, cluster: &str) -> Result<(i64, HashMap<NodeId, NodeRecord>), Error> {
         let prefix = format!("{}nodes/", self.cluster_prefix(cluster));
         let response = self
-            .timed("read members", self.client().get(prefix, Some(GetOptions::new().with_prefix())))
+            .timed(
+                "read members",
+                self.client()
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
             .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let mut nodes = HashMap::new();
@@ -291,26 +302,47 @@ impl Inner {
                 Ok(record) => {
                     nodes.insert(record.info.id.clone(), record);
                 }
-                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed node entry"),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed node entry")
+                }
             }
         }
         Ok((revision, nodes))
     }
 
     /// Puts `value` at `key` under the session's lease.
-    async fn put_leased(&self, session: &Session, key: String, value: Vec<u8>) -> Result<(), Error> {
+    async fn put_leased(
+        &self,
+        session: &Session,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), Error> {
         let lease = session.lease.load(Ordering::Acquire);
-        self.timed("put", self.client().put(key, value, Some(PutOptions::new().with_lease(lease))))
-            .await
-            .map(|_| ())
+        self.timed(
+            "put",
+            self.client()
+                .put(key, value, Some(PutOptions::new().with_lease(lease))),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Compare-and-set registration of a name under the holder's lease.
-    async fn claim_name(&self, lease: i64, key: String, entry: &NameEntry, name: &str) -> Result<(), Error> {
+    async fn claim_name(
+        &self,
+        lease: i64,
+        key: String,
+        entry: &NameEntry,
+        name: &str,
+    ) -> Result<(), Error> {
         let value = serde_json::to_vec(entry).map_err(|e| Error::Discovery(e.to_string()))?;
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )])
             .or_else([TxnOp::get(key, None)]);
         let response = self.timed("register name", self.client().txn(txn)).await?;
         if response.succeeded() {
@@ -333,7 +365,9 @@ impl Inner {
             }
         }
         // Deleted between the compare and the get: try once more next time.
-        Err(Error::Discovery(format!("name `{name}` changed while registering; retry")))
+        Err(Error::Discovery(format!(
+            "name `{name}` changed while registering; retry"
+        )))
     }
 }
 
@@ -361,8 +395,15 @@ impl Discovery for EtcdDiscovery {
                 tasks: Mutex::new(Vec::new()),
             });
             let (tx, rx) = mpsc::unbounded_channel();
-            let keepalive = tokio::spawn(keep_alive(inner.clone(), Arc::downgrade(&session)));
-            let watch = tokio::spawn(watch_nodes(inner.clone(), me.cluster.clone(), revision, nodes, tx));
+            let keepalive =
+                tokio::spawn(keep_alive(Arc::downgrade(inner), Arc::downgrade(&session)));
+            let watch = tokio::spawn(watch_nodes(
+                Arc::downgrade(inner),
+                me.cluster.clone(),
+                revision,
+                nodes,
+                tx,
+            ));
             lock(&session.tasks).extend([keepalive, watch]);
             lock(&inner.sessions).insert((me.cluster.clone(), me.id.clone()), session);
             Ok(Membership {
@@ -376,7 +417,8 @@ impl Discovery for EtcdDiscovery {
     fn leave<'a>(&'a self, cluster: &'a str, node: &'a NodeId) -> DiscoveryFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            let Some(session) = lock(&inner.sessions).remove(&(cluster.to_owned(), node.clone())) else {
+            let Some(session) = lock(&inner.sessions).remove(&(cluster.to_owned(), node.clone()))
+            else {
                 return Ok(());
             };
             for task in lock(&session.tasks).drain(..) {
@@ -389,27 +431,43 @@ impl Discovery for EtcdDiscovery {
             };
             let value = serde_json::to_vec(&record).map_err(|e| Error::Discovery(e.to_string()))?;
             // Mark the leave, so that the others see `Left`, not `Down`; then drop everything.
-            inner.put_leased(&session, inner.node_key(cluster, node), value).await?;
+            inner
+                .put_leased(&session, inner.node_key(cluster, node), value)
+                .await?;
             let lease = session.lease.load(Ordering::Acquire);
-            inner.timed("lease revoke", inner.client().lease_revoke(lease)).await?;
+            inner
+                .timed("lease revoke", inner.client().lease_revoke(lease))
+                .await?;
             Ok(())
         })
     }
 
-    fn register_name<'a>(&'a self, cluster: &'a str, name: &'a str, entry: &'a NameEntry) -> DiscoveryFuture<'a, ()> {
+    fn register_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
             let session = inner
                 .session(cluster, &entry.node)
                 .ok_or_else(|| Error::UnknownNode(entry.node.clone()))?;
             let lease = session.lease.load(Ordering::Acquire);
-            inner.claim_name(lease, inner.name_key(cluster, name), entry, name).await?;
+            inner
+                .claim_name(lease, inner.name_key(cluster, name), entry, name)
+                .await?;
             lock(&session.names).insert(name.to_owned(), entry.clone());
             Ok(())
         })
     }
 
-    fn unregister_name<'a>(&'a self, cluster: &'a str, name: &'a str, entry: &'a NameEntry) -> DiscoveryFuture<'a, ()> {
+    fn unregister_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
             if let Some(session) = inner.session(cluster, &entry.node) {
@@ -420,54 +478,87 @@ impl Discovery for EtcdDiscovery {
             let txn = Txn::new()
                 .when([Compare::value(key.clone(), CompareOp::Equal, value)])
                 .and_then([TxnOp::delete(key, None)]);
-            inner.timed("unregister name", inner.client().txn(txn)).await.map(|_| ())
+            inner
+                .timed("unregister name", inner.client().txn(txn))
+                .await
+                .map(|_| ())
         })
     }
 
-    fn lookup_name<'a>(&'a self, cluster: &'a str, name: &'a str) -> DiscoveryFuture<'a, Option<NameEntry>> {
+    fn lookup_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+    ) -> DiscoveryFuture<'a, Option<NameEntry>> {
         Box::pin(async move {
             let inner = &self.inner;
             let response = inner
-                .timed("lookup name", inner.client().get(inner.name_key(cluster, name), None))
+                .timed(
+                    "lookup name",
+                    inner.client().get(inner.name_key(cluster, name), None),
+                )
                 .await?;
             match response.kvs().first() {
                 None => Ok(None),
-                Some(kv) => serde_json::from_slice(kv.value())
-                    .map(Some)
-                    .map_err(|e| Error::Discovery(format!("malformed name entry for `{name}`: {e}"))),
+                Some(kv) => serde_json::from_slice(kv.value()).map(Some).map_err(|e| {
+                    Error::Discovery(format!("malformed name entry for `{name}`: {e}"))
+                }),
             }
         })
     }
 
-    fn report_load<'a>(&'a self, cluster: &'a str, node: &'a NodeId, load: &'a LoadReport) -> DiscoveryFuture<'a, ()> {
+    fn report_load<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+        load: &'a LoadReport,
+    ) -> DiscoveryFuture<'a, ()> {
         Box::pin(async move {
             let inner = &self.inner;
-            let session = inner.session(cluster, node).ok_or_else(|| Error::UnknownNode(node.clone()))?;
+            let session = inner
+                .session(cluster, node)
+                .ok_or_else(|| Error::UnknownNode(node.clone()))?;
             *lock(&session.load) = Some(load.clone());
             let value = serde_json::to_vec(load).map_err(|e| Error::Discovery(e.to_string()))?;
-            inner.put_leased(&session, inner.load_key(cluster, node), value).await
+            inner
+                .put_leased(&session, inner.load_key(cluster, node), value)
+                .await
         })
     }
 }
 
 /// Keeps the session's lease alive; after an outage that outlived the lease, registers the
-/// node and its names again under a new lease.
-async fn keep_alive(inner: Arc<Inner>, session: std::sync::Weak<Session>) {
-    let period = inner.config.lease_ttl / 3;
+/// node and its names again under a new lease. Ends when the discovery is dropped: a
+/// process that dies stops renewing, and its lease expires.
+async fn keep_alive(weak: Weak<Inner>, session: Weak<Session>) {
+    let Some((period, timeout, requests)) = weak.upgrade().map(|i| {
+        (
+            i.config.lease_ttl / 3,
+            i.config.request_timeout,
+            i.requests.clone(),
+        )
+    }) else {
+        return;
+    };
     let mut failures = 0u32;
     loop {
-        let Some(s) = session.upgrade() else { return };
-        let lease = s.lease.load(Ordering::Acquire);
-        drop(s);
+        let Some(lease) = session.upgrade().map(|s| s.lease.load(Ordering::Acquire)) else {
+            return;
+        };
         let alive = async {
-            let (mut keeper, mut stream) = inner
-                .timed("keep-alive", inner.client().lease_keep_alive(lease))
-                .await?;
+            let (mut keeper, mut stream) = {
+                let inner = weak.upgrade().ok_or(Error::Shutdown)?;
+                inner
+                    .timed("keep-alive", inner.client().lease_keep_alive(lease))
+                    .await?
+            };
             loop {
-                inner.requests.fetch_add(1, Ordering::Relaxed);
-                inner.timed("keep-alive", keeper.keep_alive()).await?;
-                let response = inner.timed("keep-alive", stream.message()).await?;
-                match response {
+                if weak.strong_count() == 0 {
+                    return Err(Error::Shutdown);
+                }
+                requests.fetch_add(1, Ordering::Relaxed);
+                within(timeout, "keep-alive", keeper.keep_alive()).await?;
+                match within(timeout, "keep-alive", stream.message()).await? {
                     Some(r) if r.ttl() > 0 => {}
                     _ => return Ok::<_, Error>(()), // the lease is gone
                 }
@@ -475,8 +566,11 @@ async fn keep_alive(inner: Arc<Inner>, session: std::sync::Weak<Session>) {
             }
         };
         match alive.await {
+            Err(Error::Shutdown) => return,
             Ok(()) => {
-                let Some(s) = session.upgrade() else { return };
+                let (Some(inner), Some(s)) = (weak.upgrade(), session.upgrade()) else {
+                    return;
+                };
                 let node = lock(&s.record).info.id.clone();
                 tracing::warn!(%node, "etcd lease expired; registering again");
                 match reregister(&inner, &s).await {
@@ -492,8 +586,23 @@ async fn keep_alive(inner: Arc<Inner>, session: std::sync::Weak<Session>) {
                 tracing::warn!(error = %e, "etcd keep-alive failed; retrying");
             }
         }
-        let backoff = (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(period.max(Duration::from_millis(200)));
+        let backoff = (Duration::from_millis(100) * 2u32.pow(failures.min(5)))
+            .min(period.max(Duration::from_millis(200)));
         tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Runs `fut` with a timeout, turning both failures into [`Error::Discovery`].
+async fn within<T, E: std::fmt::Display>(
+    timeout: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result.map_err(|e| etcd_error(what, e)),
+        Err(_) => Err(Error::Discovery(format!(
+            "etcd {what} timed out after {timeout:?}; is etcd reachable?"
+        ))),
     }
 }
 
@@ -502,9 +611,15 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
     let lease = inner.register(&record).await?;
     session.lease.store(lease, Ordering::Release);
     let cluster = record.info.cluster.clone();
-    let names: Vec<_> = lock(&session.names).iter().map(|(n, e)| (n.clone(), e.clone())).collect();
+    let names: Vec<_> = lock(&session.names)
+        .iter()
+        .map(|(n, e)| (n.clone(), e.clone()))
+        .collect();
     for (name, entry) in names {
-        if let Err(e) = inner.claim_name(lease, inner.name_key(&cluster, &name), &entry, &name).await {
+        if let Err(e) = inner
+            .claim_name(lease, inner.name_key(&cluster, &name), &entry, &name)
+            .await
+        {
             tracing::warn!(%name, error = %e, "name lost while this node was cut off from etcd");
             lock(&session.names).remove(&name);
         }
@@ -512,31 +627,40 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
     let load = lock(&session.load).clone();
     if let Some(load) = load {
         let value = serde_json::to_vec(&load).map_err(|e| Error::Discovery(e.to_string()))?;
-        inner.put_leased(session, inner.load_key(&cluster, &record.info.id), value).await?;
+        inner
+            .put_leased(session, inner.load_key(&cluster, &record.info.id), value)
+            .await?;
     }
     Ok(())
 }
 
 /// Turns etcd changes of `nodes/` into membership events, resyncing when the watch breaks.
 async fn watch_nodes(
-    inner: Arc<Inner>,
+    weak: Weak<Inner>,
     cluster: String,
     mut revision: i64,
     mut known: HashMap<NodeId, NodeRecord>,
     tx: mpsc::UnboundedSender<(u64, MembershipEvent)>,
 ) {
-    let prefix = format!("{}nodes/", inner.cluster_prefix(&cluster));
+    let Some(prefix) = weak
+        .upgrade()
+        .map(|i| format!("{}nodes/", i.cluster_prefix(&cluster)))
+    else {
+        return;
+    };
     let mut failures = 0u32;
     loop {
-        let outcome = watch_once(&inner, &prefix, &mut revision, &mut known, &tx).await;
+        let outcome = watch_once(&weak, &prefix, &mut revision, &mut known, &tx).await;
         if tx.is_closed() {
             return;
         }
+        let Some(inner) = weak.upgrade() else { return };
         if let Err(e) = outcome {
             failures += 1;
             tracing::warn!(%cluster, error = %e, "etcd watch broke; resyncing");
         }
-        let backoff = (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
+        let backoff =
+            (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
         tokio::time::sleep(backoff).await;
         // Resync: read again and report the difference.
         match inner.read_nodes(&cluster).await {
@@ -569,7 +693,7 @@ async fn watch_nodes(
 
 /// Watches from `revision + 1` until the watch ends; returns why.
 async fn watch_once(
-    inner: &Inner,
+    weak: &Weak<Inner>,
     prefix: &str,
     revision: &mut i64,
     known: &mut HashMap<NodeId, NodeRecord>,
@@ -580,9 +704,15 @@ async fn watch_once(
         .with_prev_key()
         .with_progress_notify()
         .with_start_revision(*revision + 1);
-    let (_watcher, mut stream) = inner
-        .timed("watch", inner.client().watch(prefix.to_owned(), Some(options)))
-        .await?;
+    let (_watcher, mut stream) = {
+        let inner = weak.upgrade().ok_or(Error::Shutdown)?;
+        inner
+            .timed(
+                "watch",
+                inner.client().watch(prefix.to_owned(), Some(options)),
+            )
+            .await?
+    };
     loop {
         let Some(response) = stream.message().await.map_err(|e| etcd_error("watch", e))? else {
             return Err(Error::Discovery("etcd ended the watch".to_owned()));
@@ -594,13 +724,18 @@ async fn watch_once(
             )));
         }
         if response.canceled() {
-            return Err(Error::Discovery(format!("watch cancelled: {}", response.cancel_reason())));
+            return Err(Error::Discovery(format!(
+                "watch cancelled: {}",
+                response.cancel_reason()
+            )));
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             *revision = (*revision).max(kv.mod_revision());
             let rev = kv.mod_revision() as u64;
-            let Some(id) = kv.key().strip_prefix(prefix.as_bytes()) else { continue };
+            let Some(id) = kv.key().strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
             let id = NodeId::new(String::from_utf8_lossy(id));
             match event.event_type() {
                 EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
@@ -611,7 +746,9 @@ async fn watch_once(
                         }
                         known.insert(id, record);
                     }
-                    Err(e) => tracing::warn!(node = %id, error = %e, "ignoring a malformed node entry"),
+                    Err(e) => {
+                        tracing::warn!(node = %id, error = %e, "ignoring a malformed node entry")
+                    }
                 },
                 EventType::Delete => {
                     let event = match known.remove(&id).map(|r| r.state) {
@@ -625,7 +762,7 @@ async fn watch_once(
         if let Some(header) = response.header() {
             *revision = (*revision).max(header.revision());
         }
-        if tx.is_closed() {
+        if tx.is_closed() || weak.strong_count() == 0 {
             return Ok(());
         }
     }

@@ -158,7 +158,10 @@ where
                 trace: inbound.trace,
                 deadline: Some(ask.deadline.into_std()),
             });
-            inbound.node.asks_handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            inbound
+                .node
+                .asks_handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let guard = inbound.node.inflight_guard();
             tokio::spawn(async move {
                 let outcome = match outcome_until(ask.deadline, wait).await {

@@ -1,0 +1,306 @@
+//! EtcdDiscovery against a real etcd started by the test (see `actormesh-testkit`).
+
+mod common;
+
+use std::time::Duration;
+
+use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
+use actormesh::prelude::*;
+use actormesh::{Discovery, MembershipEvent};
+use actormesh_testkit::Etcd;
+use common::*;
+use etcd_client::GetOptions;
+
+fn etcd() -> Etcd {
+    Etcd::start().expect("the etcd tests need a real etcd")
+}
+
+async fn discovery(etcd: &Etcd) -> EtcdDiscovery {
+    let config = EtcdConfig::new([etcd.endpoint()]).lease_ttl(Duration::from_secs(2));
+    EtcdDiscovery::connect(config)
+        .await
+        .expect("etcd reachable")
+}
+
+async fn node(etcd: &Etcd, cluster: &str, id: &str) -> Node {
+    Node::builder()
+        .cluster(cluster)
+        .node_id(id)
+        .discovery(discovery(etcd).await)
+        .spawnable::<Counter>()
+        .load_report_interval(Duration::from_millis(200))
+        .start()
+        .await
+        .expect("node starts")
+}
+
+/// Keys (as strings) under `prefix`, read straight from etcd.
+async fn keys(etcd: &Etcd, prefix: &str) -> Vec<(String, String)> {
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let response = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    response
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().unwrap().to_owned(),
+                kv.value_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[actix::test]
+async fn nodes_register_readable_json_and_see_each_other() {
+    let etcd = etcd();
+    let a = node(&etcd, "c", "a").await;
+    let b = node(&etcd, "c", "b").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(b.members().len(), 2, "b's initial read includes a");
+    let entries = keys(&etcd, "/actormesh/c/nodes/").await;
+    assert_eq!(entries.len(), 2);
+    let (key, value) = &entries[0];
+    assert_eq!(key, "/actormesh/c/nodes/a");
+    let json: serde_json::Value = serde_json::from_str(value).unwrap();
+    assert_eq!(json["addr"], a.addr().to_string());
+    assert_eq!(json["state"], "up");
+    assert!(json["started_at_ms"].as_u64().unwrap() > 0);
+    // Asks work over the link as with any discovery.
+    let counter = b.spawn(Counter::default());
+    b.register_name("ctr", &counter).await.unwrap();
+    let remote = a.lookup::<Counter>("ctr").await.unwrap();
+    assert_eq!(remote.ask(Add(4)).await.unwrap(), 4);
+    let names = keys(&etcd, "/actormesh/c/names/").await;
+    assert_eq!(names.len(), 1);
+    assert!(
+        names[0].1.contains("\"actor_type\":\"test.Counter\""),
+        "{names:?}"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn duplicate_node_id_is_refused_and_clusters_are_isolated() {
+    let etcd = etcd();
+    let a = node(&etcd, "one", "same").await;
+    let err = Node::builder()
+        .cluster("one")
+        .node_id("same")
+        .discovery(discovery(&etcd).await)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::NodeIdTaken(NodeId::new("same")));
+    assert!(err.to_string().contains("already used"));
+    let other = node(&etcd, "two", "same").await;
+    let third = node(&etcd, "one", "third").await;
+    a.wait_for_node(third.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(a.members().len(), 2);
+    assert_eq!(
+        other.members().len(),
+        1,
+        "cluster two never sees cluster one"
+    );
+    third.shutdown().await;
+    other.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn graceful_leave_removes_every_key_at_once_and_is_seen_as_left() {
+    let etcd = etcd();
+    let a = node(&etcd, "c", "a").await;
+    let b = node(&etcd, "c", "b").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let counter = b.spawn(Counter::default());
+    b.register_name("b-counter", &counter).await.unwrap();
+    // The load report of b is published (interval 200 ms).
+    let mut published = false;
+    for _ in 0..50 {
+        if !keys(&etcd, "/actormesh/c/load/b").await.is_empty() {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(published, "load report published");
+    let load = keys(&etcd, "/actormesh/c/load/b").await;
+    let json: serde_json::Value = serde_json::from_str(&load[0].1).unwrap();
+    assert_eq!(json["actors"], 1);
+    let mut events = a.subscribe();
+    b.shutdown().await;
+    let left: Vec<_> = keys(&etcd, "/actormesh/c/")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k.ends_with("/b") || k.contains("b-counter"))
+        .collect();
+    assert!(left.is_empty(), "nothing of b remains: {left:?}");
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await.unwrap() {
+                e @ (MembershipEvent::Left(_) | MembershipEvent::Down(_)) => return e,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(event, MembershipEvent::Left(NodeId::new("b")));
+    assert!(matches!(
+        a.lookup::<Counter>("b-counter").await,
+        Err(Error::NameNotFound(_))
+    ));
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn a_discovery_dropped_without_leaving_expires_and_is_seen_down() {
+    // A process that dies stops renewing its lease. Dropping a discovery without `leave`
+    // is the same: its lease is not revoked, it expires, and the others see `Down`.
+    let etcd = etcd();
+    let a = node(&etcd, "c", "a").await;
+    let mut events = a.subscribe();
+    let ghost = discovery(&etcd).await;
+    let info = actormesh::NodeInfo {
+        id: NodeId::new("ghost"),
+        cluster: "c".into(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+        protocol: 1,
+        version: "test".into(),
+        labels: Default::default(),
+        started_at_ms: 1,
+    };
+    let membership = ghost.join(&info).await.unwrap();
+    assert_eq!(membership.members.len(), 2);
+    a.wait_for_node(&NodeId::new("ghost"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let died = std::time::Instant::now();
+    drop(membership);
+    drop(ghost);
+    let down = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(MembershipEvent::Down(id)) = events.recv().await {
+                if id.as_str() == "ghost" {
+                    return died.elapsed();
+                }
+            }
+        }
+    })
+    .await
+    .expect("the ghost is seen down");
+    // TTL 2 s; etcd checks expiry about every 500 ms.
+    assert!(down <= Duration::from_secs(3), "seen down after {down:?}");
+    assert_eq!(a.members().len(), 1);
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn etcd_restart_keeps_the_cluster_serving_and_converging() {
+    let mut etcd = etcd();
+    let a = node(&etcd, "c", "a").await;
+    let b = node(&etcd, "c", "b").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let counter = b.spawn(Counter::default());
+    b.register_name("kept", &counter).await.unwrap();
+    let remote = a.lookup::<Counter>("kept").await.unwrap();
+    etcd.stop();
+    // During the outage: asks between live nodes keep working; discovery calls fail cleanly.
+    for i in 1..=20 {
+        assert_eq!(remote.ask(Add(1)).await.unwrap(), i);
+    }
+    let err = a.lookup::<Counter>("kept").await.unwrap_err();
+    assert!(matches!(err, Error::Discovery(_)), "{err:?}");
+    assert_eq!(a.members().len(), 2, "the last view is kept");
+    etcd.start_again().unwrap();
+    // After: registrations are still there and a newcomer is seen by everyone.
+    let c = node(&etcd, "c", "c").await;
+    a.wait_for_node(c.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    b.wait_for_node(c.id(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(c.members().len(), 3);
+    let again = c.lookup::<Counter>("kept").await.unwrap();
+    assert_eq!(again.ask(Add(1)).await.unwrap(), 21);
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn a_lost_lease_is_replaced_and_names_come_back() {
+    let etcd = etcd();
+    let a = node(&etcd, "c", "a").await;
+    let b = node(&etcd, "c", "b").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let counter = b.spawn(Counter::default());
+    b.register_name("survivor", &counter).await.unwrap();
+    let mut events = a.subscribe();
+    // Expire b's lease behind its back, as a long etcd outage or a freeze would.
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let lease = client
+        .get("/actormesh/c/nodes/b", None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    client.lease_revoke(lease).await.unwrap();
+    let mut saw_down = false;
+    let came_back = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(MembershipEvent::Down(id)) if id.as_str() == "b" => saw_down = true,
+                Ok(MembershipEvent::Up(info)) if info.id.as_str() == "b" && saw_down => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        came_back.is_ok(),
+        "b re-registered (down first: {saw_down})"
+    );
+    let new_lease = client
+        .get("/actormesh/c/nodes/b", None)
+        .await
+        .unwrap()
+        .kvs()[0]
+        .lease();
+    assert_ne!(new_lease, lease, "a new lease");
+    let mut found = None;
+    for _ in 0..100 {
+        if let Ok(r) = a.lookup::<Counter>("survivor").await {
+            found = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let found = found.expect("the name was registered again");
+    assert_eq!(
+        found.ask(Add(2)).await.unwrap(),
+        2,
+        "a new link to the new incarnation"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
