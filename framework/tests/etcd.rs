@@ -304,3 +304,64 @@ async fn a_lost_lease_is_replaced_and_names_come_back() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn credentials_are_used_and_missing_ones_are_a_clear_error() {
+    let etcd = etcd();
+    let mut admin = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    let config = EtcdConfig::new([etcd.endpoint()])
+        .lease_ttl(Duration::from_secs(2))
+        .credentials("root", "s3cret");
+    let with = Node::builder()
+        .cluster("auth")
+        .discovery(EtcdDiscovery::connect(config).await.unwrap())
+        .start()
+        .await
+        .expect("a node with credentials joins");
+    let config = EtcdConfig::new([etcd.endpoint()]).lease_ttl(Duration::from_secs(2));
+    let refused = match EtcdDiscovery::connect(config).await {
+        Err(e) => e,
+        Ok(d) => Node::builder()
+            .cluster("auth")
+            .discovery(d)
+            .start()
+            .await
+            .unwrap_err(),
+    };
+    assert!(matches!(refused, Error::Discovery(_)), "{refused:?}");
+    assert!(refused.to_string().contains("etcd"), "{refused}");
+    let config = EtcdConfig::new([etcd.endpoint()]).credentials("root", "wrong");
+    let wrong = match EtcdDiscovery::connect(config).await {
+        Err(e) => e,
+        Ok(d) => Node::builder()
+            .cluster("auth")
+            .discovery(d)
+            .start()
+            .await
+            .unwrap_err(),
+    };
+    assert!(matches!(wrong, Error::Discovery(_)), "{wrong:?}");
+    with.shutdown().await;
+}
+
+#[actix::test]
+async fn a_node_id_that_would_break_the_key_layout_is_refused() {
+    let etcd = etcd();
+    let err = Node::builder()
+        .cluster("c")
+        .node_id("rack/7")
+        .discovery(discovery(&etcd).await)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("must not contain '/'"), "{err}");
+    assert!(
+        keys(&etcd, "/actormesh/").await.is_empty(),
+        "nothing registered"
+    );
+}
