@@ -2,7 +2,8 @@
 //!
 //! The chapters are the Markdown files beside this one; `mdbook serve book` renders them. Each
 //! chapter is also the documentation of one (empty) module below, so every Rust listing in the
-//! book is a doctest: `cargo test -p actormesh-book` compiles and runs them all, and the book
+//! book is a doctest: `cargo test -p actormesh-book` compiles and runs them all (the node program
+//! of the etcd chapter, which needs a running etcd, is compiled but not run), and the book
 //! cannot drift away from the API it describes.
 //!
 //! The crate's integration test `tests/template.rs` renders the `service-template/` project and
@@ -16,6 +17,9 @@ pub mod getting_started {}
 
 #[doc = include_str!("architecture.md")]
 pub mod architecture {}
+
+#[doc = include_str!("etcd.md")]
+pub mod etcd {}
 
 /// The repository's README, so that its example is compiled and run too.
 #[doc(hidden)]

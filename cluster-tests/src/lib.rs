@@ -1,16 +1,36 @@
-//! The actors of the cluster scenarios, shared by the scenario node binary and the tests.
+//! The actors of the cluster scenarios, shared by the scenario node binary and the tests, and
+//! the helpers the multi-process tests are written with.
 //!
 //! The scenario binary `cluster-node` is started N times as real OS processes; the tests drive
-//! it through the framework's own API from the test process, itself a node.
+//! it through the framework's own API from the test process, itself a node. With etcd
+//! ([`NodeSpec::etcd`]) the processes and the test node share one real etcd
+//! (`actormesh_testkit::Etcd`) and find each other through it.
+//!
+//! Every wait here is a condition with a deadline: [`wait_for_event`] awaits a membership event,
+//! [`poll_until`] retries an operation until it succeeds, [`NodeProcess::wait_exit`] awaits an
+//! exit; all are bounded in time and in the number of attempts.
 
-use std::process::Stdio;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::prelude::*;
+use actormesh::MembershipEvent;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+/// The lease TTL the etcd scenarios use: a dead node is declared down within about this long.
+pub const TTL: Duration = Duration::from_secs(2);
+
+/// How long a `cluster-node` process may take to print `READY`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Adds to the counter; answers the new total.
 #[derive(Debug, Message, Serialize, Deserialize)]
@@ -96,39 +116,420 @@ pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A `cluster-node` process: its child handle and the reference to its counter (as bytes).
+/// Answers the ids of the members in the receiving node's view, sorted.
+#[derive(Debug, Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<String>")]
+pub struct Members;
+impl RemoteMessage for Members {
+    const NAME: &'static str = "cluster.Members";
+}
+
+/// Reports what its node sees of the cluster (so a test can check a process's view).
+#[derive(Debug)]
+pub struct Observer {
+    node: Node,
+}
+
+impl Observer {
+    /// An observer of `node` (spawn it on that node).
+    pub fn new(node: Node) -> Self {
+        Observer { node }
+    }
+}
+
+impl Actor for Observer {
+    type Context = Context<Self>;
+}
+
+impl Handler<Members> for Observer {
+    type Result = Vec<String>;
+    fn handle(&mut self, _: Members, _: &mut Context<Self>) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .node
+            .members()
+            .into_iter()
+            .map(|m| m.id.as_str().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+actormesh::remote_actor!(Observer = "cluster.Observer" { Members });
+
+/// How to start one `cluster-node` process: its cluster, id and options.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    binary: String,
+    cluster: String,
+    id: String,
+    etcd: Option<String>,
+    ttl: Duration,
+    listen: Option<IpAddr>,
+    netns: Option<String>,
+}
+
+impl NodeSpec {
+    /// Node `id` of `cluster`, run from `binary` (`env!("CARGO_BIN_EXE_cluster-node")`), with a
+    /// private in-memory discovery unless [`NodeSpec::etcd`] is set.
+    pub fn new(binary: &str, cluster: &str, id: &str) -> Self {
+        NodeSpec {
+            binary: binary.to_owned(),
+            cluster: cluster.to_owned(),
+            id: id.to_owned(),
+            etcd: None,
+            ttl: TTL,
+            listen: None,
+            netns: None,
+        }
+    }
+
+    /// Joins through etcd at `endpoint` (with lease TTL [`TTL`] unless [`NodeSpec::ttl`]).
+    pub fn etcd(mut self, endpoint: &str) -> Self {
+        self.etcd = Some(endpoint.to_owned());
+        self
+    }
+
+    /// The lease TTL (whole seconds).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Listens on (and is reached at) `ip` instead of 127.0.0.1.
+    pub fn listen(mut self, ip: IpAddr) -> Self {
+        self.listen = Some(ip);
+        self
+    }
+
+    /// Runs the process inside the network namespace `name` (`ip netns exec`, needs root).
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_owned());
+        self
+    }
+
+    /// The node id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn command(&self) -> Command {
+        let mut command = match &self.netns {
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child's pid is the node's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &self.binary]);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
+        command.args([&self.cluster, &self.id]);
+        if let Some(endpoint) = &self.etcd {
+            command
+                .args(["--etcd", endpoint])
+                .args(["--ttl", &self.ttl.as_secs().to_string()]);
+        }
+        if let Some(ip) = self.listen {
+            command.args(["--listen", &ip.to_string()]);
+        }
+        command.stdin(Stdio::piped()).kill_on_drop(true);
+        command
+    }
+
+    /// Starts the process and waits (up to [`READY_TIMEOUT`]) until it prints `READY`.
+    ///
+    /// Its stderr goes to the test's; its stdin stays open (closing it stops the node).
+    pub async fn start(&self) -> Result<NodeProcess, String> {
+        let id = &self.id;
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary))?;
+        let pid = child.id().ok_or("the process is already gone")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+            .await
+            .map_err(|_| format!("{id} did not report ready within {READY_TIMEOUT:?}"))?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{id} exited before it was ready (see its stderr above)"))?;
+        let hex = line
+            .strip_prefix("READY ")
+            .ok_or_else(|| format!("unexpected first line from {id}: {line}"))?;
+        let counter = from_hex(hex).ok_or("malformed reference")?;
+        Ok(NodeProcess {
+            id: id.clone(),
+            pid,
+            child,
+            counter,
+        })
+    }
+
+    /// Runs a process expected to fail at start: waits (up to `timeout`) for it to exit and
+    /// returns how it exited and what it wrote to stderr. A process still running at the
+    /// deadline is killed and reported as an error.
+    pub async fn run_to_exit(&self, timeout: Duration) -> Result<(ExitStatus, String), String> {
+        let mut child = self
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.binary))?;
+        let mut stderr = child.stderr.take().ok_or("no stderr")?;
+        let outcome = tokio::time::timeout(timeout, async {
+            let mut text = String::new();
+            stderr
+                .read_to_string(&mut text)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = child.wait().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, text))
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = child.start_kill();
+                Err(format!("{} still running after {timeout:?}", self.id))
+            }
+        }
+    }
+}
+
+/// A running `cluster-node` process (killed on drop).
 #[derive(Debug)]
 pub struct NodeProcess {
-    /// The OS process (killed on drop).
+    /// Its node id.
+    pub id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// The OS process.
     pub child: Child,
     /// `ActorRef<Counter>::to_bytes()` of its counter.
     pub counter: Vec<u8>,
 }
 
 impl NodeProcess {
-    /// Starts `binary` as node `id` of `cluster` and waits (up to 20 s) for it to be ready.
+    /// Starts `binary` as node `id` of `cluster` with in-memory discovery and waits (up to
+    /// 20 s) for it to be ready.
     pub async fn start(binary: &str, cluster: &str, id: &str) -> Result<NodeProcess, String> {
-        let mut child = Command::new(binary)
-            .args([cluster, id])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {binary}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .map_err(|_| format!("{id} did not report ready within 20 s"))?
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{id} exited before it was ready"))?;
-        let hex = line
-            .strip_prefix("READY ")
-            .ok_or_else(|| format!("unexpected first line from {id}: {line}"))?;
-        let counter = from_hex(hex).ok_or("malformed reference")?;
-        Ok(NodeProcess { child, counter })
+        NodeSpec::new(binary, cluster, id).start().await
     }
+
+    /// Starts `binary` as node `id` of `cluster` joining through etcd at `endpoint` with a
+    /// lease TTL of [`TTL`], and waits for it to be ready.
+    pub async fn start_etcd(
+        binary: &str,
+        endpoint: &str,
+        cluster: &str,
+        id: &str,
+    ) -> Result<NodeProcess, String> {
+        NodeSpec::new(binary, cluster, id)
+            .etcd(endpoint)
+            .start()
+            .await
+    }
+
+    /// Sends `signal` (a name such as `STOP`, `CONT`, `KILL`) with the `kill` command.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        send_signal(self.pid, signal)
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .map_err(|_| format!("{} did not exit within {timeout:?}", self.id))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// Closes its stdin (the node shuts down gracefully) and waits up to `timeout` for it to
+    /// exit.
+    pub async fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        drop(self.child.stdin.take());
+        self.wait_exit(timeout).await
+    }
+
+    /// `SIGKILL`s the process and reaps it.
+    pub async fn kill(&mut self) -> Result<ExitStatus, String> {
+        self.child.start_kill().map_err(|e| e.to_string())?;
+        self.wait_exit(Duration::from_secs(10)).await
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`…) to process `pid` with the `kill` command.
+pub fn send_signal(pid: u32, signal: &str) -> Result<(), String> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -{signal} {pid} failed: {status}"))
+    }
+}
+
+/// An [`EtcdDiscovery`] on `endpoint` with lease TTL `ttl`.
+pub async fn etcd_discovery(endpoint: &str, ttl: Duration) -> Result<EtcdDiscovery, Error> {
+    EtcdDiscovery::connect(EtcdConfig::new([endpoint.to_owned()]).lease_ttl(ttl)).await
+}
+
+/// Starts the test's own node: `id` of `cluster` on etcd at `endpoint`, lease TTL [`TTL`].
+///
+/// Must run inside the actix system of the test (`#[actix::test]`).
+pub async fn etcd_test_node(endpoint: &str, cluster: &str, id: &str) -> Result<Node, Error> {
+    Node::builder()
+        .cluster(cluster)
+        .node_id(id)
+        .discovery(etcd_discovery(endpoint, TTL).await?)
+        .load_report_interval(Duration::from_millis(500))
+        .start()
+        .await
+}
+
+/// The entries (key, value) under `prefix` in etcd at `endpoint`, read with a client of its
+/// own, within 5 s.
+pub async fn etcd_entries(endpoint: &str, prefix: &str) -> Result<Vec<(String, String)>, String> {
+    let read = async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .map_err(|e| format!("cannot connect to etcd at {endpoint}: {e}"))?;
+        let response = client
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| format!("etcd get {prefix}: {e}"))?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| format!("etcd get {prefix} took more than 5 s"))?
+}
+
+/// The lease `key` is bound to in etcd at `endpoint` (`None` if the key is absent; 0 when it
+/// has no lease), read with a client of its own, within 5 s.
+pub async fn etcd_lease_of(endpoint: &str, key: &str) -> Result<Option<i64>, String> {
+    let read = async {
+        let mut client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .map_err(|e| format!("cannot connect to etcd at {endpoint}: {e}"))?;
+        let response = client
+            .get(key, None)
+            .await
+            .map_err(|e| format!("etcd get {key}: {e}"))?;
+        Ok(response.kvs().first().map(|kv| kv.lease()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| format!("etcd get {key} took more than 5 s"))?
+}
+
+/// The keys under `prefix` in etcd at `endpoint` (see [`etcd_entries`]).
+pub async fn etcd_keys(endpoint: &str, prefix: &str) -> Result<Vec<String>, String> {
+    Ok(etcd_entries(endpoint, prefix)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect())
+}
+
+/// What a node saw while waiting: the events before the awaited one.
+#[derive(Debug, Clone, Default)]
+pub struct Seen(pub Vec<MembershipEvent>);
+
+impl Seen {
+    /// Whether any event seen is about `node`.
+    pub fn mentions(&self, node: &str) -> bool {
+        self.0.iter().any(|e| e.node().as_str() == node)
+    }
+}
+
+/// Receives membership events until one satisfies `wanted`, for at most `timeout` (and at
+/// most 10 000 events). Returns it and the events received before it.
+///
+/// Fails if the deadline passes, the node shuts down, or events were lost (the receiver lagged:
+/// no claim about what was seen can be made then).
+pub async fn wait_for_event(
+    events: &mut broadcast::Receiver<MembershipEvent>,
+    timeout: Duration,
+    mut wanted: impl FnMut(&MembershipEvent) -> bool,
+) -> Result<(MembershipEvent, Seen), String> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Seen::default();
+    for _ in 0..10_000 {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => {
+                return Err(format!(
+                    "no such event within {timeout:?}; saw {:?}",
+                    seen.0
+                ))
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                return Err("the node shut down".to_owned())
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                return Err(format!("{n} membership events were lost"))
+            }
+            Ok(Ok(event)) if wanted(&event) => return Ok((event, seen)),
+            Ok(Ok(event)) => seen.0.push(event),
+        }
+    }
+    Err(format!(
+        "no such event among 10 000; saw {:?}",
+        seen.0.last()
+    ))
+}
+
+/// Runs `attempt` every `interval` until it succeeds, for at most `timeout` (each attempt is
+/// cut off at the deadline too). The error names `what` and the last failure.
+pub async fn poll_until<T, E, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut attempt: F,
+) -> Result<T, String>
+where
+    E: fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let max_attempts = timeout.as_millis() / interval.as_millis().max(1) + 1;
+    let mut last = String::from("no attempt finished");
+    for _ in 0..max_attempts {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => last = format!("{e:?}"),
+            Err(_) => break,
+        }
+        if Instant::now() + interval >= deadline {
+            break;
+        }
+        tokio::time::sleep(interval).await;
+    }
+    Err(format!(
+        "{what}: not done after {:?}; last failure: {last}",
+        started.elapsed()
+    ))
+}
+
+/// The member ids `node`'s process sees, asked from `me` through the name `observer-{node}`.
+pub async fn members_seen_by(me: &Node, node: &str) -> Result<Vec<String>, Error> {
+    let observer = me.lookup::<Observer>(&format!("observer-{node}")).await?;
+    observer.ask_timeout(Members, Duration::from_secs(2)).await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::{Error, Result, TellError};
 use crate::id::{ActorId, NodeId};
-use crate::message::{Deliver, RemoteActor, RemoteMessage, WireValue};
+use crate::message::{Deliver, RemoteActor, RemoteMessage, ReplyTo, WireValue};
 use crate::node::dispatch::{outcome_until, reply_channel, Outcome};
 use crate::node::NodeShared;
 use crate::stats::DropReason;
@@ -177,7 +177,7 @@ impl<A: RemoteActor> ActorRef<A> {
     /// [`Node::stats`](crate::Node::stats) and logged.
     pub fn tell<M>(&self, message: M) -> std::result::Result<(), TellError<M>>
     where
-        A: Handler<Deliver<M>>,
+        A: Handler<Deliver<M>> + Handler<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -193,12 +193,18 @@ impl<A: RemoteActor> ActorRef<A> {
                         message,
                     });
                 }
-                addr.do_send(Deliver {
-                    message,
-                    reply: None,
-                    trace,
-                    deadline: None,
-                });
+                if trace.is_none() && !crate::message::handle_spans_enabled() {
+                    // Nothing to trace and no reply to route: the plain actix path. A panic
+                    // in the handler still stops the actor and tells its watchers.
+                    addr.do_send(message);
+                } else {
+                    addr.do_send(Deliver {
+                        message,
+                        reply: None,
+                        trace,
+                        deadline: None,
+                    });
+                }
                 Ok(())
             }
             Target::Remote { link, .. } => {
@@ -268,7 +274,7 @@ impl<A: RemoteActor> ActorRef<A> {
                 let (reply, wait) = reply_channel::<M>();
                 addr.do_send(Deliver {
                     message,
-                    reply: Some(reply),
+                    reply: Some(ReplyTo::Caller(reply)),
                     trace,
                     deadline: Some(deadline.into_std()),
                 });

@@ -19,7 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::id::wire_id;
+use crate::node::dispatch::RemoteReply;
 use crate::trace::{self, TraceContext};
+use crate::wire::envelope::WireError;
+use tokio::sync::oneshot::error::TryRecvError;
 
 /// A value that can cross the wire: serializable, owned and sendable between threads.
 pub trait WireValue: Serialize + DeserializeOwned + Send + 'static {}
@@ -136,7 +139,7 @@ macro_rules! remote_actor {
 #[doc(hidden)]
 pub struct Deliver<M: Message> {
     pub(crate) message: M,
-    pub(crate) reply: Option<Reply<M>>,
+    pub(crate) reply: Option<ReplyTo<M>>,
     pub(crate) trace: Option<TraceContext>,
     /// When the caller gives up; a message still queued after that is dropped unhandled.
     pub(crate) deadline: Option<std::time::Instant>,
@@ -155,10 +158,23 @@ impl<M: Message> Message for Deliver<M> {
     type Result = ();
 }
 
-/// Where the result of an ask goes, and where a panic report goes instead.
+/// Where the result of an ask goes.
+pub(crate) enum ReplyTo<M: Message> {
+    /// A caller on this node, waiting on channels.
+    Caller(Reply<M>),
+    /// A caller on another node: the reply is encoded and queued on its link.
+    Remote(RemoteReply),
+}
+
+/// Where the result of a local ask goes, and where a panic report goes instead.
 pub(crate) struct Reply<M: Message> {
     pub(crate) result: OneshotSender<M::Result>,
     pub(crate) panic: tokio::sync::oneshot::Sender<String>,
+}
+
+/// Whether this node would record `actormesh.handle` spans (a subscriber wants them).
+pub(crate) fn handle_spans_enabled() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
 }
 
 /// Runs the user's handler for a delivered message: in a span, catching a panic.
@@ -185,6 +201,9 @@ where
             message = M::NAME,
             "caller gave up before the handler ran; message dropped unhandled"
         );
+        if let Some(ReplyTo::Remote(remote)) = reply {
+            remote.expired();
+        }
         return;
     }
     let span = tracing::debug_span!(
@@ -220,13 +239,20 @@ where
         None => catch_unwind(run),
     };
     match outcome {
-        Ok(response) => {
-            let (result, _panic) = match reply {
-                Some(r) => (Some(r.result), Some(r.panic)),
-                None => (None, None),
-            };
-            response.handle(ctx, result);
-        }
+        Ok(response) => match reply {
+            None => response.handle(ctx, None),
+            Some(ReplyTo::Caller(r)) => response.handle(ctx, Some(r.result)),
+            Some(ReplyTo::Remote(remote)) => {
+                let (tx, mut rx) = tokio::sync::oneshot::channel();
+                response.handle(ctx, Some(tx));
+                match rx.try_recv() {
+                    // The usual case, a synchronous handler: reply inline, no task, no timer.
+                    Ok(value) => remote.send(Ok(value)),
+                    Err(TryRecvError::Closed) => remote.send::<()>(Err(WireError::ActorStopped)),
+                    Err(TryRecvError::Empty) => remote.send_later(rx, deadline),
+                }
+            }
+        },
         Err(payload) => {
             let text = panic_text(payload.as_ref());
             tracing::error!(
@@ -235,8 +261,14 @@ where
                 panic = %text,
                 "handler panicked; stopping the actor"
             );
-            if let Some(r) = reply {
-                let _ = r.panic.send(text);
+            match reply {
+                Some(ReplyTo::Caller(r)) => {
+                    let _ = r.panic.send(text);
+                }
+                Some(ReplyTo::Remote(remote)) => {
+                    remote.send::<()>(Err(WireError::HandlerPanicked(text)))
+                }
+                None => {}
             }
             actix::ActorContext::stop(ctx);
         }

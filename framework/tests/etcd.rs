@@ -149,9 +149,9 @@ async fn graceful_leave_removes_every_key_at_once_and_is_seen_as_left() {
     assert!(left.is_empty(), "nothing of b remains: {left:?}");
     let event = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            match events.recv().await.unwrap() {
-                e @ (MembershipEvent::Left(_) | MembershipEvent::Down(_)) => return e,
-                _ => {}
+            let event = events.recv().await.unwrap();
+            if matches!(event, MembershipEvent::Left(_) | MembershipEvent::Down(_)) {
+                return event;
             }
         }
     })

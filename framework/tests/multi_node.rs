@@ -477,3 +477,29 @@ async fn full_send_queue_hands_the_message_back() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn an_ask_queued_behind_a_stop_gets_actor_stopped_at_once() {
+    let (_d, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "stopping").await;
+    remote.tell(Stop).unwrap();
+    let started = std::time::Instant::now();
+    // Queued right behind the Stop: the actor never handles it.
+    let err = remote
+        .ask_timeout(Get, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ActorStopped { .. } | Error::ActorNotFound { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not at the timeout"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -1,28 +1,142 @@
-//! The scenario node: `cluster-node CLUSTER NODE_ID`.
+//! The scenario node:
+//! `cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] [--listen IP] [--load-ms MS]`.
 //!
 //! Starts a node, spawns a `Counter`, prints `READY <hex reference>` and serves until its
 //! standard input closes, then shuts down gracefully and exits 0.
+//!
+//! Without `--etcd` the node uses a private in-memory discovery (a cluster of one, reached
+//! through references handed over by the test). With `--etcd ENDPOINT` it joins the cluster
+//! through etcd (lease TTL `--ttl`, default 2 s; load reports every `--load-ms`, default
+//! 500 ms) and registers its `Counter` as `counter-{NODE_ID}` and an `Observer` as
+//! `observer-{NODE_ID}`. `--listen IP` makes it listen (and be reached) on that address
+//! instead of 127.0.0.1.
+//!
+//! When the node cannot start (for example its id is used by a live node of the cluster) the
+//! error is printed to stderr and the process exits with code 1; a bad command line exits 2.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::Node;
-use actormesh_cluster_tests::{to_hex, Counter};
+use actormesh_cluster_tests::{to_hex, Counter, Observer};
 use tokio::io::AsyncReadExt;
 
+const USAGE: &str = "usage: cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] \
+                     [--listen IP] [--load-ms MS]";
+
+/// The parsed command line.
+#[derive(Debug)]
+struct Args {
+    cluster: String,
+    id: String,
+    etcd: Option<String>,
+    ttl: Duration,
+    listen: Option<IpAddr>,
+    load_interval: Duration,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (Some(cluster), Some(id)) = (args.next(), args.next()) else {
+        return Err(USAGE.to_owned());
+    };
+    let mut parsed = Args {
+        cluster,
+        id,
+        etcd: None,
+        ttl: Duration::from_secs(2),
+        listen: None,
+        load_interval: Duration::from_millis(500),
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--etcd" => parsed.etcd = Some(value),
+            "--ttl" => {
+                let secs: u64 = value.parse().map_err(|e| format!("--ttl {value}: {e}"))?;
+                parsed.ttl = Duration::from_secs(secs);
+            }
+            "--listen" => {
+                parsed.listen = Some(
+                    value
+                        .parse()
+                        .map_err(|e| format!("--listen {value}: {e}"))?,
+                )
+            }
+            "--load-ms" => {
+                let ms: u64 = value
+                    .parse()
+                    .map_err(|e| format!("--load-ms {value}: {e}"))?;
+                parsed.load_interval = Duration::from_millis(ms);
+            }
+            other => return Err(format!("unknown option {other}; {USAGE}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// Starts the node and prints `READY`; returns the running node.
+async fn start(args: &Args) -> Result<Node, actormesh::Error> {
+    let mut builder = Node::builder()
+        .cluster(args.cluster.clone())
+        .node_id(args.id.clone());
+    if let Some(ip) = args.listen {
+        builder = builder.listen(SocketAddr::new(ip, 0));
+    }
+    let Some(endpoint) = &args.etcd else {
+        let node = builder.start().await?;
+        let counter = node.spawn(Counter::default());
+        println!("READY {}", to_hex(&counter.to_bytes()));
+        return Ok(node);
+    };
+    let discovery =
+        EtcdDiscovery::connect(EtcdConfig::new([endpoint.clone()]).lease_ttl(args.ttl)).await?;
+    let node = builder
+        .discovery(discovery)
+        .load_report_interval(args.load_interval)
+        .start()
+        .await?;
+    let counter = node.spawn(Counter::default());
+    let observer = node.spawn(Observer::new(node.clone()));
+    let registered = async {
+        node.register_name(&format!("counter-{}", args.id), &counter)
+            .await?;
+        node.register_name(&format!("observer-{}", args.id), &observer)
+            .await
+    };
+    if let Err(e) = registered.await {
+        node.shutdown().await;
+        return Err(e);
+    }
+    println!("READY {}", to_hex(&counter.to_bytes()));
+    Ok(node)
+}
+
 #[actix::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let mut args = std::env::args().skip(1);
-    let (Some(cluster), Some(id)) = (args.next(), args.next()) else {
-        return Err("usage: cluster-node CLUSTER NODE_ID".into());
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("cluster-node: {e}");
+            std::process::exit(2);
+        }
     };
-    let node = Node::builder().cluster(cluster).node_id(id).start().await?;
-    let counter = node.spawn(Counter::default());
-    println!("READY {}", to_hex(&counter.to_bytes()));
+    let node = match start(&args).await {
+        Ok(node) => node,
+        Err(e) => {
+            // Display, not Debug: the message says what went wrong (e.g. "already used").
+            eprintln!("cluster-node {}: cannot start: {e}", args.id);
+            std::process::exit(1);
+        }
+    };
     // Serve until the test closes stdin.
     let mut sink = Vec::new();
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     node.shutdown().await;
-    Ok(())
 }

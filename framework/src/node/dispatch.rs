@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use actix::dev::OneshotSender;
 use actix::{Addr, Handler, Message};
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::NodeShared;
 use crate::actor_ref::with_decode_node;
 use crate::id::ActorId;
-use crate::message::{Declaration, Deliver, RemoteActor, RemoteMessage, Reply, WireValue};
+use crate::message::{Declaration, Deliver, RemoteActor, RemoteMessage, Reply, ReplyTo, WireValue};
 use crate::stats::DropReason;
 use crate::trace::TraceContext;
 use crate::wire::envelope::{decode_payload, encode_payload, Header, WireError};
@@ -127,7 +128,7 @@ pub(crate) fn dispatch<A, M>(
     payload: &[u8],
 ) -> Result<(), WireError>
 where
-    A: RemoteActor + Handler<Deliver<M>>,
+    A: RemoteActor + Handler<Deliver<M>> + Handler<M>,
     M: RemoteMessage,
     M::Result: WireValue,
 {
@@ -144,6 +145,9 @@ where
         return Err(WireError::ActorStopped);
     }
     match inbound.ask {
+        None if inbound.trace.is_none() && !crate::message::handle_spans_enabled() => {
+            addr.do_send(message)
+        }
         None => addr.do_send(Deliver {
             message,
             reply: None,
@@ -151,37 +155,82 @@ where
             deadline: None,
         }),
         Some(ask) => {
-            let (reply, wait) = reply_channel::<M>();
+            let node = inbound.node;
+            node.asks_handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             addr.do_send(Deliver {
                 message,
-                reply: Some(reply),
+                reply: Some(ReplyTo::Remote(RemoteReply {
+                    id: ask.id,
+                    outbox: ask.outbox,
+                    guard: Some(node.inflight_guard()),
+                })),
                 trace: inbound.trace,
                 deadline: Some(ask.deadline.into_std()),
-            });
-            inbound
-                .node
-                .asks_handled
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let guard = inbound.node.inflight_guard();
-            tokio::spawn(async move {
-                let outcome = match outcome_until(ask.deadline, wait).await {
-                    Outcome::Value(v) => Ok(v),
-                    Outcome::Stopped => Err(WireError::ActorStopped),
-                    Outcome::Panicked(text) => Err(WireError::HandlerPanicked(text)),
-                    Outcome::Expired => {
-                        guard.0.stats.dropped(DropReason::DeadlineExpired, 1);
-                        tracing::debug!(
-                            ask = ask.id,
-                            "the caller's deadline passed before a reply"
-                        );
-                        Err(WireError::DeadlineExpired)
-                    }
-                };
-                send_reply(&guard.0, &ask.outbox, ask.id, outcome);
             });
         }
     }
     Ok(())
+}
+
+/// The return address of an ask from another node, carried into the actor with the message.
+///
+/// Exactly one reply leaves for every ask: the handler's result, its panic, the expiry of
+/// the caller's deadline, or, if the message is dropped unhandled (the actor stopped), an
+/// "actor stopped" reply sent when this is dropped.
+pub(crate) struct RemoteReply {
+    pub(crate) id: u64,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) guard: Option<super::InflightGuard>,
+}
+
+impl RemoteReply {
+    /// Queues the reply.
+    pub(crate) fn send<T: serde::Serialize>(mut self, outcome: Result<T, WireError>) {
+        if let Some(guard) = self.guard.take() {
+            send_reply(guard.node(), &self.outbox, self.id, outcome);
+        }
+    }
+
+    /// The caller's deadline passed before the handler ran.
+    pub(crate) fn expired(self) {
+        if let Some(guard) = &self.guard {
+            guard.node().stats.dropped(DropReason::DeadlineExpired, 1);
+        }
+        self.send::<()>(Err(WireError::DeadlineExpired));
+    }
+
+    /// Replies when an asynchronous handler's result arrives, or at the deadline.
+    pub(crate) fn send_later<T: serde::Serialize + Send + 'static>(
+        self,
+        result: oneshot::Receiver<T>,
+        deadline: Option<std::time::Instant>,
+    ) {
+        let deadline = deadline.map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            Instant::from_std,
+        );
+        tokio::spawn(async move {
+            match tokio::time::timeout_at(deadline, result).await {
+                Ok(Ok(value)) => self.send(Ok(value)),
+                Ok(Err(_)) => self.send::<()>(Err(WireError::ActorStopped)),
+                Err(_) => self.expired(),
+            }
+        });
+    }
+}
+
+impl Drop for RemoteReply {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            send_reply::<()>(
+                guard.node(),
+                &self.outbox,
+                self.id,
+                Err(WireError::ActorStopped),
+            );
+        }
+    }
 }
 
 /// Queues the reply of ask `id` on `outbox`.

@@ -823,6 +823,12 @@ impl Drop for ActorGuard {
 /// Counts an ask being handled here until its reply is queued.
 pub(crate) struct InflightGuard(Arc<NodeShared>);
 
+impl InflightGuard {
+    pub(crate) fn node(&self) -> &Arc<NodeShared> {
+        &self.0
+    }
+}
+
 impl Drop for InflightGuard {
     fn drop(&mut self) {
         if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
