@@ -3,7 +3,9 @@
 # ones on Debian/Ubuntu.
 #
 #   scripts/ensure-deps.sh           cargo (Rust 1.95+) and protoc
-#   scripts/ensure-deps.sh --etcd    the same, and etcd (v3.4+) for the test suite
+#   scripts/ensure-deps.sh --etcd    the same, and for the test suite: etcd (v3.4+), openssl
+#                                    (certificates of the etcd TLS test) and ip (iproute2, the
+#                                    network namespaces of the partition test)
 #
 # On Debian/Ubuntu (apt-get present) a missing protoc or etcd is installed with apt-get
 # (packages protobuf-compiler and etcd-server), as root or through sudo. Rust is never
@@ -62,10 +64,11 @@ Install them, then run this script again:
       rustup toolchain install $RUST_MIN
     (Linux distribution packages of cargo are usually too old.)
 
-  protoc and etcd (etcd v$ETCD_MIN or newer; the test suite needs it, the demo does not):
-    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server
-    Fedora (dnf):      sudo dnf install protobuf-compiler etcd
-    macOS (Homebrew):  brew install protobuf etcd
+  protoc, etcd, openssl and ip (etcd v$ETCD_MIN or newer, openssl and iproute2: the test
+  suite needs them, the demo does not):
+    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server openssl iproute2
+    Fedora (dnf):      sudo dnf install protobuf-compiler etcd openssl iproute
+    macOS (Homebrew):  brew install protobuf etcd openssl   (the partition test needs Linux)
   If your distribution's etcd is older than v$ETCD_MIN, use a release from
   https://github.com/etcd-io/etcd/releases and put its etcd binary on the PATH.
 MSG
@@ -85,6 +88,9 @@ fi
 command -v protoc >/dev/null 2>&1 || missing+=("protoc")
 if [ "$want_etcd" -eq 1 ]; then
     command -v etcd >/dev/null 2>&1 || missing+=("etcd")
+    command -v openssl >/dev/null 2>&1 || missing+=("openssl")
+    # `ip` (iproute2) lets the partition test build its network namespaces.
+    command -v ip >/dev/null 2>&1 || missing+=("ip")
 fi
 
 if [ -n "$rust_problem" ]; then
@@ -98,6 +104,8 @@ for tool in ${missing[@]+"${missing[@]}"}; do
     case "$tool" in
         protoc) apt_packages+=("protobuf-compiler") ;;
         etcd) apt_packages+=("etcd-server") ;;
+        openssl) apt_packages+=("openssl") ;;
+        ip) apt_packages+=("iproute2") ;;
     esac
 done
 

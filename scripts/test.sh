@@ -10,5 +10,5 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/c
 fi
 
 ./scripts/ensure-deps.sh --etcd
-cargo test --workspace --all-targets --features actormesh/etcd "$@"
-cargo test --workspace --doc --features actormesh/etcd "$@"
+cargo test --workspace --all-targets --features actormesh/etcd-tls "$@"
+cargo test --workspace --doc --features actormesh/etcd-tls "$@"

@@ -57,8 +57,71 @@ pub struct EtcdConfig {
     prefix: String,
     lease_ttl: Duration,
     credentials: Option<(String, String)>,
+    #[cfg(feature = "etcd-tls")]
+    tls: Option<EtcdTls>,
     connect_timeout: Duration,
     request_timeout: Duration,
+}
+
+/// TLS towards etcd (feature `etcd-tls`): the CA that signed etcd's certificate and, for
+/// etcd's `--client-cert-auth`, this node's client certificate. Use `https://` endpoints.
+#[cfg(feature = "etcd-tls")]
+#[derive(Clone)]
+pub struct EtcdTls {
+    ca_pem: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    domain: Option<String>,
+}
+
+#[cfg(feature = "etcd-tls")]
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("EtcdTls")
+            .field("client_identity", &self.identity.is_some())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "etcd-tls")]
+impl EtcdTls {
+    /// Trust etcd certificates signed by the CA in `ca_pem` (PEM bytes).
+    pub fn new(ca_pem: impl Into<Vec<u8>>) -> Self {
+        EtcdTls {
+            ca_pem: ca_pem.into(),
+            identity: None,
+            domain: None,
+        }
+    }
+
+    /// Present this client certificate and key (PEM bytes) to etcd.
+    pub fn client_identity(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// The name to verify etcd's certificate against, when it differs from the endpoint host.
+    pub fn domain(mut self, name: impl Into<String>) -> Self {
+        self.domain = Some(name.into());
+        self
+    }
+
+    fn options(&self) -> etcd_client::TlsOptions {
+        let mut tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        tls
+    }
 }
 
 impl EtcdConfig {
@@ -70,6 +133,8 @@ impl EtcdConfig {
             prefix: "/actormesh".to_owned(),
             lease_ttl: Duration::from_secs(3),
             credentials: None,
+            #[cfg(feature = "etcd-tls")]
+            tls: None,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(2),
         }
@@ -91,6 +156,13 @@ impl EtcdConfig {
     /// etcd user and password.
     pub fn credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
+    /// TLS towards etcd (feature `etcd-tls`).
+    #[cfg(feature = "etcd-tls")]
+    pub fn tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -188,6 +260,10 @@ impl EtcdDiscovery {
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &config.credentials {
             options = options.with_user(user.clone(), password.clone());
+        }
+        #[cfg(feature = "etcd-tls")]
+        if let Some(tls) = &config.tls {
+            options = options.with_tls(tls.options());
         }
         let connect = Client::connect(config.endpoints.clone(), Some(options));
         let client = tokio::time::timeout(config.connect_timeout, connect)

@@ -27,6 +27,8 @@ use crate::id::{ActorId, NodeId};
 pub mod etcd;
 mod memory;
 
+#[cfg(feature = "etcd-tls")]
+pub use etcd::EtcdTls;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdDiscovery};
 pub use memory::MemoryDiscovery;

@@ -161,8 +161,22 @@ pub struct Etcd {
     binary: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// Plain-HTTP port of `/health` and `/metrics`, also when the client port is TLS-only.
+    metrics_port: u16,
+    tls: Option<TlsFiles>,
     data_dir: PathBuf,
     child: Option<Child>,
+}
+
+/// PEM files for an etcd that serves clients over TLS and requires client certificates.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA that signed the server's and the clients' certificates.
+    pub ca: PathBuf,
+    /// The server certificate (valid for `127.0.0.1`).
+    pub cert: PathBuf,
+    /// The server key.
+    pub key: PathBuf,
 }
 
 impl Etcd {
@@ -179,11 +193,21 @@ impl Etcd {
     /// an error carrying the end of etcd's log if it exits or stays unhealthy.
     pub fn start() -> Result<Etcd, EtcdError> {
         let binary = resolve_binary(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))?;
-        Etcd::start_with_binary(&binary)
+        Etcd::start_with_binary(&binary, None)
+    }
+
+    /// Like [`Etcd::start`], but clients must use TLS (`https://` endpoint) and present a
+    /// certificate signed by `tls.ca` (`--client-cert-auth`).
+    pub fn start_tls(tls: TlsFiles) -> Result<Etcd, EtcdError> {
+        let binary = resolve_binary(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))?;
+        Etcd::start_with_binary(&binary, Some(tls))
     }
 
     /// [`Etcd::start`] with an explicit binary, leaving the environment alone.
-    pub(crate) fn start_with_binary(binary: &Path) -> Result<Etcd, EtcdError> {
+    pub(crate) fn start_with_binary(
+        binary: &Path,
+        tls: Option<TlsFiles>,
+    ) -> Result<Etcd, EtcdError> {
         if !binary.is_file() {
             return Err(EtcdError::NotFound {
                 tried: Some(binary.to_path_buf()),
@@ -191,12 +215,14 @@ impl Etcd {
         }
         let mut attempt = 1;
         loop {
-            let [client_port, peer_port] = free_ports::<2>()
+            let [client_port, peer_port, metrics_port] = free_ports::<3>()
                 .map_err(|e| EtcdError::io("cannot pick free loopback ports", e))?;
             let mut etcd = Etcd {
                 binary: binary.to_path_buf(),
                 client_port,
                 peer_port,
+                metrics_port,
+                tls: tls.clone(),
                 data_dir: make_data_dir()?,
                 child: None,
             };
@@ -209,9 +235,10 @@ impl Etcd {
         }
     }
 
-    /// The client URL, `http://127.0.0.1:<client port>`.
+    /// The client URL, `http://127.0.0.1:<client port>` (`https://` when started with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// The client port on 127.0.0.1; it stays the same across [`Etcd::restart`].
@@ -237,7 +264,7 @@ impl Etcd {
     /// Whether the process is running (as far as this handle knows) and `GET /health` answers
     /// `"health":"true"` right now. Bounded by about a second.
     pub fn is_healthy(&self) -> bool {
-        self.child.is_some() && health_check(self.client_port)
+        self.child.is_some() && health_check(self.metrics_port)
     }
 
     /// Kills etcd (`SIGKILL` on Unix) and waits for it to exit; the data directory is kept.
@@ -296,9 +323,21 @@ impl Etcd {
         let log_err = log
             .try_clone()
             .map_err(|e| EtcdError::io(format!("cannot open {}", log_path.display()), e))?;
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let client_url = self.endpoint();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(&self.binary)
+        let metrics_url = format!("http://127.0.0.1:{}", self.metrics_port);
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name")
             .arg(MEMBER_NAME)
             .arg("--data-dir")
@@ -313,6 +352,8 @@ impl Etcd {
             .arg(&peer_url)
             .arg("--initial-cluster")
             .arg(format!("{MEMBER_NAME}={peer_url}"))
+            .arg("--listen-metrics-urls")
+            .arg(&metrics_url)
             // zap is accepted by 3.4 and the only logger from 3.5 on; quiet unless broken.
             .args(["--logger", "zap", "--log-level", "error"])
             .stdin(Stdio::null())
@@ -345,7 +386,7 @@ impl Etcd {
                     });
                 }
             }
-            if health_check(self.client_port) {
+            if health_check(self.metrics_port) {
                 return Ok(());
             }
             if started.elapsed() >= STARTUP_TIMEOUT {
@@ -523,7 +564,7 @@ mod tests {
     #[test]
     fn missing_binary_gives_install_instructions() {
         let missing = std::env::temp_dir().join("actormesh-testkit-no-such-etcd");
-        let err = Etcd::start_with_binary(&missing).expect_err("a missing binary must fail");
+        let err = Etcd::start_with_binary(&missing, None).expect_err("a missing binary must fail");
         assert!(matches!(err, EtcdError::NotFound { tried: Some(ref p) } if *p == missing));
         assert_eq!(
             err.to_string(),
@@ -539,7 +580,7 @@ mod tests {
     fn etcd_bin_wins_over_path_even_when_missing() {
         let bin = resolve_binary(os("/nonexistent/etcd"), os("/usr/bin:/bin")).unwrap();
         assert_eq!(bin, PathBuf::from("/nonexistent/etcd"));
-        let err = Etcd::start_with_binary(&bin).unwrap_err();
+        let err = Etcd::start_with_binary(&bin, None).unwrap_err();
         assert!(err.to_string().contains("apt-get install etcd-server"));
     }
 
@@ -631,7 +672,7 @@ mod tests {
     fn early_exit_is_reported_with_the_log() {
         let dir = make_data_dir().unwrap();
         let fake = fake_etcd(&dir, "echo 'unknown flag: --broken' >&2\nexit 3");
-        let err = Etcd::start_with_binary(&fake).unwrap_err();
+        let err = Etcd::start_with_binary(&fake, None).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, EtcdError::Exited { .. }), "{text}");
         assert!(text.contains("unknown flag: --broken"), "{text}");
@@ -650,7 +691,7 @@ mod tests {
                 count.display()
             ),
         );
-        let err = Etcd::start_with_binary(&fake).unwrap_err();
+        let err = Etcd::start_with_binary(&fake, None).unwrap_err();
         assert!(err.is_port_race(), "{err}");
         // One line per attempt, each naming its own (since removed) data directory.
         let attempts = fs::read_to_string(&count).unwrap();
