@@ -132,6 +132,18 @@ pub enum Error {
     /// Another live node of the cluster already uses this node id.
     #[error("node id {0} is already used by a live node of this cluster; choose another id or stop the other process")]
     NodeIdTaken(NodeId),
+    /// The group has no instance this caller can use (none joined, or all failed this ask).
+    #[error("group `{group}` has no instance to take the message; start or join instances, or check that their nodes are up")]
+    NoInstances {
+        /// The group.
+        group: String,
+    },
+    /// Every instance of the group is at its cap of asks in flight from this caller.
+    #[error("group `{group}` is overloaded: every instance is at its cap of asks in flight; slow down, add instances or raise `max_in_flight`")]
+    Overloaded {
+        /// The group.
+        group: String,
+    },
     /// The node is unknown to this node's membership view.
     #[error("node {0} is not a member of this cluster (not in the discovery view)")]
     UnknownNode(NodeId),
@@ -154,6 +166,7 @@ impl Error {
             Error::Timeout { .. }
                 | Error::NodeUnreachable { .. }
                 | Error::MailboxFull { .. }
+                | Error::Overloaded { .. }
                 | Error::Discovery(_)
         )
     }

@@ -51,8 +51,10 @@
 //! ```
 
 mod actor_ref;
+pub mod balance;
 pub mod discovery;
 mod error;
+mod group;
 mod id;
 mod message;
 mod node;
@@ -64,6 +66,7 @@ mod wire;
 pub use actor_ref::{ActorRef, Terminated, TerminationReason};
 pub use discovery::{Discovery, MembershipEvent, MemoryDiscovery, NodeInfo};
 pub use error::{Error, Result, TellError};
+pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
 pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};
 pub use node::{Node, NodeBuilder};
@@ -72,8 +75,8 @@ pub use stats::{DropReason, StatsSnapshot};
 /// The names most programs need: `use actormesh::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ActorRef, Error, MemoryDiscovery, Node, NodeId, RemoteActor, RemoteMessage, Spawnable,
-        Terminated,
+        ActorRef, Error, GroupConfig, GroupRef, Idempotent, MemoryDiscovery, Node, NodeId,
+        RemoteActor, RemoteMessage, Spawnable, Terminated,
     };
 }
 

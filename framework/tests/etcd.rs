@@ -365,3 +365,43 @@ async fn a_node_id_that_would_break_the_key_layout_is_refused() {
         "nothing registered"
     );
 }
+
+#[actix::test]
+async fn groups_on_etcd_follow_joins_and_node_death() {
+    let etcd = etcd();
+    let a = node(&etcd, "g", "a").await;
+    let b = node(&etcd, "g", "b").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    for node in [&a, &b] {
+        for _ in 0..2 {
+            let c = node.spawn(Counter::default());
+            node.join_group("counters", &c).await.unwrap();
+        }
+    }
+    let group = a.group::<Counter>("counters").await.unwrap();
+    group
+        .wait_for_instances(4, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let members = keys(&etcd, "/actormesh/g/groups/counters/members/").await;
+    assert_eq!(members.len(), 4, "{members:?}");
+    assert!(members[0].1.contains("\"weight\":1"));
+    for _ in 0..8 {
+        group.ask(Add(1)).await.unwrap();
+    }
+    // b leaves: its two instances leave the group with it.
+    b.shutdown().await;
+    let mut shrunk = false;
+    for _ in 0..200 {
+        if group.instances().len() == 2 {
+            shrunk = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(shrunk, "instances: {}", group.instances().len());
+    assert_eq!(keys(&etcd, "/actormesh/g/groups/").await.len(), 2);
+    a.shutdown().await;
+}

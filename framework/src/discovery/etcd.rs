@@ -45,7 +45,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{
-    Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo,
+    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, LoadReport, Membership,
+    MembershipEvent, NameEntry, NodeInfo,
 };
 use crate::error::Error;
 use crate::id::NodeId;
@@ -230,6 +231,8 @@ struct Session {
     record: Mutex<NodeRecord>,
     lease: AtomicI64,
     names: Mutex<HashMap<String, NameEntry>>,
+    /// Group membership keys and values, put again after a lost lease.
+    groups: Mutex<HashMap<String, Vec<u8>>>,
     load: Mutex<Option<LoadReport>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -307,6 +310,19 @@ impl Inner {
 
     fn name_key(&self, cluster: &str, name: &str) -> String {
         format!("{}names/{}", self.cluster_prefix(cluster), name)
+    }
+
+    fn group_prefix(&self, cluster: &str, group: &str) -> String {
+        format!("{}groups/{}/members/", self.cluster_prefix(cluster), group)
+    }
+
+    fn group_key(&self, cluster: &str, group: &str, member: &GroupMember) -> String {
+        format!(
+            "{}{}/{}",
+            self.group_prefix(cluster, group),
+            member.node,
+            member.actor.get()
+        )
     }
 
     fn load_key(&self, cluster: &str, node: &NodeId) -> String {
@@ -467,6 +483,7 @@ impl Discovery for EtcdDiscovery {
                 record: Mutex::new(record),
                 lease: AtomicI64::new(lease),
                 names: Mutex::new(HashMap::new()),
+                groups: Mutex::new(HashMap::new()),
                 load: Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
             });
@@ -601,6 +618,77 @@ impl Discovery for EtcdDiscovery {
                 .await
         })
     }
+
+    fn join_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            if group.contains('/') {
+                return Err(Error::Discovery(
+                    "group names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let session = inner
+                .session(cluster, &member.node)
+                .ok_or_else(|| Error::UnknownNode(member.node.clone()))?;
+            let key = inner.group_key(cluster, group, member);
+            let value = serde_json::to_vec(member).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner
+                .put_leased(&session, key.clone(), value.clone())
+                .await?;
+            lock(&session.groups).insert(key, value);
+            Ok(())
+        })
+    }
+
+    fn leave_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let key = inner.group_key(cluster, group, member);
+            if let Some(session) = inner.session(cluster, &member.node) {
+                lock(&session.groups).remove(&key);
+            }
+            inner
+                .timed("leave group", inner.client().delete(key, None))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn watch_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, GroupView> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.group_prefix(cluster, group);
+            let (revision, known) = read_group(inner, &prefix).await?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let members = known.values().cloned().collect();
+            tokio::spawn(watch_group_members(
+                Arc::downgrade(inner),
+                prefix,
+                revision,
+                known,
+                tx,
+            ));
+            Ok(GroupView {
+                revision: revision as u64,
+                members,
+                events: rx,
+            })
+        })
+    }
 }
 
 /// Keeps the session's lease alive; after an outage that outlived the lease, registers the
@@ -699,6 +787,13 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
             tracing::warn!(%name, error = %e, "name lost while this node was cut off from etcd");
             lock(&session.names).remove(&name);
         }
+    }
+    let groups: Vec<_> = lock(&session.groups)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, value) in groups {
+        inner.put_leased(session, key, value).await?;
     }
     let load = lock(&session.load).clone();
     if let Some(load) = load {
@@ -840,6 +935,141 @@ async fn watch_once(
         }
         if tx.is_closed() || weak.strong_count() == 0 {
             return Ok(());
+        }
+    }
+}
+
+/// Reads a group's members: the revision of the read and the members by key.
+async fn read_group(
+    inner: &Inner,
+    prefix: &str,
+) -> Result<(i64, HashMap<Vec<u8>, GroupMember>), Error> {
+    let response = inner
+        .timed(
+            "read group",
+            inner
+                .client()
+                .get(prefix.to_owned(), Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+    let revision = response.header().map_or(0, |h| h.revision());
+    let mut members = HashMap::new();
+    for kv in response.kvs() {
+        match serde_json::from_slice::<GroupMember>(kv.value()) {
+            Ok(member) => {
+                members.insert(kv.key().to_vec(), member);
+            }
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed group member")
+            }
+        }
+    }
+    Ok((revision, members))
+}
+
+/// Turns etcd changes of a group into group events until the receiver is dropped, resyncing
+/// (read again, report the difference) when the watch breaks.
+async fn watch_group_members(
+    weak: Weak<Inner>,
+    prefix: String,
+    mut revision: i64,
+    mut known: HashMap<Vec<u8>, GroupMember>,
+    tx: mpsc::UnboundedSender<(u64, GroupEvent)>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let watched = async {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let (_watcher, mut stream) = {
+                let inner = weak.upgrade().ok_or(Error::Shutdown)?;
+                inner
+                    .timed(
+                        "watch group",
+                        inner.client().watch(prefix.clone(), Some(options)),
+                    )
+                    .await?
+            };
+            loop {
+                let Some(response) = stream
+                    .message()
+                    .await
+                    .map_err(|e| etcd_error("watch group", e))?
+                else {
+                    return Err(Error::Discovery("etcd ended the watch".to_owned()));
+                };
+                if response.compact_revision() > 0 || response.canceled() {
+                    return Err(Error::Discovery(
+                        "group watch cancelled or compacted".to_owned(),
+                    ));
+                }
+                for event in response.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    revision = revision.max(kv.mod_revision());
+                    let rev = kv.mod_revision() as u64;
+                    match event.event_type() {
+                        EventType::Put => match serde_json::from_slice::<GroupMember>(kv.value()) {
+                            Ok(member) => {
+                                if known.get(kv.key()) != Some(&member) {
+                                    let _ = tx.send((rev, GroupEvent::Joined(member.clone())));
+                                }
+                                known.insert(kv.key().to_vec(), member);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "ignoring a malformed group member")
+                            }
+                        },
+                        EventType::Delete => {
+                            if let Some(member) = known.remove(kv.key()) {
+                                let _ = tx.send((rev, GroupEvent::Left(member)));
+                            }
+                        }
+                    }
+                }
+                if let Some(header) = response.header() {
+                    revision = revision.max(header.revision());
+                }
+            }
+        };
+        let outcome: Result<(), Error> = tokio::select! {
+            outcome = watched => outcome,
+            _ = tx.closed() => return,
+        };
+        if let Err(e) = outcome {
+            if matches!(e, Error::Shutdown) {
+                return;
+            }
+            failures += 1;
+            tracing::warn!(%prefix, error = %e, "etcd group watch broke; resyncing");
+        }
+        let backoff =
+            (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tx.closed() => return,
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        match read_group(&inner, &prefix).await {
+            Ok((rev, members)) => {
+                failures = 0;
+                for (key, member) in &members {
+                    if known.get(key) != Some(member) {
+                        let _ = tx.send((rev as u64, GroupEvent::Joined(member.clone())));
+                    }
+                }
+                for (key, member) in &known {
+                    if !members.contains_key(key) {
+                        let _ = tx.send((rev as u64, GroupEvent::Left(member.clone())));
+                    }
+                }
+                known = members;
+                revision = rev;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(%prefix, error = %e, "etcd group resync failed; keeping the last view");
+            }
         }
     }
 }

@@ -6,9 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 
 use super::{
-    Discovery, DiscoveryFuture, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo,
+    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, LoadReport, Membership,
+    MembershipEvent, NameEntry, NodeInfo,
 };
 use crate::error::Error;
+use crate::id::ActorId;
 use crate::id::NodeId;
 
 /// In-process discovery shared by every node given a clone of it.
@@ -33,6 +35,20 @@ struct Cluster {
     names: BTreeMap<String, NameEntry>,
     load: BTreeMap<NodeId, LoadReport>,
     watchers: Vec<mpsc::UnboundedSender<(u64, MembershipEvent)>>,
+    groups: BTreeMap<String, Group>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    members: BTreeMap<(NodeId, ActorId), GroupMember>,
+    watchers: Vec<mpsc::UnboundedSender<(u64, GroupEvent)>>,
+}
+
+impl Group {
+    fn publish(&mut self, revision: u64, event: GroupEvent) {
+        self.watchers
+            .retain(|w| w.send((revision, event.clone())).is_ok());
+    }
 }
 
 impl Cluster {
@@ -47,6 +63,19 @@ impl Cluster {
         }
         self.names.retain(|_, entry| &entry.node != node);
         self.load.remove(node);
+        for group in self.groups.values_mut() {
+            let gone: Vec<_> = group
+                .members
+                .keys()
+                .filter(|(n, _)| n == node)
+                .cloned()
+                .collect();
+            for key in gone {
+                if let Some(member) = group.members.remove(&key) {
+                    group.publish(revision, GroupEvent::Left(member));
+                }
+            }
+        }
         self.publish(revision, event);
         true
     }
@@ -192,6 +221,78 @@ impl Discovery for MemoryDiscovery {
     ) -> DiscoveryFuture<'a, ()> {
         Box::pin(async move { self.store_load(cluster, node, load) })
     }
+
+    fn join_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            st.revision += 1;
+            let rev = st.revision;
+            let c = st.clusters.entry(cluster.to_owned()).or_default();
+            if !c.members.contains_key(&member.node) {
+                return Err(Error::UnknownNode(member.node.clone()));
+            }
+            let g = c.groups.entry(group.to_owned()).or_default();
+            let key = (member.node.clone(), member.actor);
+            if g.members.get(&key) != Some(member) {
+                g.members.insert(key, member.clone());
+                g.publish(rev, GroupEvent::Joined(member.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn leave_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            st.revision += 1;
+            let rev = st.revision;
+            if let Some(g) = st
+                .clusters
+                .get_mut(cluster)
+                .and_then(|c| c.groups.get_mut(group))
+            {
+                if let Some(m) = g.members.remove(&(member.node.clone(), member.actor)) {
+                    g.publish(rev, GroupEvent::Left(m));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn watch_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, GroupView> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let rev = st.revision;
+            let g = st
+                .clusters
+                .entry(cluster.to_owned())
+                .or_default()
+                .groups
+                .entry(group.to_owned())
+                .or_default();
+            let (tx, rx) = mpsc::unbounded_channel();
+            g.watchers.push(tx);
+            Ok(GroupView {
+                revision: rev,
+                members: g.members.values().cloned().collect(),
+                events: rx,
+            })
+        })
+    }
 }
 
 impl MemoryDiscovery {
@@ -257,6 +358,43 @@ mod tests {
         assert_eq!(err, Error::NodeIdTaken(NodeId::new("a")));
         // Another cluster may use the same id.
         d.join(&info("other", "a")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn group_members_join_leave_and_vanish_with_their_node() {
+        let d = MemoryDiscovery::new();
+        let _a = d.join(&info("c", "a")).await.unwrap();
+        let member = |node: &str, actor| GroupMember {
+            node: NodeId::new(node),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            actor: ActorId(actor),
+            actor_type: "t".into(),
+            weight: 1,
+        };
+        d.join_group("c", "g", &member("a", 1)).await.unwrap();
+        let mut view = d.watch_group("c", "g").await.unwrap();
+        assert_eq!(view.members, vec![member("a", 1)]);
+        let err = d
+            .join_group("c", "g", &member("ghost", 9))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::UnknownNode(_)));
+        d.join_group("c", "g", &member("a", 2)).await.unwrap();
+        d.leave_group("c", "g", &member("a", 1)).await.unwrap();
+        assert_eq!(
+            view.events.recv().await.unwrap().1,
+            GroupEvent::Joined(member("a", 2))
+        );
+        assert_eq!(
+            view.events.recv().await.unwrap().1,
+            GroupEvent::Left(member("a", 1))
+        );
+        assert!(d.fail("c", &NodeId::new("a")));
+        assert_eq!(
+            view.events.recv().await.unwrap().1,
+            GroupEvent::Left(member("a", 2))
+        );
+        assert!(d.watch_group("c", "g").await.unwrap().members.is_empty());
     }
 
     #[tokio::test]

@@ -117,6 +117,42 @@ pub struct LoadReport {
     pub at_ms: u64,
 }
 
+/// One instance of an actor in a named group (see [`GroupRef`](crate::GroupRef)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    /// The node that runs the instance and owns the membership.
+    pub node: NodeId,
+    /// That node's address.
+    pub addr: SocketAddr,
+    /// The actor.
+    pub actor: ActorId,
+    /// The actor's declared type name.
+    pub actor_type: String,
+    /// Relative capacity, for weighted balancing (default 1).
+    pub weight: u32,
+}
+
+/// A change of a group's membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GroupEvent {
+    /// An instance joined.
+    Joined(GroupMember),
+    /// An instance left: explicitly, because it stopped, or because its node is gone.
+    Left(GroupMember),
+}
+
+/// A group's members at `revision` and every change after.
+#[derive(Debug)]
+pub struct GroupView {
+    /// The revision of the snapshot.
+    pub revision: u64,
+    /// The members at `revision`.
+    pub members: Vec<GroupMember>,
+    /// Every change after `revision`, in order.
+    pub events: mpsc::UnboundedReceiver<(u64, GroupEvent)>,
+}
+
 /// A discovery backend. See the [module docs](self) for the contract.
 pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// Registers `me` and returns the view and its change stream.
@@ -152,6 +188,29 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         name: &'a str,
     ) -> DiscoveryFuture<'a, Option<NameEntry>>;
+
+    /// Adds `member` to `group`, owned by `member.node` (it leaves with its node).
+    fn join_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()>;
+
+    /// Removes `member` from `group`.
+    fn leave_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()>;
+
+    /// The members of `group` and every change after, as for [`Discovery::join`].
+    fn watch_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, GroupView>;
 
     /// Publishes the latest load report of `node` (owned by the node, replaced each time).
     fn report_load<'a>(

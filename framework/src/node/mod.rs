@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::actor_ref::{with_decode_node, ActorRef, Terminated, TerminationReason};
-use crate::discovery::{Discovery, LoadReport, MembershipEvent, NameEntry, NodeInfo};
+use crate::discovery::{Discovery, GroupMember, LoadReport, MembershipEvent, NameEntry, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Declaration, RemoteActor, Spawnable};
@@ -84,6 +84,7 @@ pub(crate) struct LocalEntry {
     pub(crate) handle: Arc<dyn LocalDispatch>,
     watchers: Vec<Watcher>,
     names: Vec<String>,
+    groups: Vec<(String, u32)>,
 }
 
 enum Watcher {
@@ -315,6 +316,91 @@ impl Node {
             .await
     }
 
+    /// Adds `actor` (which must run on this node) to `group` with weight 1. It leaves the
+    /// group when it stops, when this node leaves, or with [`Node::leave_group`].
+    pub async fn join_group<A: RemoteActor>(&self, group: &str, actor: &ActorRef<A>) -> Result<()> {
+        self.join_group_weighted(group, actor, 1).await
+    }
+
+    /// [`Node::join_group`] with a weight, for [`Weighted`](crate::balance::Weighted) and
+    /// [`ConsistentHash`](crate::balance::ConsistentHash) balancing.
+    pub async fn join_group_weighted<A: RemoteActor>(
+        &self,
+        group: &str,
+        actor: &ActorRef<A>,
+        weight: u32,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        if actor.node() != &shared.info.id {
+            return Err(Error::NotLocal {
+                node: actor.node().clone(),
+                actor: actor.id(),
+                what: "join_group",
+            });
+        }
+        if !read(&shared.actors).contains_key(&actor.id()) {
+            return Err(Error::ActorNotFound {
+                node: shared.info.id.clone(),
+                actor: actor.id(),
+            });
+        }
+        let member = shared.group_member(actor.id(), A::NAME, weight);
+        shared
+            .discovery
+            .join_group(&shared.info.cluster, group, &member)
+            .await?;
+        let recorded = write(&shared.actors)
+            .get_mut(&actor.id())
+            .map(|e| e.groups.push((group.to_owned(), weight)))
+            .is_some();
+        if !recorded {
+            let _ = shared
+                .discovery
+                .leave_group(&shared.info.cluster, group, &member)
+                .await;
+            return Err(Error::ActorNotFound {
+                node: shared.info.id.clone(),
+                actor: actor.id(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes `actor` from `group`.
+    pub async fn leave_group<A: RemoteActor>(
+        &self,
+        group: &str,
+        actor: &ActorRef<A>,
+    ) -> Result<()> {
+        let shared = &self.shared;
+        let weight = write(&shared.actors)
+            .get_mut(&actor.id())
+            .and_then(|e| {
+                let i = e.groups.iter().position(|(g, _)| g == group)?;
+                Some(e.groups.remove(i).1)
+            })
+            .unwrap_or(1);
+        let member = shared.group_member(actor.id(), A::NAME, weight);
+        shared
+            .discovery
+            .leave_group(&shared.info.cluster, group, &member)
+            .await
+    }
+
+    /// A reference to `group`, balanced round robin. See [`GroupRef`](crate::GroupRef).
+    pub async fn group<A: RemoteActor>(&self, group: &str) -> Result<crate::GroupRef<A>> {
+        self.group_with(group, crate::GroupConfig::default()).await
+    }
+
+    /// A reference to `group` with its balancer, caps, ejection and retries.
+    pub async fn group_with<A: RemoteActor>(
+        &self,
+        group: &str,
+        config: crate::GroupConfig,
+    ) -> Result<crate::GroupRef<A>> {
+        crate::GroupRef::watch(self.shared.clone(), group, config).await
+    }
+
     /// Finds the actor registered under `name` anywhere in the cluster.
     pub async fn lookup<A: RemoteActor>(&self, name: &str) -> Result<ActorRef<A>> {
         let shared = &self.shared;
@@ -350,6 +436,20 @@ impl Node {
 }
 
 impl NodeShared {
+    pub(crate) fn discovery(&self) -> &dyn Discovery {
+        &*self.discovery
+    }
+
+    fn group_member(&self, actor: ActorId, actor_type: &str, weight: u32) -> GroupMember {
+        GroupMember {
+            node: self.info.id.clone(),
+            addr: self.info.addr,
+            actor,
+            actor_type: actor_type.to_owned(),
+            weight,
+        }
+    }
+
     fn name_entry(&self, actor: ActorId, actor_type: &str) -> NameEntry {
         NameEntry {
             node: self.info.id.clone(),
@@ -390,6 +490,7 @@ impl NodeShared {
                 handle,
                 watchers: Vec::new(),
                 names: Vec::new(),
+                groups: Vec::new(),
             },
         );
         let guard = ActorGuard {
@@ -431,7 +532,7 @@ impl NodeShared {
         for watcher in entry.watchers {
             self.notify_watcher(watcher, id, reason);
         }
-        if entry.names.is_empty() || stopping {
+        if (entry.names.is_empty() && entry.groups.is_empty()) || stopping {
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -448,6 +549,16 @@ impl NodeShared {
                     .await
                 {
                     tracing::warn!(%name, error = %e, "could not unregister the name of a stopped actor");
+                }
+            }
+            for (group, weight) in entry.groups {
+                let member = node.group_member(id, type_name, weight);
+                if let Err(e) = node
+                    .discovery
+                    .leave_group(&node.info.cluster, &group, &member)
+                    .await
+                {
+                    tracing::warn!(%group, error = %e, "a stopped actor could not leave its group");
                 }
             }
         });

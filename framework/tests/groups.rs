@@ -1,0 +1,432 @@
+//! Groups and client-side balancing across in-process nodes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actormesh::balance::{ConsistentHash, LeastOutstanding, PowerOfTwo};
+use actormesh::prelude::*;
+use actormesh::Saturation;
+use serde::{Deserialize, Serialize};
+
+/// Answers which worker handled it, after the worker's delay.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "u64")]
+struct Work;
+impl RemoteMessage for Work {
+    const NAME: &'static str = "groups.Work";
+}
+impl Idempotent for Work {}
+
+/// Counts broadcasts.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "()")]
+struct Ping;
+impl RemoteMessage for Ping {
+    const NAME: &'static str = "groups.Ping";
+}
+
+/// How many pings it saw.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "u64")]
+struct Pings;
+impl RemoteMessage for Pings {
+    const NAME: &'static str = "groups.Pings";
+}
+
+struct Worker {
+    id: u64,
+    delay: Duration,
+    pings: u64,
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Work> for Worker {
+    type Result = ResponseFuture<u64>;
+    fn handle(&mut self, _: Work, _: &mut Context<Self>) -> Self::Result {
+        let (id, delay) = (self.id, self.delay);
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            id
+        })
+    }
+}
+
+impl Handler<Ping> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {
+        self.pings += 1;
+    }
+}
+
+impl Handler<Pings> for Worker {
+    type Result = u64;
+    fn handle(&mut self, _: Pings, _: &mut Context<Self>) -> u64 {
+        self.pings
+    }
+}
+
+/// Stops the worker.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "()")]
+struct Quit;
+impl RemoteMessage for Quit {
+    const NAME: &'static str = "groups.Quit";
+}
+
+impl Handler<Quit> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Quit, ctx: &mut Context<Self>) {
+        actix::ActorContext::stop(ctx);
+    }
+}
+
+actormesh::remote_actor!(Worker = "groups.Worker" { Work, Ping, Pings, Quit });
+
+fn worker(id: u64) -> Worker {
+    Worker {
+        id,
+        delay: Duration::ZERO,
+        pings: 0,
+    }
+}
+
+async fn cluster(n: usize) -> (MemoryDiscovery, Vec<Node>) {
+    let discovery = MemoryDiscovery::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(
+            Node::builder()
+                .cluster("groups")
+                .node_id(format!("n{i}"))
+                .discovery(discovery.clone())
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for a in &nodes {
+        for b in &nodes {
+            a.wait_for_node(b.id(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+    }
+    (discovery, nodes)
+}
+
+/// 8 workers over the 3 nodes: worker i on node i % 3. Returns their references.
+async fn eight_workers(nodes: &[Node]) -> Vec<ActorRef<Worker>> {
+    let mut refs = Vec::new();
+    for i in 0..8u64 {
+        let node = &nodes[i as usize % nodes.len()];
+        let w = node.spawn(worker(i));
+        node.join_group("workers", &w).await.unwrap();
+        refs.push(w);
+    }
+    refs
+}
+
+async fn shutdown(nodes: Vec<Node>) {
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[actix::test]
+async fn round_robin_spreads_evenly_and_broadcast_reaches_all() {
+    let (_d, nodes) = cluster(3).await;
+    eight_workers(&nodes).await;
+    let group = nodes[0].group::<Worker>("workers").await.unwrap();
+    assert_eq!(group.instances().len(), 8);
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    for _ in 0..800 {
+        *seen.entry(group.ask(Work).await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 8);
+    assert!(seen.values().all(|&n| n == 100), "exactly even: {seen:?}");
+    assert_eq!(group.broadcast(Ping), 8);
+    for target in group.instances() {
+        assert_eq!(target.ask(Pings).await.unwrap(), 1);
+    }
+    group.tell(Ping).unwrap();
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn membership_follows_joins_stops_and_node_death() {
+    let (discovery, nodes) = cluster(3).await;
+    let refs = eight_workers(&nodes).await;
+    let group = nodes[0].group::<Worker>("workers").await.unwrap();
+    // A new instance joins live.
+    let ninth = nodes[1].spawn(worker(8));
+    nodes[1].join_group("workers", &ninth).await.unwrap();
+    group
+        .wait_for_instances(9, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // An instance that stops leaves by itself; an explicit leave works too.
+    nodes[1].leave_group("workers", &ninth).await.unwrap();
+    refs[3].ask(Quit).await.unwrap(); // worker 3, on node n0, stops
+    let mut shrunk = false;
+    for _ in 0..200 {
+        if group.instances().len() == 7 {
+            shrunk = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(shrunk, "left: {}", group.instances().len());
+    // Node n2 dies: its instances (2 and 5) vanish from the group.
+    assert!(discovery.fail("groups", nodes[2].id()));
+    let mut gone = false;
+    for _ in 0..200 {
+        if group.instances().iter().all(|r| r.node() != nodes[2].id()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone);
+    assert_eq!(group.instances().len(), 5);
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn idempotent_callers_see_no_error_when_a_node_dies() {
+    let (discovery, nodes) = cluster(3).await;
+    eight_workers(&nodes).await;
+    let group = nodes[0].group::<Worker>("workers").await.unwrap();
+    let caller = group.clone();
+    let load = tokio::spawn(async move {
+        let mut answered = 0;
+        for _ in 0..2_000 {
+            caller
+                .ask_idempotent(Work)
+                .await
+                .expect("idempotent asks never fail here");
+            answered += 1;
+        }
+        answered
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Node n1 crashes with asks in flight to its workers (1, 4, 7).
+    assert!(discovery.fail("groups", nodes[1].id()));
+    assert_eq!(load.await.unwrap(), 2_000);
+    // Plain asks are never retried; they only reach live instances from now on.
+    for _ in 0..50 {
+        let id = group.ask(Work).await.unwrap();
+        assert!(![1, 4, 7].contains(&id), "worker {id} is on the dead node");
+    }
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn consistent_hashing_keeps_keys_on_their_instance() {
+    let (_d, nodes) = cluster(3).await;
+    eight_workers(&nodes).await;
+    let config = GroupConfig::new().balancer(ConsistentHash::new());
+    let group = nodes[0]
+        .group_with::<Worker>("workers", config.clone())
+        .await
+        .unwrap();
+    let other = nodes[2]
+        .group_with::<Worker>("workers", config)
+        .await
+        .unwrap();
+    let mut owner = HashMap::new();
+    for key in 0..500u32 {
+        owner.insert(key, group.ask_keyed(&key, Work).await.unwrap());
+    }
+    assert!(
+        owner.values().collect::<HashSet<_>>().len() >= 6,
+        "keys spread over the instances"
+    );
+    for key in 0..500u32 {
+        assert_eq!(
+            group.ask_keyed(&key, Work).await.unwrap(),
+            owner[&key],
+            "stable"
+        );
+        assert_eq!(
+            other.ask_keyed(&key, Work).await.unwrap(),
+            owner[&key],
+            "same on every caller"
+        );
+    }
+    // Adding a ninth instance moves about 1/9 of the keys, all of them to the newcomer.
+    let ninth = nodes[1].spawn(worker(8));
+    nodes[1].join_group("workers", &ninth).await.unwrap();
+    group
+        .wait_for_instances(9, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut moved = 0;
+    for key in 0..500u32 {
+        let now = group.ask_keyed(&key, Work).await.unwrap();
+        if now != owner[&key] {
+            assert_eq!(now, 8, "a key only ever moves to the new instance");
+            moved += 1;
+        }
+    }
+    assert!(
+        (25..=90).contains(&moved),
+        "moved {moved} of 500 (expected about 56)"
+    );
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn least_outstanding_and_p2c_avoid_a_slow_instance() {
+    let (_d, nodes) = cluster(2).await;
+    let slow = nodes[1].spawn(Worker {
+        id: 99,
+        delay: Duration::from_millis(50),
+        pings: 0,
+    });
+    nodes[1].join_group("mixed", &slow).await.unwrap();
+    for i in 0..3 {
+        let w = nodes[i % 2].spawn(worker(i as u64));
+        nodes[i % 2].join_group("mixed", &w).await.unwrap();
+    }
+    for config in [
+        GroupConfig::new().balancer(LeastOutstanding::new()),
+        GroupConfig::new().balancer(PowerOfTwo::new()),
+    ] {
+        let group = nodes[0]
+            .group_with::<Worker>("mixed", config)
+            .await
+            .unwrap();
+        group
+            .wait_for_instances(4, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let g = group.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut slow_hits = 0;
+                for _ in 0..25 {
+                    if g.ask(Work).await.unwrap() == 99 {
+                        slow_hits += 1;
+                    }
+                }
+                slow_hits
+            }));
+        }
+        let mut slow_hits = 0;
+        for t in tasks {
+            slow_hits += t.await.unwrap();
+        }
+        // Round robin would send a quarter (100 of 400) to the slow instance.
+        assert!(
+            slow_hits < 60,
+            "{slow_hits} of 400 asks went to the slow instance"
+        );
+    }
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn saturation_waits_or_fails_as_configured() {
+    let (_d, nodes) = cluster(1).await;
+    let w = nodes[0].spawn(Worker {
+        id: 1,
+        delay: Duration::from_millis(200),
+        pings: 0,
+    });
+    nodes[0].join_group("one", &w).await.unwrap();
+    let failing = nodes[0]
+        .group_with::<Worker>(
+            "one",
+            GroupConfig::new()
+                .max_in_flight(1)
+                .saturation(Saturation::Fail),
+        )
+        .await
+        .unwrap();
+    let busy = failing.clone();
+    let first = tokio::spawn(async move { busy.ask(Work).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = failing.ask(Work).await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded { .. }), "{err:?}");
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    let waiting = nodes[0]
+        .group_with::<Worker>("one", GroupConfig::new().max_in_flight(1))
+        .await
+        .unwrap();
+    let busy = waiting.clone();
+    let first = tokio::spawn(async move { busy.ask(Work).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(waiting.ask(Work).await.unwrap(), 1, "waited for room");
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    let empty = nodes[0].group::<Worker>("nobody").await.unwrap();
+    assert!(matches!(
+        empty.ask(Work).await,
+        Err(Error::NoInstances { .. })
+    ));
+    shutdown(nodes).await;
+}
+
+#[actix::test]
+async fn a_failing_instance_is_ejected_and_probed_back() {
+    let (_d, nodes) = cluster(1).await;
+    let frozen = nodes[0].spawn(Worker {
+        id: 66,
+        delay: Duration::from_secs(3600),
+        pings: 0,
+    });
+    let healthy = nodes[0].spawn(worker(1));
+    nodes[0].join_group("flaky", &frozen).await.unwrap();
+    nodes[0].join_group("flaky", &healthy).await.unwrap();
+    let config = GroupConfig::new()
+        .attempt_timeout(Duration::from_millis(20))
+        .ejection(actormesh::Ejection {
+            consecutive_failures: 2,
+            base: Duration::from_millis(300),
+            max: Duration::from_secs(1),
+        });
+    let group = nodes[0]
+        .group_with::<Worker>("flaky", config)
+        .await
+        .unwrap();
+    // Idempotent asks route around the frozen instance; after two timeouts it is ejected.
+    for _ in 0..20 {
+        assert_eq!(group.ask_idempotent(Work).await.unwrap(), 1);
+    }
+    // Ejected: plain asks all reach the healthy instance without waiting on the frozen one.
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert_eq!(
+            group
+                .ask_timeout(Work, Duration::from_secs(5))
+                .await
+                .unwrap(),
+            1
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "no ask waited on the frozen instance"
+    );
+    // After the ejection, a probe goes to it again (and fails again).
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let mut probed = false;
+    for _ in 0..4 {
+        if group
+            .ask_timeout(Work, Duration::from_millis(30))
+            .await
+            .is_err()
+        {
+            probed = true;
+            break;
+        }
+    }
+    assert!(probed, "the ejected instance was probed after its ejection");
+    shutdown(nodes).await;
+}
