@@ -4,7 +4,9 @@
 //! The scenario binary `cluster-node` is started N times as real OS processes; the tests drive
 //! it through the framework's own API from the test process, itself a node. With etcd
 //! ([`NodeSpec::etcd`]) the processes and the test node share one real etcd
-//! (`actormesh_testkit::Etcd`) and find each other through it.
+//! (`actormesh_testkit::Etcd`) and find each other through it. For group scenarios
+//! ([`NodeSpec::workers`]) a process also runs [`Worker`]s that join a group, which the tests
+//! address as one with a [`GroupRef`] and tell apart by the [`WorkerId`] they answer.
 //!
 //! Every wait here is a condition with a deadline: [`wait_for_event`] awaits a membership event,
 //! [`poll_until`] retries an operation until it succeeds, [`NodeProcess::wait_exit`] awaits an
@@ -16,7 +18,7 @@ use std::net::IpAddr;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, Context, Handler, Message, MessageResult, ResponseFuture};
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::prelude::*;
 use actormesh::MembershipEvent;
@@ -157,6 +159,95 @@ impl Handler<Members> for Observer {
 
 actormesh::remote_actor!(Observer = "cluster.Observer" { Members });
 
+/// Which group worker answered: its node's id and its index among that node's workers
+/// (`0..K` for `cluster-node --workers K`). Unique across the cluster.
+pub type WorkerId = (String, u32);
+
+/// Work for a group [`Worker`]: answers which worker handled it.
+///
+/// Handling it only reads the worker's identity, so handling it twice is harmless: it is
+/// [`Idempotent`], and a [`GroupRef::ask_idempotent`] may retry it on another instance when
+/// the first one fails. `key` is the routing key the tests use with
+/// [`GroupRef::ask_keyed`] (the worker ignores it).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "(String, u32)")]
+pub struct Work {
+    /// The routing key of the work item.
+    pub key: u64,
+}
+impl RemoteMessage for Work {
+    const NAME: &'static str = "cluster.Work";
+}
+impl Idempotent for Work {}
+
+/// Counted by the [`Worker`] that receives it (for [`GroupRef::broadcast`]).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct Ping;
+impl RemoteMessage for Ping {
+    const NAME: &'static str = "cluster.Ping";
+}
+
+/// Answers how many [`Ping`]s the worker has received.
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+pub struct Pings;
+impl RemoteMessage for Pings {
+    const NAME: &'static str = "cluster.Pings";
+}
+
+/// One instance of the scenario group (`cluster-node --workers K --group NAME` spawns `K` of
+/// them and has each join the group): answers [`Work`] with its [`WorkerId`] and counts
+/// [`Ping`]s.
+#[derive(Debug)]
+pub struct Worker {
+    node: String,
+    index: u32,
+    pings: u64,
+}
+
+impl Worker {
+    /// Worker number `index` of node `node` (spawn it on that node).
+    pub fn new(node: impl Into<String>, index: u32) -> Self {
+        Worker {
+            node: node.into(),
+            index,
+            pings: 0,
+        }
+    }
+}
+
+impl Actor for Worker {
+    type Context = Context<Self>;
+}
+
+impl Handler<Work> for Worker {
+    // actix has no `MessageResponse` for tuples: `MessageResult` wraps the answer.
+    type Result = MessageResult<Work>;
+    fn handle(&mut self, _: Work, _: &mut Context<Self>) -> MessageResult<Work> {
+        MessageResult((self.node.clone(), self.index))
+    }
+}
+
+impl Handler<Ping> for Worker {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {
+        self.pings += 1;
+    }
+}
+
+impl Handler<Pings> for Worker {
+    type Result = u64;
+    fn handle(&mut self, _: Pings, _: &mut Context<Self>) -> u64 {
+        self.pings
+    }
+}
+
+actormesh::remote_actor!(Worker = "cluster.Worker" { Work, Ping, Pings });
+
+/// The group the workers of `cluster-node --workers K` join unless `--group` says otherwise.
+pub const DEFAULT_GROUP: &str = "workers";
+
 /// How to start one `cluster-node` process: its cluster, id and options.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -167,6 +258,8 @@ pub struct NodeSpec {
     ttl: Duration,
     listen: Option<IpAddr>,
     netns: Option<String>,
+    workers: u32,
+    group: Option<String>,
 }
 
 impl NodeSpec {
@@ -181,6 +274,8 @@ impl NodeSpec {
             ttl: TTL,
             listen: None,
             netns: None,
+            workers: 0,
+            group: None,
         }
     }
 
@@ -208,6 +303,18 @@ impl NodeSpec {
         self
     }
 
+    /// Spawns `k` [`Worker`]s in the process, each a member of the group (`--workers K`).
+    pub fn workers(mut self, k: u32) -> Self {
+        self.workers = k;
+        self
+    }
+
+    /// The group the workers join (`--group NAME`; default [`DEFAULT_GROUP`]).
+    pub fn group(mut self, name: &str) -> Self {
+        self.group = Some(name.to_owned());
+        self
+    }
+
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
@@ -231,6 +338,12 @@ impl NodeSpec {
         }
         if let Some(ip) = self.listen {
             command.args(["--listen", &ip.to_string()]);
+        }
+        if self.workers > 0 {
+            command.args(["--workers", &self.workers.to_string()]);
+        }
+        if let Some(group) = &self.group {
+            command.args(["--group", group]);
         }
         command.stdin(Stdio::piped()).kill_on_drop(true);
         command

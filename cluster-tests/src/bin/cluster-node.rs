@@ -1,5 +1,6 @@
 //! The scenario node:
-//! `cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] [--listen IP] [--load-ms MS]`.
+//! `cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] [--listen IP] [--load-ms MS]
+//! [--workers K] [--group NAME]`.
 //!
 //! Starts a node, spawns a `Counter`, prints `READY <hex reference>` and serves until its
 //! standard input closes, then shuts down gracefully and exits 0.
@@ -11,6 +12,11 @@
 //! `observer-{NODE_ID}`. `--listen IP` makes it listen (and be reached) on that address
 //! instead of 127.0.0.1.
 //!
+//! `--workers K` (default 0) also spawns `K` `Worker`s, numbered `0..K`, each a member of the
+//! group `--group NAME` (default `workers`), before `READY` is printed: once the process is
+//! ready, its workers are in the group (in etcd with `--etcd`). A graceful stop or a death
+//! takes them out of the group with the node.
+//!
 //! When the node cannot start (for example its id is used by a live node of the cluster) the
 //! error is printed to stderr and the process exits with code 1; a bad command line exits 2.
 
@@ -19,11 +25,11 @@ use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::Node;
-use actormesh_cluster_tests::{to_hex, Counter, Observer};
+use actormesh_cluster_tests::{to_hex, Counter, Observer, Worker, DEFAULT_GROUP};
 use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] \
-                     [--listen IP] [--load-ms MS]";
+                     [--listen IP] [--load-ms MS] [--workers K] [--group NAME]";
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -34,6 +40,8 @@ struct Args {
     ttl: Duration,
     listen: Option<IpAddr>,
     load_interval: Duration,
+    workers: u32,
+    group: String,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -47,6 +55,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         ttl: Duration::from_secs(2),
         listen: None,
         load_interval: Duration::from_millis(500),
+        workers: 0,
+        group: DEFAULT_GROUP.to_owned(),
     };
     while let Some(flag) = args.next() {
         let value = args
@@ -71,10 +81,25 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|e| format!("--load-ms {value}: {e}"))?;
                 parsed.load_interval = Duration::from_millis(ms);
             }
+            "--workers" => {
+                parsed.workers = value
+                    .parse()
+                    .map_err(|e| format!("--workers {value}: {e}"))?;
+            }
+            "--group" => parsed.group = value,
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
     Ok(parsed)
+}
+
+/// Spawns the `--workers` workers and has each join the `--group` group.
+async fn spawn_workers(node: &Node, args: &Args) -> Result<(), actormesh::Error> {
+    for index in 0..args.workers {
+        let worker = node.spawn(Worker::new(args.id.clone(), index));
+        node.join_group(&args.group, &worker).await?;
+    }
+    Ok(())
 }
 
 /// Starts the node and prints `READY`; returns the running node.
@@ -88,6 +113,10 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
     let Some(endpoint) = &args.etcd else {
         let node = builder.start().await?;
         let counter = node.spawn(Counter::default());
+        if let Err(e) = spawn_workers(&node, args).await {
+            node.shutdown().await;
+            return Err(e);
+        }
         println!("READY {}", to_hex(&counter.to_bytes()));
         return Ok(node);
     };
@@ -104,7 +133,8 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
         node.register_name(&format!("counter-{}", args.id), &counter)
             .await?;
         node.register_name(&format!("observer-{}", args.id), &observer)
-            .await
+            .await?;
+        spawn_workers(&node, args).await
     };
     if let Err(e) = registered.await {
         node.shutdown().await;
