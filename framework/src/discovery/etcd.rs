@@ -40,6 +40,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions,
 };
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -312,6 +313,10 @@ impl Inner {
         format!("{}names/{}", self.cluster_prefix(cluster), name)
     }
 
+    fn nodes_prefix(&self, cluster: &str) -> String {
+        format!("{}nodes/", self.cluster_prefix(cluster))
+    }
+
     fn group_prefix(&self, cluster: &str, group: &str) -> String {
         format!("{}groups/{}/members/", self.cluster_prefix(cluster), group)
     }
@@ -377,29 +382,32 @@ impl Inner {
         Ok(lease)
     }
 
-    /// Reads every node of `cluster`: the records and the revision of the read.
-    async fn read_nodes(&self, cluster: &str) -> Result<(i64, HashMap<NodeId, NodeRecord>), Error> {
-        let prefix = format!("{}nodes/", self.cluster_prefix(cluster));
+    /// Reads every value under `prefix`: the revision of the read and the values by key.
+    /// Malformed values are logged and skipped.
+    async fn read_prefix<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<(i64, HashMap<Vec<u8>, T>), Error> {
         let response = self
             .timed(
-                "read members",
+                "read",
                 self.client()
-                    .get(prefix, Some(GetOptions::new().with_prefix())),
+                    .get(prefix.to_owned(), Some(GetOptions::new().with_prefix())),
             )
             .await?;
         let revision = response.header().map_or(0, |h| h.revision());
-        let mut nodes = HashMap::new();
+        let mut values = HashMap::new();
         for kv in response.kvs() {
-            match serde_json::from_slice::<NodeRecord>(kv.value()) {
-                Ok(record) => {
-                    nodes.insert(record.info.id.clone(), record);
+            match serde_json::from_slice::<T>(kv.value()) {
+                Ok(value) => {
+                    values.insert(kv.key().to_vec(), value);
                 }
                 Err(e) => {
-                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed node entry")
+                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed entry")
                 }
             }
         }
-        Ok((revision, nodes))
+        Ok((revision, values))
     }
 
     /// Puts `value` at `key` under the session's lease.
@@ -477,7 +485,8 @@ impl Discovery for EtcdDiscovery {
                 state: NodeState::Up,
             };
             let lease = inner.register(&record).await?;
-            let (revision, nodes) = inner.read_nodes(&me.cluster).await?;
+            let prefix = inner.nodes_prefix(&me.cluster);
+            let (revision, nodes) = inner.read_prefix::<NodeRecord>(&prefix).await?;
             let members: Vec<NodeInfo> = nodes.values().map(|r| r.info.clone()).collect();
             let session = Arc::new(Session {
                 record: Mutex::new(record),
@@ -490,12 +499,13 @@ impl Discovery for EtcdDiscovery {
             let (tx, rx) = mpsc::unbounded_channel();
             let keepalive =
                 tokio::spawn(keep_alive(Arc::downgrade(inner), Arc::downgrade(&session)));
-            let watch = tokio::spawn(watch_nodes(
+            let watch = tokio::spawn(follow_prefix(
                 Arc::downgrade(inner),
-                me.cluster.clone(),
+                prefix,
                 revision,
                 nodes,
                 tx,
+                membership_event,
             ));
             lock(&session.tasks).extend([keepalive, watch]);
             lock(&inner.sessions).insert((me.cluster.clone(), me.id.clone()), session);
@@ -672,15 +682,16 @@ impl Discovery for EtcdDiscovery {
         Box::pin(async move {
             let inner = &self.inner;
             let prefix = inner.group_prefix(cluster, group);
-            let (revision, known) = read_group(inner, &prefix).await?;
+            let (revision, known) = inner.read_prefix::<GroupMember>(&prefix).await?;
             let (tx, rx) = mpsc::unbounded_channel();
             let members = known.values().cloned().collect();
-            tokio::spawn(watch_group_members(
+            tokio::spawn(follow_prefix(
                 Arc::downgrade(inner),
                 prefix,
                 revision,
                 known,
                 tx,
+                group_event,
             ));
             Ok(GroupView {
                 revision: revision as u64,
@@ -805,224 +816,102 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
     Ok(())
 }
 
-/// Turns etcd changes of `nodes/` into membership events, resyncing when the watch breaks.
-async fn watch_nodes(
-    weak: Weak<Inner>,
-    cluster: String,
-    mut revision: i64,
-    mut known: HashMap<NodeId, NodeRecord>,
-    tx: mpsc::UnboundedSender<(u64, MembershipEvent)>,
-) {
-    let Some(prefix) = weak
-        .upgrade()
-        .map(|i| format!("{}nodes/", i.cluster_prefix(&cluster)))
-    else {
-        return;
-    };
-    let mut failures = 0u32;
-    loop {
-        let outcome = watch_once(&weak, &prefix, &mut revision, &mut known, &tx).await;
-        if tx.is_closed() {
-            return;
-        }
-        let Some(inner) = weak.upgrade() else { return };
-        if let Err(e) = outcome {
-            failures += 1;
-            tracing::warn!(%cluster, error = %e, "etcd watch broke; resyncing");
-        }
-        let backoff =
-            (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
-        tokio::time::sleep(backoff).await;
-        // Resync: read again and report the difference.
-        match inner.read_nodes(&cluster).await {
-            Ok((rev, nodes)) => {
-                failures = 0;
-                for (id, record) in &nodes {
-                    if known.get(id) != Some(record) && record.state == NodeState::Up {
-                        let _ = tx.send((rev as u64, MembershipEvent::Up(record.info.clone())));
-                    }
-                }
-                for (id, record) in &known {
-                    if !nodes.contains_key(id) {
-                        let event = match record.state {
-                            NodeState::Leaving => MembershipEvent::Left(id.clone()),
-                            NodeState::Up => MembershipEvent::Down(id.clone()),
-                        };
-                        let _ = tx.send((rev as u64, event));
-                    }
-                }
-                known = nodes;
-                revision = rev;
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(%cluster, error = %e, "etcd resync failed; keeping the last view");
-            }
-        }
+/// A change under a followed prefix.
+enum Change<T> {
+    /// A key was written: its previous value (if it had one) and the new one.
+    Put { old: Option<T>, new: T },
+    /// A key was deleted: its last value.
+    Delete { old: T },
+}
+
+/// The membership event of a change under `nodes/`: a node that writes `leaving` before its
+/// key goes has left; one whose key just goes (lease expired) is down.
+fn membership_event(change: Change<NodeRecord>) -> Option<MembershipEvent> {
+    match change {
+        Change::Put { old, new } => (new.state == NodeState::Up && old.as_ref() != Some(&new))
+            .then(|| MembershipEvent::Up(new.info)),
+        Change::Delete { old } => Some(match old.state {
+            NodeState::Leaving => MembershipEvent::Left(old.info.id),
+            NodeState::Up => MembershipEvent::Down(old.info.id),
+        }),
     }
 }
 
-/// Watches from `revision + 1` until the watch ends; returns why.
-async fn watch_once(
-    weak: &Weak<Inner>,
-    prefix: &str,
-    revision: &mut i64,
-    known: &mut HashMap<NodeId, NodeRecord>,
-    tx: &mpsc::UnboundedSender<(u64, MembershipEvent)>,
-) -> Result<(), Error> {
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_prev_key()
-        .with_progress_notify()
-        .with_start_revision(*revision + 1);
-    let (_watcher, mut stream) = {
-        let inner = weak.upgrade().ok_or(Error::Shutdown)?;
-        inner
-            .timed(
-                "watch",
-                inner.client().watch(prefix.to_owned(), Some(options)),
-            )
-            .await?
-    };
-    loop {
-        let Some(response) = stream.message().await.map_err(|e| etcd_error("watch", e))? else {
-            return Err(Error::Discovery("etcd ended the watch".to_owned()));
-        };
-        if response.compact_revision() > 0 {
-            return Err(Error::Discovery(format!(
-                "watch compacted at revision {}",
-                response.compact_revision()
-            )));
-        }
-        if response.canceled() {
-            return Err(Error::Discovery(format!(
-                "watch cancelled: {}",
-                response.cancel_reason()
-            )));
-        }
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            *revision = (*revision).max(kv.mod_revision());
-            let rev = kv.mod_revision() as u64;
-            let Some(id) = kv.key().strip_prefix(prefix.as_bytes()) else {
-                continue;
-            };
-            let id = NodeId::new(String::from_utf8_lossy(id));
-            match event.event_type() {
-                EventType::Put => match serde_json::from_slice::<NodeRecord>(kv.value()) {
-                    Ok(record) => {
-                        let changed = known.get(&id) != Some(&record);
-                        if changed && record.state == NodeState::Up {
-                            let _ = tx.send((rev, MembershipEvent::Up(record.info.clone())));
-                        }
-                        known.insert(id, record);
-                    }
-                    Err(e) => {
-                        tracing::warn!(node = %id, error = %e, "ignoring a malformed node entry")
-                    }
-                },
-                EventType::Delete => {
-                    let event = match known.remove(&id).map(|r| r.state) {
-                        Some(NodeState::Leaving) => MembershipEvent::Left(id),
-                        _ => MembershipEvent::Down(id),
-                    };
-                    let _ = tx.send((rev, event));
-                }
-            }
-        }
-        if let Some(header) = response.header() {
-            *revision = (*revision).max(header.revision());
-        }
-        if tx.is_closed() || weak.strong_count() == 0 {
-            return Ok(());
-        }
+/// The group event of a change under `groups/{group}/members/`.
+fn group_event(change: Change<GroupMember>) -> Option<GroupEvent> {
+    match change {
+        Change::Put { old, new } => (old.as_ref() != Some(&new)).then_some(GroupEvent::Joined(new)),
+        Change::Delete { old } => Some(GroupEvent::Left(old)),
     }
 }
 
-/// Reads a group's members: the revision of the read and the members by key.
-async fn read_group(
-    inner: &Inner,
-    prefix: &str,
-) -> Result<(i64, HashMap<Vec<u8>, GroupMember>), Error> {
-    let response = inner
-        .timed(
-            "read group",
-            inner
-                .client()
-                .get(prefix.to_owned(), Some(GetOptions::new().with_prefix())),
-        )
-        .await?;
-    let revision = response.header().map_or(0, |h| h.revision());
-    let mut members = HashMap::new();
-    for kv in response.kvs() {
-        match serde_json::from_slice::<GroupMember>(kv.value()) {
-            Ok(member) => {
-                members.insert(kv.key().to_vec(), member);
-            }
-            Err(e) => {
-                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "ignoring a malformed group member")
-            }
-        }
-    }
-    Ok((revision, members))
-}
-
-/// Turns etcd changes of a group into group events until the receiver is dropped, resyncing
-/// (read again, report the difference) when the watch breaks.
-async fn watch_group_members(
+/// Follows every key under `prefix` from `revision + 1`, turning each change into an event
+/// with `event`, until the receiver is dropped or the discovery is. When the watch breaks
+/// (cancelled, compacted, etcd restarted or unreachable), reads the prefix again, reports the
+/// difference with what it knew, and watches from the new revision: nothing is missed or
+/// reported twice. While etcd is unreachable it keeps the last view and retries with backoff.
+async fn follow_prefix<T, E>(
     weak: Weak<Inner>,
     prefix: String,
     mut revision: i64,
-    mut known: HashMap<Vec<u8>, GroupMember>,
-    tx: mpsc::UnboundedSender<(u64, GroupEvent)>,
-) {
+    mut known: HashMap<Vec<u8>, T>,
+    tx: mpsc::UnboundedSender<(u64, E)>,
+    event: fn(Change<T>) -> Option<E>,
+) where
+    T: DeserializeOwned + PartialEq + Clone + Send + 'static,
+    E: Send + 'static,
+{
+    let send = |rev: i64, change: Change<T>| {
+        if let Some(e) = event(change) {
+            let _ = tx.send((rev as u64, e));
+        }
+    };
     let mut failures = 0u32;
     loop {
         let watched = async {
             let options = WatchOptions::new()
                 .with_prefix()
+                .with_progress_notify()
                 .with_start_revision(revision + 1);
             let (_watcher, mut stream) = {
                 let inner = weak.upgrade().ok_or(Error::Shutdown)?;
                 inner
-                    .timed(
-                        "watch group",
-                        inner.client().watch(prefix.clone(), Some(options)),
-                    )
+                    .timed("watch", inner.client().watch(prefix.clone(), Some(options)))
                     .await?
             };
             loop {
-                let Some(response) = stream
-                    .message()
-                    .await
-                    .map_err(|e| etcd_error("watch group", e))?
+                let Some(response) = stream.message().await.map_err(|e| etcd_error("watch", e))?
                 else {
                     return Err(Error::Discovery("etcd ended the watch".to_owned()));
                 };
-                if response.compact_revision() > 0 || response.canceled() {
-                    return Err(Error::Discovery(
-                        "group watch cancelled or compacted".to_owned(),
-                    ));
+                if response.compact_revision() > 0 {
+                    return Err(Error::Discovery(format!(
+                        "watch compacted at revision {}",
+                        response.compact_revision()
+                    )));
                 }
-                for event in response.events() {
-                    let Some(kv) = event.kv() else { continue };
+                if response.canceled() {
+                    return Err(Error::Discovery(format!(
+                        "watch cancelled: {}",
+                        response.cancel_reason()
+                    )));
+                }
+                for e in response.events() {
+                    let Some(kv) = e.kv() else { continue };
                     revision = revision.max(kv.mod_revision());
-                    let rev = kv.mod_revision() as u64;
-                    match event.event_type() {
-                        EventType::Put => match serde_json::from_slice::<GroupMember>(kv.value()) {
-                            Ok(member) => {
-                                if known.get(kv.key()) != Some(&member) {
-                                    let _ = tx.send((rev, GroupEvent::Joined(member.clone())));
-                                }
-                                known.insert(kv.key().to_vec(), member);
+                    match e.event_type() {
+                        EventType::Put => match serde_json::from_slice::<T>(kv.value()) {
+                            Ok(new) => {
+                                let old = known.insert(kv.key().to_vec(), new.clone());
+                                send(kv.mod_revision(), Change::Put { old, new });
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "ignoring a malformed group member")
+                            Err(err) => {
+                                tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %err, "ignoring a malformed entry")
                             }
                         },
                         EventType::Delete => {
-                            if let Some(member) = known.remove(kv.key()) {
-                                let _ = tx.send((rev, GroupEvent::Left(member)));
+                            if let Some(old) = known.remove(kv.key()) {
+                                send(kv.mod_revision(), Change::Delete { old });
                             }
                         }
                     }
@@ -1036,12 +925,13 @@ async fn watch_group_members(
             outcome = watched => outcome,
             _ = tx.closed() => return,
         };
-        if let Err(e) = outcome {
-            if matches!(e, Error::Shutdown) {
-                return;
+        match outcome {
+            Err(Error::Shutdown) => return,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(%prefix, error = %e, "etcd watch broke; resyncing");
             }
-            failures += 1;
-            tracing::warn!(%prefix, error = %e, "etcd group watch broke; resyncing");
+            Ok(()) => {}
         }
         let backoff =
             (Duration::from_millis(100) * 2u32.pow(failures.min(5))).min(Duration::from_secs(2));
@@ -1050,25 +940,32 @@ async fn watch_group_members(
             _ = tx.closed() => return,
         }
         let Some(inner) = weak.upgrade() else { return };
-        match read_group(&inner, &prefix).await {
-            Ok((rev, members)) => {
+        match inner.read_prefix::<T>(&prefix).await {
+            Ok((rev, fresh)) => {
                 failures = 0;
-                for (key, member) in &members {
-                    if known.get(key) != Some(member) {
-                        let _ = tx.send((rev as u64, GroupEvent::Joined(member.clone())));
+                for (key, new) in &fresh {
+                    let old = known.get(key).cloned();
+                    if old.as_ref() != Some(new) {
+                        send(
+                            rev,
+                            Change::Put {
+                                old,
+                                new: new.clone(),
+                            },
+                        );
                     }
                 }
-                for (key, member) in &known {
-                    if !members.contains_key(key) {
-                        let _ = tx.send((rev as u64, GroupEvent::Left(member.clone())));
+                for (key, old) in &known {
+                    if !fresh.contains_key(key) {
+                        send(rev, Change::Delete { old: old.clone() });
                     }
                 }
-                known = members;
+                known = fresh;
                 revision = rev;
             }
             Err(e) => {
                 failures += 1;
-                tracing::warn!(%prefix, error = %e, "etcd group resync failed; keeping the last view");
+                tracing::warn!(%prefix, error = %e, "etcd resync failed; keeping the last view");
             }
         }
     }
