@@ -829,7 +829,7 @@ enum Change<T> {
 fn membership_event(change: Change<NodeRecord>) -> Option<MembershipEvent> {
     match change {
         Change::Put { old, new } => (new.state == NodeState::Up && old.as_ref() != Some(&new))
-            .then(|| MembershipEvent::Up(new.info)),
+            .then_some(MembershipEvent::Up(new.info)),
         Change::Delete { old } => Some(match old.state {
             NodeState::Leaving => MembershipEvent::Left(old.info.id),
             NodeState::Up => MembershipEvent::Down(old.info.id),
