@@ -503,3 +503,27 @@ async fn an_ask_queued_behind_a_stop_gets_actor_stopped_at_once() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn work_whose_caller_gave_up_is_dropped_unhandled() {
+    let (_d, a, b) = pair().await;
+    let remote = counter_seen_from(&b, &a, "busy").await;
+    let busy = remote.clone();
+    let blocker = tokio::spawn(async move { busy.ask(Busy(300)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Queued behind the busy handler; the caller gives up long before it could run.
+    let err = remote
+        .ask_timeout(Add(1), Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    blocker.await.unwrap().unwrap();
+    assert_eq!(
+        remote.ask(Get).await.unwrap(),
+        0,
+        "the expired Add never ran"
+    );
+    assert!(b.stats().dropped(DropReason::DeadlineExpired) >= 1);
+    b.shutdown().await;
+    a.shutdown().await;
+}

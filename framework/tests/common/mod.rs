@@ -42,6 +42,24 @@ impl RemoteMessage for Sleep {
     const NAME: &'static str = "test.Sleep";
 }
 
+/// Keeps the counter busy (no other message is handled meanwhile) for the given milliseconds.
+#[derive(Message, Serialize, Deserialize, Debug)]
+#[rtype(result = "()")]
+pub struct Busy(pub u64);
+impl RemoteMessage for Busy {
+    const NAME: &'static str = "test.Busy";
+}
+
+impl Handler<Busy> for Counter {
+    type Result = actix::AtomicResponse<Self, ()>;
+    fn handle(&mut self, msg: Busy, _: &mut Context<Self>) -> Self::Result {
+        use actix::WrapFuture;
+        actix::AtomicResponse::new(Box::pin(
+            tokio::time::sleep(Duration::from_millis(msg.0)).into_actor(self),
+        ))
+    }
+}
+
 /// Answers the length of its payload.
 #[derive(Message, Serialize, Deserialize, Debug)]
 #[rtype(result = "usize")]
@@ -121,7 +139,7 @@ impl Handler<Sleep> for Counter {
     }
 }
 
-actormesh::remote_actor!(Counter = "test.Counter" { Add, Get, Stop, Panic, Sleep, Echoed });
+actormesh::remote_actor!(Counter = "test.Counter" { Add, Get, Stop, Panic, Sleep, Echoed, Busy });
 
 /// Forwards to the counter in the message.
 pub struct Forwarder;
