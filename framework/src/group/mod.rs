@@ -264,8 +264,9 @@ impl<A: RemoteActor> GroupShared<A> {
         });
     }
 
-    /// Picks an instance, counting the ask in flight; `exclude` lists instances that already
-    /// failed this ask.
+    /// Picks an instance and counts it in flight until the returned guard drops; `exclude`
+    /// lists instances that already failed this ask. `count` is false for tells, which are
+    /// not held back by the cap of asks in flight.
     fn pick(
         &self,
         key: Option<u64>,
@@ -317,21 +318,15 @@ impl<A: RemoteActor> GroupShared<A> {
             });
         };
         let slot = &mut slots[index];
-        if count {
-            slot.in_flight += 1;
-        }
-        let target = slot.target.clone();
+        // Counted until the guard drops: at the reply for an ask, at once for a tell.
+        slot.in_flight += 1;
         let guard = InFlight {
             group: self,
             node: slot.member.node.clone(),
             actor: slot.member.actor,
             ok: None,
         };
-        if !count {
-            // Tells are not tracked: release nothing on drop.
-            slot.in_flight += 1;
-        }
-        Ok((target, guard))
+        Ok((slot.target.clone(), guard))
     }
 
     /// Picks, waiting for room until `deadline` when saturated and configured to wait.
