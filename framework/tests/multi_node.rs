@@ -527,3 +527,44 @@ async fn work_whose_caller_gave_up_is_dropped_unhandled() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn a_peer_that_cannot_be_reached_fails_fast_between_reconnects() {
+    // No shared discovery: nobody will declare b down, only the transport sees it go.
+    let a = Node::builder().cluster("gone").start().await.unwrap();
+    let b = Node::builder().cluster("gone").start().await.unwrap();
+    let counter = b.spawn(Counter::default());
+    let remote = a
+        .actor_ref_from_bytes::<Counter>(&counter.to_bytes())
+        .unwrap();
+    assert_eq!(remote.ask(Add(1)).await.unwrap(), 1);
+    b.shutdown().await;
+    // Once a connection attempt has failed, sends fail at once with its error instead of
+    // waiting in the queue for the next attempt.
+    let mut refused = false;
+    for _ in 0..500 {
+        if let Err(e) = remote.tell(Add(1)) {
+            assert!(
+                matches!(e.error, Error::NodeUnreachable { .. }),
+                "{:?}",
+                e.error
+            );
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "b's address is known unreachable within 10 s");
+    let started = std::time::Instant::now();
+    let err = remote
+        .ask_timeout(Get, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NodeUnreachable { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    a.shutdown().await;
+}

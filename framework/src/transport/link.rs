@@ -61,6 +61,9 @@ pub(crate) struct PeerLink {
     state: AtomicU8,
     /// The peer left gracefully and the driver is reading its last replies.
     leaving: AtomicBool,
+    /// Why the last connection attempt failed, until one succeeds: sends fail fast with it
+    /// instead of waiting in the queue for the next attempt.
+    unreachable: Mutex<Option<Error>>,
     state_changed: Notify,
 }
 
@@ -96,12 +99,23 @@ impl PeerLink {
             next_id: AtomicU64::new(1),
             state: AtomicU8::new(if down { DOWN } else { OPEN }),
             leaving: AtomicBool::new(false),
+            unreachable: Mutex::new(None),
             state_changed: Notify::new(),
         });
         if !down {
             tokio::spawn(link.clone().run());
         }
         link
+    }
+
+    /// Whether messages may be queued now: the link is open and its last connection
+    /// attempt did not fail.
+    fn check_sendable(&self) -> Result<(), Error> {
+        self.check_open()?;
+        match &*lock(&self.unreachable) {
+            None => Ok(()),
+            Some(e) => Err(e.clone()),
+        }
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -139,7 +153,7 @@ impl PeerLink {
         header: &Header,
         payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
     ) -> Result<(), Error> {
-        self.check_open()?;
+        self.check_sendable()?;
         self.outbox
             .push(header, payload)
             .map_err(|e| self.push_error(e))
@@ -153,11 +167,11 @@ impl PeerLink {
         header: impl FnOnce(u64) -> Header,
         payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
     ) -> Result<Bytes, Error> {
-        self.check_open()?;
+        self.check_sendable()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, (actor, timeout, tx));
-        if let Err(e) = self.check_open() {
+        if let Err(e) = self.check_sendable() {
             lock(&self.pending).remove(&id);
             return Err(e);
         }
@@ -345,12 +359,14 @@ impl PeerLink {
             let error = match self.connect(epoch).await {
                 Ok(inbound) => {
                     failures = 0;
+                    *lock(&self.unreachable) = None;
                     self.resend_watches();
                     tracing::debug!(peer = %self.node, "link up");
                     self.read(inbound).await
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    *lock(&self.unreachable) = Some(e.clone());
                     // Nothing can be delivered now: fail fast rather than at the timeout.
                     let dropped = self.outbox.clear();
                     if dropped > 0 {
