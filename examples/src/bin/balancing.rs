@@ -9,7 +9,6 @@
 //! loop is bounded in count and time.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AtomicResponse, Context, Handler, Message, WrapFuture};
@@ -63,6 +62,9 @@ impl Handler<Request> for Server {
 }
 
 actormesh::remote_actor!(Server = "bench.Server" { Request });
+
+/// Builds the group configuration of one balancer run.
+type MakeConfig = fn() -> GroupConfig;
 
 struct Outcome {
     latencies: Vec<Duration>,
@@ -177,31 +179,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
-    let balancers: Vec<(&str, Arc<dyn Fn() -> GroupConfig>)> = vec![
-        (
-            "round_robin",
-            Arc::new(|| GroupConfig::new().balancer(RoundRobin::new())),
-        ),
-        (
-            "random",
-            Arc::new(|| GroupConfig::new().balancer(Random::new())),
-        ),
-        (
-            "least_outstanding",
-            Arc::new(|| GroupConfig::new().balancer(LeastOutstanding::new())),
-        ),
-        (
-            "power_of_two",
-            Arc::new(|| GroupConfig::new().balancer(PowerOfTwo::new())),
-        ),
-        (
-            "consistent_hash",
-            Arc::new(|| GroupConfig::new().balancer(ConsistentHash::new())),
-        ),
-        (
-            "weighted",
-            Arc::new(|| GroupConfig::new().balancer(Weighted::new())),
-        ),
+    let balancers: Vec<(&str, MakeConfig)> = vec![
+        ("round_robin", || {
+            GroupConfig::new().balancer(RoundRobin::new())
+        }),
+        ("random", || GroupConfig::new().balancer(Random::new())),
+        ("least_outstanding", || {
+            GroupConfig::new().balancer(LeastOutstanding::new())
+        }),
+        ("power_of_two", || {
+            GroupConfig::new().balancer(PowerOfTwo::new())
+        }),
+        ("consistent_hash", || {
+            GroupConfig::new().balancer(ConsistentHash::new())
+        }),
+        ("weighted", || GroupConfig::new().balancer(Weighted::new())),
     ];
     let mut rows = Vec::new();
     for (i, (name, config)) in balancers.iter().enumerate() {
