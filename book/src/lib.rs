@@ -21,6 +21,9 @@ pub mod architecture {}
 #[doc = include_str!("etcd.md")]
 pub mod etcd {}
 
+#[doc = include_str!("groups.md")]
+pub mod groups {}
+
 /// The repository's README, so that its example is compiled and run too.
 #[doc(hidden)]
 #[doc = include_str!("../../README.md")]
