@@ -43,6 +43,9 @@ enum Target<A: RemoteActor> {
         link: Arc<PeerLink>,
         node: Arc<NodeShared>,
     },
+    /// A supervised actor of this node: its address changes with every restart, so it is
+    /// looked up at each send.
+    Supervised { node: Arc<NodeShared> },
     /// A reference to an actor that was already gone when the reference was resolved.
     Gone {
         node: NodeId,
@@ -62,6 +65,7 @@ impl<A: RemoteActor> Clone for ActorRef<A> {
                 link: link.clone(),
                 node: node.clone(),
             },
+            Target::Supervised { node } => Target::Supervised { node: node.clone() },
             Target::Gone { node, addr, local } => Target::Gone {
                 node: node.clone(),
                 addr: *addr,
@@ -115,6 +119,13 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    pub(crate) fn supervised(id: ActorId, node: Arc<NodeShared>) -> Self {
+        ActorRef {
+            id,
+            target: Target::Supervised { node },
+        }
+    }
+
     pub(crate) fn gone(
         id: ActorId,
         node: NodeId,
@@ -135,7 +146,7 @@ impl<A: RemoteActor> ActorRef<A> {
     /// The node the actor runs on.
     pub fn node(&self) -> &NodeId {
         match &self.target {
-            Target::Local { node, .. } => &node.info.id,
+            Target::Local { node, .. } | Target::Supervised { node } => &node.info.id,
             Target::Remote { link, .. } => &link.node,
             Target::Gone { node, .. } => node,
         }
@@ -143,7 +154,10 @@ impl<A: RemoteActor> ActorRef<A> {
 
     /// Whether the actor runs on the node that holds this reference.
     pub fn is_local(&self) -> bool {
-        matches!(self.target, Target::Local { .. })
+        matches!(
+            self.target,
+            Target::Local { .. } | Target::Supervised { .. }
+        )
     }
 
     /// The actix address of a local actor (`None` for a remote one).
@@ -154,9 +168,26 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    /// For a supervised actor, a plain local reference to its current incarnation (`None`
+    /// while it is down between restarts); for any other reference, `None`.
+    #[allow(clippy::option_option)]
+    fn current_incarnation(&self) -> Option<Option<ActorRef<A>>> {
+        let Target::Supervised { node } = &self.target else {
+            return None;
+        };
+        Some(
+            node.local_addr::<A>(self.id)
+                .ok()
+                .flatten()
+                .map(|addr| ActorRef::local(self.id, addr, node.clone())),
+        )
+    }
+
     fn holder(&self) -> &Arc<NodeShared> {
         match &self.target {
-            Target::Local { node, .. } | Target::Remote { node, .. } => node,
+            Target::Local { node, .. }
+            | Target::Remote { node, .. }
+            | Target::Supervised { node } => node,
             Target::Gone { local, .. } => local,
         }
     }
@@ -181,6 +212,26 @@ impl<A: RemoteActor> ActorRef<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
+        self.tell_wrapped(message, false)
+    }
+
+    /// `tell`; `wrap` forces the wrapped delivery (supervised targets, whose supervisor must
+    /// learn of a panic).
+    fn tell_wrapped<M>(&self, message: M, wrap: bool) -> std::result::Result<(), TellError<M>>
+    where
+        A: Handler<Deliver<M>> + Handler<M>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        if let Some(current) = self.current_incarnation() {
+            return match current {
+                Some(local) => local.tell_wrapped(message, true),
+                None => Err(TellError {
+                    error: Error::ActorStopped { actor: self.id },
+                    message,
+                }),
+            };
+        }
         let span = send_span(self.node(), self.id, M::NAME, "tell");
         let trace = trace_of(&span);
         let _entered = span.enter();
@@ -193,7 +244,7 @@ impl<A: RemoteActor> ActorRef<A> {
                         message,
                     });
                 }
-                if trace.is_none() && !crate::message::handle_spans_enabled() {
+                if !wrap && trace.is_none() && !crate::message::handle_spans_enabled() {
                     // Nothing to trace and no reply to route: the plain actix path. A panic
                     // in the handler still stops the actor and tells its watchers.
                     addr.do_send(message);
@@ -218,7 +269,7 @@ impl<A: RemoteActor> ActorRef<A> {
                     Err(error) => Err(TellError { error, message }),
                 }
             }
-            Target::Gone { .. } => Err(TellError {
+            Target::Supervised { .. } | Target::Gone { .. } => Err(TellError {
                 error: self.not_found(),
                 message,
             }),
@@ -245,6 +296,12 @@ impl<A: RemoteActor> ActorRef<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
+        if let Some(current) = self.current_incarnation() {
+            return match current {
+                Some(local) => Box::pin(local.ask_timeout(message, timeout)).await,
+                None => Err(Error::ActorStopped { actor: self.id }),
+            };
+        }
         let span = send_span(self.node(), self.id, M::NAME, "ask");
         let trace = trace_of(&span);
         self.ask_traced(message, timeout, trace)
@@ -307,7 +364,7 @@ impl<A: RemoteActor> ActorRef<A> {
                     .await?;
                 with_decode_node(node, || decode_payload::<M::Result>(&bytes)).map_err(Error::Codec)
             }
-            Target::Gone { .. } => Err(self.not_found()),
+            Target::Supervised { .. } | Target::Gone { .. } => Err(self.not_found()),
         }
     }
 
@@ -315,7 +372,9 @@ impl<A: RemoteActor> ActorRef<A> {
     /// leaves or is declared down. If the actor is already gone, `watcher` is told at once.
     pub fn watch(&self, watcher: Recipient<Terminated>) {
         match &self.target {
-            Target::Local { node, .. } => node.watch_local(self.id, watcher),
+            Target::Local { node, .. } | Target::Supervised { node } => {
+                node.watch_local(self.id, watcher)
+            }
             Target::Remote { link, .. } => link.watch(self.id, watcher),
             Target::Gone { node, .. } => watcher.do_send(Terminated {
                 actor: self.id,
@@ -337,7 +396,9 @@ impl<A: RemoteActor> ActorRef<A> {
 
     fn wire(&self) -> WireRef {
         let (node, addr) = match &self.target {
-            Target::Local { node, .. } => (node.info.id.clone(), node.info.addr),
+            Target::Local { node, .. } | Target::Supervised { node } => {
+                (node.info.id.clone(), node.info.addr)
+            }
             Target::Remote { link, .. } => (link.node.clone(), link.addr),
             Target::Gone { node, addr, .. } => (node.clone(), *addr),
         };

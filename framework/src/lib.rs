@@ -59,6 +59,7 @@ mod id;
 mod message;
 mod node;
 mod stats;
+pub mod supervise;
 mod trace;
 mod transport;
 mod wire;
@@ -71,6 +72,7 @@ pub use id::{ActorId, NodeId};
 pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
+pub use supervise::{Restart, Supervision};
 
 /// The names most programs need: `use actormesh::prelude::*;`.
 pub mod prelude {

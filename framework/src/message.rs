@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::dev::{MessageResponse, OneshotSender};
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -270,6 +270,7 @@ where
                 }
                 None => {}
             }
+            crate::supervise::mark_failed(crate::supervise::mailbox_key(&ctx.address()));
             actix::ActorContext::stop(ctx);
         }
     }

@@ -27,6 +27,8 @@ pub(crate) struct Inbound<'a> {
     pub(crate) actor: ActorId,
     pub(crate) trace: Option<TraceContext>,
     pub(crate) ask: Option<AskReply>,
+    /// Deliver wrapped even when nothing is traced (the target is supervised).
+    pub(crate) wrap: bool,
 }
 
 /// The return address of an ask.
@@ -48,6 +50,9 @@ pub(crate) trait LocalDispatch: Send + Sync {
 pub(crate) struct Typed<A: RemoteActor> {
     pub(crate) addr: Addr<A>,
     pub(crate) declaration: Arc<Declaration<A>>,
+    /// Supervised actors always get the wrapped delivery, whose panic catching tells the
+    /// supervisor that the actor failed.
+    pub(crate) supervised: bool,
 }
 
 impl<A: RemoteActor> LocalDispatch for Typed<A> {
@@ -58,7 +63,14 @@ impl<A: RemoteActor> LocalDispatch for Typed<A> {
         payload: &[u8],
     ) -> Result<(), WireError> {
         match self.declaration.handlers.get(&message) {
-            Some((_, dispatch)) => dispatch(&self.addr, inbound, payload),
+            Some((_, dispatch)) => dispatch(
+                &self.addr,
+                Inbound {
+                    wrap: self.supervised,
+                    ..inbound
+                },
+                payload,
+            ),
             None => Err(WireError::UnknownMessage {
                 actor_type: A::NAME.to_owned(),
                 message,
@@ -145,7 +157,10 @@ where
         return Err(WireError::ActorStopped);
     }
     match inbound.ask {
-        None if inbound.trace.is_none() && !crate::message::handle_spans_enabled() => {
+        None if !inbound.wrap
+            && inbound.trace.is_none()
+            && !crate::message::handle_spans_enabled() =>
+        {
             addr.do_send(message)
         }
         None => addr.do_send(Deliver {

@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Declaration, RemoteActor, Spawnable};
 use crate::stats::{DropReason, Stats, StatsSnapshot};
+use crate::supervise::{mailbox_key, take_failed, Decision, RestartHistory, Supervision};
 use crate::transport::link::{LinkConfig, PeerLink};
 use crate::wire::envelope::{
     decode_payload, encode_payload, Envelopes, Header, WireError, WireTermination,
@@ -85,6 +86,35 @@ pub(crate) struct LocalEntry {
     watchers: Vec<Watcher>,
     names: Vec<String>,
     groups: Vec<(String, u32)>,
+    /// Restarts the actor by policy when it stops (see `supervise`).
+    supervisor: Option<Arc<dyn Respawn>>,
+}
+
+/// A supervised actor's restart decisions and how to start it again.
+pub(crate) trait Respawn: Send + Sync {
+    fn decide(&self, failed: bool) -> Decision;
+    fn respawn(&self, node: &Arc<NodeShared>, id: ActorId);
+}
+
+struct SupervisedSpawn<A: Spawnable> {
+    args: A::Args,
+    supervision: Supervision,
+    history: Mutex<RestartHistory>,
+}
+
+impl<A: Spawnable> Respawn for SupervisedSpawn<A>
+where
+    A::Args: Clone + Sync,
+{
+    fn decide(&self, failed: bool) -> Decision {
+        self.supervision
+            .decide(&mut lock(&self.history), failed, std::time::Instant::now())
+    }
+
+    fn respawn(&self, node: &Arc<NodeShared>, id: ActorId) {
+        let args = self.args.clone();
+        node.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), None);
+    }
 }
 
 enum Watcher {
@@ -217,6 +247,20 @@ impl Node {
         F: FnOnce(&mut Context<A>) -> A + Send + 'static,
     {
         self.shared.spawn_with(create)
+    }
+
+    /// Starts an actor of a [`Spawnable`] type here under `supervision`: it is started again
+    /// from `args` (keeping its id, references, names and groups) when it stops or fails, as
+    /// the policy says. See [`supervise`](crate::supervise).
+    pub fn spawn_supervised<A: Spawnable>(
+        &self,
+        args: A::Args,
+        supervision: Supervision,
+    ) -> ActorRef<A>
+    where
+        A::Args: Clone + Sync,
+    {
+        self.shared.spawn_supervised(args, supervision)
     }
 
     /// Spawns an actor of a [`Spawnable`] type on `node` (this node included) and returns its
@@ -478,24 +522,73 @@ impl NodeShared {
         F: FnOnce(&mut Context<A>) -> A + Send + 'static,
     {
         let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        let addr = self.start_actor(id, create, None);
+        ActorRef::local(id, addr, self.clone())
+    }
+
+    /// Starts a supervised actor (see `supervise`).
+    pub(crate) fn spawn_supervised<A: Spawnable>(
+        self: &Arc<Self>,
+        args: A::Args,
+        supervision: Supervision,
+    ) -> ActorRef<A>
+    where
+        A::Args: Clone + Sync,
+    {
+        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        let supervisor = Arc::new(SupervisedSpawn::<A> {
+            args: args.clone(),
+            supervision,
+            history: Mutex::new(RestartHistory::default()),
+        });
+        self.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), Some(supervisor));
+        ActorRef::supervised(id, self.clone())
+    }
+
+    /// Starts (or, for an id already in the table, restarts) actor `id` on the node's
+    /// arbiter with a fresh mailbox, and returns its address.
+    fn start_actor<A, F>(
+        self: &Arc<Self>,
+        id: ActorId,
+        create: F,
+        supervisor: Option<Arc<dyn Respawn>>,
+    ) -> Addr<A>
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
         let (tx, rx) = channel::channel(16);
         let addr = Addr::new(tx);
+        let mut actors = write(&self.actors);
+        let supervised =
+            supervisor.is_some() || actors.get(&id).is_some_and(|e| e.supervisor.is_some());
         let handle = Arc::new(Typed {
             addr: addr.clone(),
             declaration: self.declaration::<A>(),
+            supervised,
         });
-        write(&self.actors).insert(
-            id,
-            LocalEntry {
-                handle,
-                watchers: Vec::new(),
-                names: Vec::new(),
-                groups: Vec::new(),
-            },
-        );
+        {
+            match actors.get_mut(&id) {
+                Some(entry) => entry.handle = handle,
+                None => {
+                    actors.insert(
+                        id,
+                        LocalEntry {
+                            handle,
+                            watchers: Vec::new(),
+                            names: Vec::new(),
+                            groups: Vec::new(),
+                            supervisor,
+                        },
+                    );
+                }
+            }
+        }
+        drop(actors);
         let guard = ActorGuard {
             node: Arc::downgrade(self),
             id,
+            mailbox: mailbox_key(&addr),
         };
         let mut shutdown = self.shutdown_tx.subscribe();
         let started = self.arbiter.spawn_fn(move || {
@@ -515,11 +608,43 @@ impl NodeShared {
             // The arbiter is gone; the closure (and the guard in it) was dropped.
             tracing::error!(node = %self.info.id, "the node's arbiter has stopped; actor not started");
         }
-        ActorRef::local(id, addr, self.clone())
+        addr
     }
 
-    /// Called when an actor's guard drops: removes it and tells its watchers.
-    fn actor_stopped(self: &Arc<Self>, id: ActorId) {
+    /// Whether actor `id` runs here under supervision.
+    pub(crate) fn is_supervised(&self, id: ActorId) -> bool {
+        read(&self.actors)
+            .get(&id)
+            .is_some_and(|e| e.supervisor.is_some())
+    }
+
+    /// Called when an actor's guard drops (`failed`: a handler panicked): restarts it if it
+    /// is supervised and its policy says so; otherwise removes it and tells its watchers.
+    fn actor_stopped(self: &Arc<Self>, id: ActorId, failed: bool) {
+        let supervisor = read(&self.actors)
+            .get(&id)
+            .and_then(|e| e.supervisor.clone());
+        if let Some(supervisor) = supervisor.filter(|_| !self.is_stopping()) {
+            match supervisor.decide(failed) {
+                Decision::Restart(after) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        tracing::info!(node = %self.info.id, actor = %id, failed, ?after, "restarting a supervised actor");
+                        let node = self.clone();
+                        rt.spawn(async move {
+                            tokio::time::sleep(after).await;
+                            if !node.is_stopping() {
+                                supervisor.respawn(&node, id);
+                            }
+                        });
+                        return;
+                    }
+                }
+                Decision::GiveUp => {
+                    tracing::error!(node = %self.info.id, actor = %id, "supervised actor restarted too often; giving up");
+                }
+                Decision::Stop => {}
+            }
+        }
         let Some(entry) = write(&self.actors).remove(&id) else {
             return;
         };
@@ -630,6 +755,12 @@ impl NodeShared {
         actor: ActorId,
     ) -> Result<ActorRef<A>> {
         if node == &self.info.id {
+            if self.is_supervised(actor) {
+                // Type check; the address itself is looked up at each send (it changes
+                // with every restart).
+                self.local_addr::<A>(actor)?;
+                return Ok(ActorRef::supervised(actor, self.clone()));
+            }
             return Ok(match self.local_addr::<A>(actor)? {
                 Some(local) => ActorRef::local(actor, local, self.clone()),
                 None => ActorRef::gone(actor, node.clone(), addr, self.clone()),
@@ -733,6 +864,7 @@ impl NodeShared {
                             actor: target,
                             trace,
                             ask: None,
+                            wrap: false,
                         },
                         &payload,
                     ),
@@ -771,6 +903,7 @@ impl NodeShared {
                                 outbox: replies.clone(),
                                 deadline,
                             }),
+                            wrap: false,
                         },
                         &payload,
                     ),
@@ -921,12 +1054,17 @@ fn drop_reason(e: &WireError) -> DropReason {
 struct ActorGuard {
     node: Weak<NodeShared>,
     id: ActorId,
+    /// The key of the actor's mailbox, under which a caught panic is recorded.
+    mailbox: u64,
 }
 
 impl Drop for ActorGuard {
     fn drop(&mut self) {
+        // A panic that was not caught (a plain tell) unwinds through here; a caught one was
+        // recorded under the mailbox's key.
+        let failed = std::thread::panicking() | take_failed(self.mailbox);
         if let Some(node) = self.node.upgrade() {
-            node.actor_stopped(self.id);
+            node.actor_stopped(self.id, failed);
         }
     }
 }
