@@ -24,6 +24,9 @@ pub mod etcd {}
 #[doc = include_str!("groups.md")]
 pub mod groups {}
 
+#[doc = include_str!("supervision.md")]
+pub mod supervision {}
+
 /// The repository's README, so that its example is compiled and run too.
 #[doc(hidden)]
 #[doc = include_str!("../../README.md")]
