@@ -405,3 +405,49 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     assert_eq!(keys(&etcd, "/actormesh/g/groups/").await.len(), 2);
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
+    let etcd = etcd();
+    let da = discovery(&etcd).await;
+    let db = discovery(&etcd).await;
+    // `a` is a bare registration, so that dropping its discovery is a crash (no node keeps
+    // the discovery alive).
+    let a_info = actormesh::NodeInfo {
+        id: NodeId::new("a"),
+        cluster: "lead".into(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+        protocol: 1,
+        version: "test".into(),
+        labels: Default::default(),
+        started_at_ms: 1,
+    };
+    let a_membership = da.join(&a_info).await.unwrap();
+    let b = Node::builder().cluster("lead").node_id("b").discovery(db.clone()).start().await.unwrap();
+    let mut first = da.campaign("lead", &a_info.id).await.unwrap();
+    assert_eq!(db.leader("lead").await.unwrap(), Some((a_info.id.clone(), first.token)));
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        let id = b.id().clone();
+        async move { db.campaign("lead", &id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "b waits while a leads");
+    // The leader crashes (its discovery stops renewing): b takes over within the TTL.
+    let started = std::time::Instant::now();
+    drop(a_membership);
+    drop(da);
+    let second = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("b leads within 10 s")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(second.token > first.token, "fencing token grows");
+    assert_eq!(db.leader("lead").await.unwrap(), Some((b.id().clone(), second.token)));
+    let lost = tokio::time::timeout(Duration::from_secs(5), first.lost.wait_for(|l| *l)).await;
+    assert!(lost.is_ok(), "the deposed leader learns it lost");
+    // A graceful leave gives the leadership up at once.
+    b.shutdown().await;
+    assert_eq!(db.leader("lead").await.unwrap(), None, "the leader key goes with a graceful leave");
+}

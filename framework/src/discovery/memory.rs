@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, LoadReport, Membership,
-    MembershipEvent, NameEntry, NodeInfo,
+    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, Leadership, LoadReport,
+    Membership, MembershipEvent, NameEntry, NodeInfo,
 };
 use crate::error::Error;
 use crate::id::ActorId;
@@ -36,6 +36,45 @@ struct Cluster {
     load: BTreeMap<NodeId, LoadReport>,
     watchers: Vec<mpsc::UnboundedSender<(u64, MembershipEvent)>>,
     groups: BTreeMap<String, Group>,
+    leader: Option<Leader>,
+    campaigners: Vec<(NodeId, oneshot::Sender<Leadership>)>,
+}
+
+#[derive(Debug)]
+struct Leader {
+    node: NodeId,
+    token: u64,
+    lost: watch::Sender<bool>,
+}
+
+impl Cluster {
+    /// Hands leadership to the first waiting campaigner that is still a member.
+    fn elect(&mut self, revision: u64) {
+        if self.leader.is_some() {
+            return;
+        }
+        while !self.campaigners.is_empty() {
+            let (node, tx) = self.campaigners.remove(0);
+            if !self.members.contains_key(&node) || tx.is_closed() {
+                continue;
+            }
+            let (lost_tx, lost_rx) = watch::channel(false);
+            if tx
+                .send(Leadership {
+                    token: revision,
+                    lost: lost_rx,
+                })
+                .is_ok()
+            {
+                self.leader = Some(Leader {
+                    node,
+                    token: revision,
+                    lost: lost_tx,
+                });
+                return;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +99,12 @@ impl Cluster {
     fn remove(&mut self, revision: u64, node: &NodeId, event: MembershipEvent) -> bool {
         if self.members.remove(node).is_none() {
             return false;
+        }
+        if self.leader.as_ref().is_some_and(|l| &l.node == node) {
+            if let Some(leader) = self.leader.take() {
+                let _ = leader.lost.send(true);
+            }
+            self.elect(revision);
         }
         self.names.retain(|_, entry| &entry.node != node);
         self.load.remove(node);
@@ -293,6 +338,41 @@ impl Discovery for MemoryDiscovery {
             })
         })
     }
+
+    fn campaign<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Leadership> {
+        Box::pin(async move {
+            let rx = {
+                let mut st = self.lock();
+                st.revision += 1;
+                let rev = st.revision;
+                let c = st.clusters.entry(cluster.to_owned()).or_default();
+                if !c.members.contains_key(node) {
+                    return Err(Error::UnknownNode(node.clone()));
+                }
+                let (tx, rx) = oneshot::channel();
+                c.campaigners.push((node.clone(), tx));
+                c.elect(rev);
+                rx
+            };
+            rx.await
+                .map_err(|_| Error::Discovery("the campaign ended: the node left".to_owned()))
+        })
+    }
+
+    fn leader<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Option<(NodeId, u64)>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.leader.as_ref())
+                .map(|l| (l.node.clone(), l.token)))
+        })
+    }
 }
 
 impl MemoryDiscovery {
@@ -395,6 +475,33 @@ mod tests {
             GroupEvent::Left(member("a", 2))
         );
         assert!(d.watch_group("c", "g").await.unwrap().members.is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_leader_at_a_time_and_a_larger_token_for_the_next() {
+        let d = MemoryDiscovery::new();
+        let _a = d.join(&info("c", "a")).await.unwrap();
+        let _b = d.join(&info("c", "b")).await.unwrap();
+        let a = NodeId::new("a");
+        let b = NodeId::new("b");
+        let mut first = d.campaign("c", &a).await.unwrap();
+        assert_eq!(d.leader("c").await.unwrap(), Some((a.clone(), first.token)));
+        let waiting = tokio::spawn({
+            let d = d.clone();
+            async move { d.campaign("c", &NodeId::new("b")).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "b waits while a leads");
+        assert!(d.fail("c", &a));
+        first.lost.changed().await.unwrap();
+        assert!(*first.lost.borrow(), "a learns it lost the leadership");
+        let second = waiting.await.unwrap().unwrap();
+        assert!(second.token > first.token, "fencing token grows");
+        assert_eq!(d.leader("c").await.unwrap(), Some((b, second.token)));
+        assert!(matches!(
+            d.campaign("c", &NodeId::new("ghost")).await,
+            Err(Error::UnknownNode(_))
+        ));
     }
 
     #[tokio::test]

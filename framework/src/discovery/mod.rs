@@ -153,6 +153,18 @@ pub struct GroupView {
     pub events: mpsc::UnboundedReceiver<(u64, GroupEvent)>,
 }
 
+/// Leadership of a cluster (for its controller), won with [`Discovery::campaign`].
+#[derive(Debug)]
+pub struct Leadership {
+    /// The fencing token: every new leader of the cluster gets a larger one. A party that
+    /// acts for a leader checks the token against [`Discovery::leader`] and refuses an older
+    /// one, so a deposed leader cannot act.
+    pub token: u64,
+    /// Turns `true` when the leadership is lost (the node left or was declared down, or its
+    /// lease expired).
+    pub lost: tokio::sync::watch::Receiver<bool>,
+}
+
 /// A discovery backend. See the [module docs](self) for the contract.
 pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// Registers `me` and returns the view and its change stream.
@@ -211,6 +223,18 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         group: &'a str,
     ) -> DiscoveryFuture<'a, GroupView>;
+
+    /// Waits until `node` (registered with [`Discovery::join`]) leads `cluster`. Only one
+    /// node leads at a time; when the leader goes, one of the waiting nodes takes over with a
+    /// larger token. Drop the future to stop campaigning.
+    fn campaign<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Leadership>;
+
+    /// The current leader of `cluster` and its token, if any.
+    fn leader<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Option<(NodeId, u64)>>;
 
     /// Publishes the latest load report of `node` (owned by the node, replaced each time).
     fn report_load<'a>(
