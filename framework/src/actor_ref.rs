@@ -368,6 +368,25 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    /// Asks the actor to stop once it has handled the messages already in its mailbox
+    /// (messages sent after this may be refused). A supervised actor stopped this way is not
+    /// restarted. Fails when the actor is known gone or its node unreachable.
+    pub fn stop(&self) -> Result<()> {
+        match &self.target {
+            Target::Local { node, .. } | Target::Supervised { node } => {
+                if node.stop_local(self.id) {
+                    Ok(())
+                } else {
+                    Err(self.not_found())
+                }
+            }
+            Target::Remote { link, .. } => {
+                link.send(&Header::Stop { target: self.id.0 }, |_| Ok(()))
+            }
+            Target::Gone { .. } => Err(self.not_found()),
+        }
+    }
+
     /// Tells `watcher` with a [`Terminated`] message when this actor stops, or when its node
     /// leaves or is declared down. If the actor is already gone, `watcher` is told at once.
     pub fn watch(&self, watcher: Recipient<Terminated>) {

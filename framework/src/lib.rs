@@ -85,6 +85,6 @@ pub mod prelude {
 /// What the [`remote_actor!`] macro expands to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::message::{handle, Declaration, Deliver};
+    pub use crate::message::{handle, Declaration, Deliver, Stop};
     pub use actix;
 }

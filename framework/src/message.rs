@@ -57,7 +57,7 @@ where
 
 /// An actor that can be addressed through [`ActorRef`](crate::ActorRef), locally and from other
 /// nodes. Implement it with [`remote_actor!`](crate::remote_actor), not by hand.
-pub trait RemoteActor: Actor<Context = Context<Self>> {
+pub trait RemoteActor: Actor<Context = Context<Self>> + Handler<Stop> {
     /// The stable name of the actor type, checked when a reference or a name is resolved.
     const NAME: &'static str;
 
@@ -116,6 +116,16 @@ macro_rules! remote_actor {
                 $( declaration.message::<$msg>(); )*
             }
         }
+        impl $crate::__private::actix::Handler<$crate::__private::Stop> for $actor {
+            type Result = ();
+            fn handle(
+                &mut self,
+                _: $crate::__private::Stop,
+                ctx: &mut $crate::__private::actix::Context<Self>,
+            ) {
+                $crate::__private::actix::ActorContext::stop(ctx)
+            }
+        }
         $(
             impl $crate::__private::actix::Handler<$crate::__private::Deliver<$msg>> for $actor {
                 type Result = ();
@@ -129,6 +139,17 @@ macro_rules! remote_actor {
             }
         )*
     };
+}
+
+/// Asks an actor to stop after the messages already in its mailbox (see
+/// [`ActorRef::stop`](crate::ActorRef::stop)); handled by code [`remote_actor!`](crate::remote_actor)
+/// generates.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Stop;
+
+impl Message for Stop {
+    type Result = ();
 }
 
 /// A message on its way into an actor, with where its reply goes and its trace position.

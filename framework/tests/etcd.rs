@@ -423,9 +423,18 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         started_at_ms: 1,
     };
     let a_membership = da.join(&a_info).await.unwrap();
-    let b = Node::builder().cluster("lead").node_id("b").discovery(db.clone()).start().await.unwrap();
+    let b = Node::builder()
+        .cluster("lead")
+        .node_id("b")
+        .discovery(db.clone())
+        .start()
+        .await
+        .unwrap();
     let mut first = da.campaign("lead", &a_info.id).await.unwrap();
-    assert_eq!(db.leader("lead").await.unwrap(), Some((a_info.id.clone(), first.token)));
+    assert_eq!(
+        db.leader("lead").await.unwrap(),
+        Some((a_info.id.clone(), first.token))
+    );
     let waiting = tokio::spawn({
         let db = db.clone();
         let id = b.id().clone();
@@ -442,12 +451,23 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         .expect("b leads within 10 s")
         .unwrap()
         .unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(second.token > first.token, "fencing token grows");
-    assert_eq!(db.leader("lead").await.unwrap(), Some((b.id().clone(), second.token)));
+    assert_eq!(
+        db.leader("lead").await.unwrap(),
+        Some((b.id().clone(), second.token))
+    );
     let lost = tokio::time::timeout(Duration::from_secs(5), first.lost.wait_for(|l| *l)).await;
     assert!(lost.is_ok(), "the deposed leader learns it lost");
     // A graceful leave gives the leadership up at once.
     b.shutdown().await;
-    assert_eq!(db.leader("lead").await.unwrap(), None, "the leader key goes with a graceful leave");
+    assert_eq!(
+        db.leader("lead").await.unwrap(),
+        None,
+        "the leader key goes with a graceful leave"
+    );
 }

@@ -568,3 +568,36 @@ async fn a_peer_that_cannot_be_reached_fails_fast_between_reconnects() {
     );
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn stop_ends_local_and_remote_actors_and_tells_their_watchers() {
+    let (_d, a, b) = pair().await;
+    let (recipient, mut seen) = watcher();
+    let remote = counter_seen_from(&b, &a, "to-stop").await;
+    remote.watch(recipient.clone());
+    for _ in 0..100 {
+        remote.tell(Add(1)).unwrap();
+    }
+    remote.stop().unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.actor, t.reason),
+        (remote.id(), TerminationReason::Stopped)
+    );
+    assert_eq!(b.actor_count(), 0);
+    let local = a.spawn(Counter::default());
+    local.watch(recipient);
+    local.tell(Add(1)).unwrap();
+    local.stop().unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.actor, local.id());
+    assert!(matches!(local.stop(), Err(Error::ActorNotFound { .. })));
+    b.shutdown().await;
+    a.shutdown().await;
+}

@@ -225,3 +225,22 @@ async fn the_intensity_limit_gives_up_and_tells_the_watchers() {
     assert_eq!(node.actor_count(), 0);
     node.shutdown().await;
 }
+
+#[actix::test]
+async fn an_explicit_stop_is_final_even_under_restart_always() {
+    let node = Node::builder().start().await.unwrap();
+    let (recipient, mut seen) = watcher();
+    let always = node.spawn_supervised::<Flaky>(0, fast(Restart::Always));
+    always.watch(recipient);
+    always.tell(Incr).unwrap();
+    always.stop().unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.actor, always.id());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(always.ask(Value).await.is_err(), "not restarted");
+    assert_eq!(node.actor_count(), 0);
+    node.shutdown().await;
+}

@@ -44,6 +44,8 @@ pub(crate) trait LocalDispatch: Send + Sync {
         -> Result<(), WireError>;
     fn type_name(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
+    /// Asks the actor to stop after the messages already in its mailbox.
+    fn stop(&self);
 }
 
 /// The typed handle behind [`LocalDispatch`].
@@ -84,6 +86,10 @@ impl<A: RemoteActor> LocalDispatch for Typed<A> {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn stop(&self) {
+        self.addr.do_send(crate::message::Stop);
     }
 }
 

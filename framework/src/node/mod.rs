@@ -88,6 +88,8 @@ pub(crate) struct LocalEntry {
     groups: Vec<(String, u32)>,
     /// Restarts the actor by policy when it stops (see `supervise`).
     supervisor: Option<Arc<dyn Respawn>>,
+    /// Asked to stop (`ActorRef::stop`): a supervisor does not restart it.
+    stop_requested: bool,
 }
 
 /// A supervised actor's restart decisions and how to start it again.
@@ -579,6 +581,7 @@ impl NodeShared {
                             names: Vec::new(),
                             groups: Vec::new(),
                             supervisor,
+                            stop_requested: false,
                         },
                     );
                 }
@@ -623,6 +626,7 @@ impl NodeShared {
     fn actor_stopped(self: &Arc<Self>, id: ActorId, failed: bool) {
         let supervisor = read(&self.actors)
             .get(&id)
+            .filter(|e| !e.stop_requested)
             .and_then(|e| e.supervisor.clone());
         if let Some(supervisor) = supervisor.filter(|_| !self.is_stopping()) {
             match supervisor.decide(failed) {
@@ -716,6 +720,18 @@ impl NodeShared {
                 }
             }
         }
+    }
+
+    /// Stops local actor `id` after the messages already in its mailbox; returns whether it
+    /// was found.
+    pub(crate) fn stop_local(&self, id: ActorId) -> bool {
+        let mut actors = write(&self.actors);
+        let Some(entry) = actors.get_mut(&id) else {
+            return false;
+        };
+        entry.stop_requested = true;
+        entry.handle.stop();
+        true
     }
 
     pub(crate) fn watch_local(&self, id: ActorId, watcher: Recipient<Terminated>) {
@@ -924,6 +940,12 @@ impl NodeShared {
                     }
                 };
                 send_reply(self, replies, id, outcome);
+            }
+            Header::Stop { target } => {
+                if !self.stop_local(ActorId(target)) {
+                    self.stats.dropped(DropReason::UnknownActor, 1);
+                    tracing::debug!(node = %self.info.id, actor = target, "stop for an actor that is not here");
+                }
             }
             Header::Watch { watch, target } => {
                 let target = ActorId(target);

@@ -77,6 +77,9 @@ pub(crate) enum Header {
     Spawn { id: u64, actor_type: String },
     /// Tell the caller when `target` terminates.
     Watch { watch: u64, target: u64 },
+    /// Stop `target` after the messages already in its mailbox (a supervised actor is not
+    /// restarted).
+    Stop { target: u64 },
     /// Answer to `Ask` or `Spawn`; payload is the reply when `error` is `None`.
     Reply { id: u64, error: Option<WireError> },
     /// A watched actor terminated.
