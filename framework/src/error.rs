@@ -132,6 +132,9 @@ pub enum Error {
     /// Another live node of the cluster already uses this node id.
     #[error("node id {0} is already used by a live node of this cluster; choose another id or stop the other process")]
     NodeIdTaken(NodeId),
+    /// No group of this name is deployed (no spec).
+    #[error("no group `{0}` is deployed; deploy a spec with `Node::deploy` first")]
+    UnknownGroup(String),
     /// The group has no instance this caller can use (none joined, or all failed this ask).
     #[error("group `{group}` has no instance to take the message; start or join instances, or check that their nodes are up")]
     NoInstances {

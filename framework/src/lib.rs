@@ -52,12 +52,14 @@
 
 mod actor_ref;
 pub mod balance;
+pub mod controller;
 pub mod discovery;
 mod error;
 mod group;
 mod id;
 mod message;
 mod node;
+pub mod placement;
 mod stats;
 pub mod supervise;
 mod trace;
@@ -65,7 +67,10 @@ mod transport;
 mod wire;
 
 pub use actor_ref::{ActorRef, Terminated, TerminationReason};
-pub use discovery::{Discovery, MembershipEvent, MemoryDiscovery, NodeInfo};
+pub use discovery::{
+    Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport, MembershipEvent,
+    MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
+};
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};

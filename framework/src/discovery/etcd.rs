@@ -46,8 +46,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{
-    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, Leadership, LoadReport,
-    Membership, MembershipEvent, NameEntry, NodeInfo,
+    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupSpec, GroupView, Leadership,
+    LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo, SpecEvent, SpecView,
 };
 use crate::error::Error;
 use crate::id::NodeId;
@@ -311,6 +311,10 @@ impl Inner {
 
     fn name_key(&self, cluster: &str, name: &str) -> String {
         format!("{}names/{}", self.cluster_prefix(cluster), name)
+    }
+
+    fn specs_prefix(&self, cluster: &str) -> String {
+        format!("{}specs/", self.cluster_prefix(cluster))
     }
 
     fn leader_key(&self, cluster: &str) -> String {
@@ -780,6 +784,42 @@ impl Discovery for EtcdDiscovery {
             }
         })
     }
+
+    fn put_spec<'a>(&'a self, cluster: &'a str, spec: &'a GroupSpec) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            if spec.group.contains('/') {
+                return Err(Error::Discovery(
+                    "group names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let key = format!("{}{}", inner.specs_prefix(cluster), spec.group);
+            let value = serde_json::to_vec(spec).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner
+                .timed("put spec", inner.client().put(key, value, None))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.specs_prefix(cluster);
+            let (revision, known) = inner.read_prefix::<GroupSpec>(&prefix).await?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let specs = known.values().cloned().collect();
+            tokio::spawn(follow_prefix(
+                Arc::downgrade(inner),
+                prefix,
+                revision,
+                known,
+                tx,
+                spec_event,
+            ));
+            Ok(SpecView { specs, events: rx })
+        })
+    }
 }
 
 /// Keeps the session's lease alive; after an outage that outlived the lease, registers the
@@ -914,6 +954,14 @@ fn membership_event(change: Change<NodeRecord>) -> Option<MembershipEvent> {
             NodeState::Leaving => MembershipEvent::Left(old.info.id),
             NodeState::Up => MembershipEvent::Down(old.info.id),
         }),
+    }
+}
+
+/// The spec event of a change under `specs/`.
+fn spec_event(change: Change<GroupSpec>) -> Option<SpecEvent> {
+    match change {
+        Change::Put { old, new } => (old.as_ref() != Some(&new)).then_some(SpecEvent::Put(new)),
+        Change::Delete { old } => Some(SpecEvent::Removed(old.group)),
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupView, Leadership, LoadReport,
-    Membership, MembershipEvent, NameEntry, NodeInfo,
+    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupSpec, GroupView, Leadership,
+    LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo, SpecEvent, SpecView,
 };
 use crate::error::Error;
 use crate::id::ActorId;
@@ -37,6 +37,8 @@ struct Cluster {
     watchers: Vec<mpsc::UnboundedSender<(u64, MembershipEvent)>>,
     groups: BTreeMap<String, Group>,
     leader: Option<Leader>,
+    specs: BTreeMap<String, GroupSpec>,
+    spec_watchers: Vec<mpsc::UnboundedSender<(u64, SpecEvent)>>,
     campaigners: Vec<(NodeId, oneshot::Sender<Leadership>)>,
 }
 
@@ -371,6 +373,32 @@ impl Discovery for MemoryDiscovery {
                 .get(cluster)
                 .and_then(|c| c.leader.as_ref())
                 .map(|l| (l.node.clone(), l.token)))
+        })
+    }
+
+    fn put_spec<'a>(&'a self, cluster: &'a str, spec: &'a GroupSpec) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            st.revision += 1;
+            let rev = st.revision;
+            let c = st.clusters.entry(cluster.to_owned()).or_default();
+            c.specs.insert(spec.group.clone(), spec.clone());
+            c.spec_watchers
+                .retain(|w| w.send((rev, SpecEvent::Put(spec.clone()))).is_ok());
+            Ok(())
+        })
+    }
+
+    fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let c = st.clusters.entry(cluster.to_owned()).or_default();
+            let (tx, rx) = mpsc::unbounded_channel();
+            c.spec_watchers.push(tx);
+            Ok(SpecView {
+                specs: c.specs.values().cloned().collect(),
+                events: rx,
+            })
         })
     }
 }

@@ -153,6 +153,60 @@ pub struct GroupView {
     pub events: mpsc::UnboundedReceiver<(u64, GroupEvent)>,
 }
 
+/// The desired state of a group kept by the controller: which actor type, built from which
+/// arguments, how many replicas, placed how. Stored as JSON (`specs/{group}` with etcd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// The group the replicas join.
+    pub group: String,
+    /// The [`Spawnable`](crate::Spawnable) actor type (its stable name).
+    pub actor_type: String,
+    /// The constructor arguments, encoded (see [`GroupSpec::new`]).
+    pub args: Vec<u8>,
+    /// How many replicas should run.
+    pub replicas: u32,
+    /// Where new replicas go.
+    pub placement: PlacementPolicy,
+    /// Only nodes with every one of these labels run replicas.
+    pub selector: BTreeMap<String, String>,
+    /// Spread replicas across the values of this node label (say `zone`).
+    pub anti_affinity: Option<String>,
+    /// At most this many replicas on one node.
+    pub max_per_node: Option<u32>,
+}
+
+/// The placement policy of a [`GroupSpec`] (see [`placement`](crate::placement)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlacementPolicy {
+    /// The node with the fewest replicas of the group.
+    #[default]
+    RoundRobin,
+    /// The node with the least load.
+    LeastLoaded,
+    /// Never above the even share.
+    Spread,
+}
+
+/// A change of the cluster's group specs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpecEvent {
+    /// A spec was created or changed.
+    Put(GroupSpec),
+    /// The spec of this group was removed.
+    Removed(String),
+}
+
+/// The cluster's group specs and every change after.
+#[derive(Debug)]
+pub struct SpecView {
+    /// The specs now.
+    pub specs: Vec<GroupSpec>,
+    /// Every change after, in order.
+    pub events: mpsc::UnboundedReceiver<(u64, SpecEvent)>,
+}
+
 /// Leadership of a cluster (for its controller), won with [`Discovery::campaign`].
 #[derive(Debug)]
 pub struct Leadership {
@@ -223,6 +277,13 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         group: &'a str,
     ) -> DiscoveryFuture<'a, GroupView>;
+
+    /// Creates or replaces the spec of `spec.group` (not bound to any node's lease: desired
+    /// state outlives the nodes).
+    fn put_spec<'a>(&'a self, cluster: &'a str, spec: &'a GroupSpec) -> DiscoveryFuture<'a, ()>;
+
+    /// The group specs of `cluster` and every change after.
+    fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView>;
 
     /// Waits until `node` (registered with [`Discovery::join`]) leads `cluster`. Only one
     /// node leads at a time; when the leader goes, one of the waiting nodes takes over with a

@@ -36,6 +36,7 @@ pub struct NodeBuilder {
     max_frame: usize,
     send_queue_bytes: usize,
     load_interval: Duration,
+    controller: bool,
 }
 
 impl NodeBuilder {
@@ -54,6 +55,7 @@ impl NodeBuilder {
             max_frame: 4 * 1024 * 1024,
             send_queue_bytes: 64 * 1024 * 1024,
             load_interval: Duration::from_secs(5),
+            controller: false,
         }
     }
 
@@ -138,6 +140,13 @@ impl NodeBuilder {
     /// (default 5 s). One write per node per interval, whatever the cluster's size.
     pub fn load_report_interval(mut self, interval: Duration) -> Self {
         self.load_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Makes this node a candidate for the cluster's controller, which keeps deployed groups
+    /// at their desired state (see [`controller`](crate::controller)); default off.
+    pub fn controller(mut self, enabled: bool) -> Self {
+        self.controller = enabled;
         self
     }
 
@@ -247,6 +256,9 @@ impl NodeBuilder {
             Arc::downgrade(&shared),
             shared.config.load_interval,
         ));
+        if self.controller {
+            tokio::spawn(crate::controller::run(Arc::downgrade(&shared)));
+        }
         tracing::info!(node = %id, cluster = %self.cluster, %addr, "node started");
         Ok(Node { shared })
     }

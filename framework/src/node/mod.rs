@@ -33,7 +33,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::actor_ref::{with_decode_node, ActorRef, Terminated, TerminationReason};
-use crate::discovery::{Discovery, GroupMember, LoadReport, MembershipEvent, NameEntry, NodeInfo};
+use crate::discovery::{
+    Discovery, GroupMember, GroupSpec, LoadReport, MembershipEvent, NameEntry, NodeInfo,
+};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Declaration, RemoteActor, Spawnable};
@@ -221,6 +223,28 @@ impl Node {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// Creates or replaces the desired state of a group; the cluster's controller (nodes
+    /// started with [`NodeBuilder::controller`]) keeps it. See [`controller`](crate::controller).
+    pub async fn deploy(&self, spec: &GroupSpec) -> Result<()> {
+        self.shared
+            .discovery
+            .put_spec(&self.shared.info.cluster, spec)
+            .await
+    }
+
+    /// Changes the number of replicas of a deployed group.
+    pub async fn scale(&self, group: &str, replicas: u32) -> Result<()> {
+        let shared = &self.shared;
+        let view = shared.discovery.watch_specs(&shared.info.cluster).await?;
+        let mut spec = view
+            .specs
+            .into_iter()
+            .find(|s| s.group == group)
+            .ok_or_else(|| Error::UnknownGroup(group.to_owned()))?;
+        spec.replicas = replicas;
+        shared.discovery.put_spec(&shared.info.cluster, &spec).await
     }
 
     /// Counters of dropped messages, by reason.
@@ -482,6 +506,16 @@ impl Node {
 }
 
 impl NodeShared {
+    /// The members of the cluster as this node sees them.
+    pub(crate) fn members(&self) -> Vec<NodeInfo> {
+        read(&self.members).values().cloned().collect()
+    }
+
+    /// Membership changes from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+
     pub(crate) fn discovery(&self) -> &dyn Discovery {
         &*self.discovery
     }
@@ -722,6 +756,85 @@ impl NodeShared {
         }
     }
 
+    /// Refuses an order of a controller whose `fence` token is not the current leader's.
+    async fn check_fence(&self, fence: u64) -> std::result::Result<(), WireError> {
+        match self.discovery.leader(&self.info.cluster).await {
+            Ok(Some((_, token))) if token == fence => Ok(()),
+            Ok(_) => Err(WireError::Fenced),
+            Err(e) => Err(WireError::Codec(format!("cannot check the leader: {e}"))),
+        }
+    }
+
+    /// Starts a replica of `group` (a controller's order) and joins it to the group.
+    pub(crate) async fn spawn_replica(
+        self: &Arc<Self>,
+        actor_type: &str,
+        group: &str,
+        fence: u64,
+        args: &[u8],
+    ) -> std::result::Result<ActorId, WireError> {
+        if self.is_stopping() {
+            return Err(WireError::ShuttingDown);
+        }
+        self.check_fence(fence).await?;
+        let spawn = self
+            .spawnables
+            .get(actor_type)
+            .ok_or_else(|| WireError::UnknownActorType {
+                actor_type: actor_type.to_owned(),
+            })?;
+        let actor = spawn(self, args)?;
+        let type_name = read(&self.actors)
+            .get(&actor)
+            .map(|e| e.handle.type_name())
+            .ok_or(WireError::ActorStopped)?;
+        let member = self.group_member(actor, type_name, 1);
+        if let Err(e) = self
+            .discovery
+            .join_group(&self.info.cluster, group, &member)
+            .await
+        {
+            self.stop_local(actor);
+            return Err(WireError::Codec(format!(
+                "the replica could not join its group: {e}"
+            )));
+        }
+        if let Some(entry) = write(&self.actors).get_mut(&actor) {
+            entry.groups.push((group.to_owned(), 1));
+        }
+        Ok(actor)
+    }
+
+    /// Takes a replica out of `group`, then stops it after its queued messages (a
+    /// controller's order).
+    pub(crate) async fn retire(
+        self: &Arc<Self>,
+        actor: ActorId,
+        group: &str,
+        fence: u64,
+    ) -> std::result::Result<(), WireError> {
+        self.check_fence(fence).await?;
+        let type_name = read(&self.actors)
+            .get(&actor)
+            .map(|e| e.handle.type_name())
+            .ok_or(WireError::ActorNotFound)?;
+        let member = self.group_member(actor, type_name, 1);
+        if let Some(entry) = write(&self.actors).get_mut(&actor) {
+            entry.groups.retain(|(g, _)| g != group);
+        }
+        if let Err(e) = self
+            .discovery
+            .leave_group(&self.info.cluster, group, &member)
+            .await
+        {
+            tracing::warn!(%group, error = %e, "a retired replica could not leave its group");
+        }
+        // Callers that picked it before the group view changed still get answers: the stop
+        // is queued behind their messages.
+        self.stop_local(actor);
+        Ok(())
+    }
+
     /// Stops local actor `id` after the messages already in its mailbox; returns whether it
     /// was found.
     pub(crate) fn stop_local(&self, id: ActorId) -> bool {
@@ -941,6 +1054,34 @@ impl NodeShared {
                 };
                 send_reply(self, replies, id, outcome);
             }
+            Header::SpawnReplica {
+                id,
+                actor_type,
+                group,
+                fence,
+            } => {
+                let node = self.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let outcome = node
+                        .spawn_replica(&actor_type, &group, fence, &payload)
+                        .await;
+                    send_reply(&node, &replies, id, outcome.map(|a| a.0));
+                });
+            }
+            Header::Retire {
+                id,
+                target,
+                group,
+                fence,
+            } => {
+                let node = self.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let outcome = node.retire(ActorId(target), &group, fence).await;
+                    send_reply(&node, &replies, id, outcome);
+                });
+            }
             Header::Stop { target } => {
                 if !self.stop_local(ActorId(target)) {
                     self.stats.dropped(DropReason::UnknownActor, 1);
@@ -1070,6 +1211,7 @@ fn drop_reason(e: &WireError) -> DropReason {
         WireError::DeadlineExpired => DropReason::DeadlineExpired,
         WireError::ShuttingDown => DropReason::ShuttingDown,
         WireError::UnknownActorType { .. } => DropReason::UnknownActor,
+        WireError::Fenced => DropReason::ShuttingDown,
     }
 }
 

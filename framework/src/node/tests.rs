@@ -173,3 +173,41 @@ async fn spawn_of_unknown_type_and_bad_arguments_get_error_replies() {
     );
     node.shutdown().await;
 }
+
+#[actix_rt::test]
+async fn orders_of_a_node_that_does_not_lead_are_refused() {
+    let node = Node::builder().start().await.unwrap();
+    let outbox = Arc::new(Outbox::new(1 << 20, 1 << 20));
+    let mut frame = BytesMut::new();
+    // Nobody leads this cluster: any fencing token is stale.
+    encode_envelope(
+        &mut frame,
+        &Header::SpawnReplica {
+            id: 1,
+            actor_type: "node-tests.Echoer".into(),
+            group: "g".into(),
+            fence: 999,
+        },
+        |_| Ok::<_, String>(()),
+    )
+    .unwrap();
+    encode_envelope(
+        &mut frame,
+        &Header::Retire {
+            id: 2,
+            target: 1,
+            group: "g".into(),
+            fence: 999,
+        },
+        |_| Ok::<_, String>(()),
+    )
+    .unwrap();
+    node.shared.on_request_frame(frame.freeze(), &outbox);
+    let got = replies(&outbox, 2).await;
+    assert_eq!(
+        got,
+        vec![(1, Err(WireError::Fenced)), (2, Err(WireError::Fenced))]
+    );
+    assert_eq!(node.actor_count(), 0, "nothing was spawned");
+    node.shutdown().await;
+}

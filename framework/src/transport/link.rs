@@ -500,6 +500,9 @@ impl PeerLink {
             WireError::HandlerPanicked(message) => Error::HandlerPanicked { actor, message },
             WireError::DeadlineExpired => Error::Timeout { after: timeout },
             WireError::ShuttingDown => Error::NodeDown { node },
+            WireError::Fenced => Error::Discovery(format!(
+                "node {node} refused the order: the sender no longer leads the cluster"
+            )),
         }
     }
 }

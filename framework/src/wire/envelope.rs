@@ -41,6 +41,8 @@ pub(crate) enum WireError {
     DeadlineExpired,
     /// The node is shutting down and accepts no new work.
     ShuttingDown,
+    /// The order came from a node that no longer leads the cluster.
+    Fenced,
 }
 
 /// Why a watched actor terminated, as carried in a `Terminated` envelope.
@@ -80,6 +82,22 @@ pub(crate) enum Header {
     /// Stop `target` after the messages already in its mailbox (a supervised actor is not
     /// restarted).
     Stop { target: u64 },
+    /// The controller (leader with token `fence`) asks for a replica of `group`; payload is
+    /// the constructor arguments. Replied with the new actor's id.
+    SpawnReplica {
+        id: u64,
+        actor_type: String,
+        group: String,
+        fence: u64,
+    },
+    /// The controller (leader with token `fence`) retires replica `target` of `group`: it
+    /// leaves the group, then stops after its queued messages.
+    Retire {
+        id: u64,
+        target: u64,
+        group: String,
+        fence: u64,
+    },
     /// Answer to `Ask` or `Spawn`; payload is the reply when `error` is `None`.
     Reply { id: u64, error: Option<WireError> },
     /// A watched actor terminated.

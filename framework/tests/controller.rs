@@ -1,0 +1,176 @@
+//! The controller: desired-state groups kept across node failures and scaling (in process).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::{Actor, Context, Handler, Message};
+use actormesh::prelude::*;
+use actormesh::{Discovery, GroupSpec, PlacementPolicy};
+use serde::{Deserialize, Serialize};
+
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "String")]
+struct Where;
+impl RemoteMessage for Where {
+    const NAME: &'static str = "ctl.Where";
+}
+impl Idempotent for Where {}
+
+struct Replica {
+    tag: String,
+}
+
+impl Actor for Replica {
+    type Context = Context<Self>;
+}
+
+impl Handler<Where> for Replica {
+    type Result = String;
+    fn handle(&mut self, _: Where, _: &mut Context<Self>) -> String {
+        self.tag.clone()
+    }
+}
+
+impl Spawnable for Replica {
+    type Args = String;
+    fn from_args(tag: String, _: &mut Context<Self>) -> Self {
+        Replica { tag }
+    }
+}
+
+actormesh::remote_actor!(Replica = "ctl.Replica" { Where });
+
+async fn cluster(n: usize) -> (MemoryDiscovery, Vec<Node>) {
+    let discovery = MemoryDiscovery::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(
+            Node::builder()
+                .cluster("ctl")
+                .node_id(format!("n{i}"))
+                .discovery(discovery.clone())
+                .spawnable::<Replica>()
+                .controller(true)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for a in &nodes {
+        for b in &nodes {
+            a.wait_for_node(b.id(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+    }
+    (discovery, nodes)
+}
+
+/// Replicas per node as `observer` sees the group, once it has exactly `n` for a while.
+async fn settle(observer: &GroupRef<Replica>, n: usize) -> BTreeMap<String, usize> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut stable = 0;
+    while tokio::time::Instant::now() < deadline {
+        if observer.instances().len() == n {
+            stable += 1;
+            if stable >= 10 {
+                let mut per_node = BTreeMap::new();
+                for r in observer.instances() {
+                    *per_node.entry(r.node().to_string()).or_default() += 1;
+                }
+                return per_node;
+            }
+        } else {
+            stable = 0;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("group never settled at {n}: {}", observer.instances().len());
+}
+
+#[actix::test]
+async fn a_deployed_group_is_kept_whole_through_failover_and_scaling() {
+    let (discovery, nodes) = cluster(3).await;
+    let spec = GroupSpec::new::<Replica>("replicas", &"r".to_owned(), 12)
+        .unwrap()
+        .placement(PlacementPolicy::Spread);
+    nodes[0].deploy(&spec).await.unwrap();
+    let observer = nodes[0].group::<Replica>("replicas").await.unwrap();
+    let spread = settle(&observer, 12).await;
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        vec![4, 4, 4],
+        "{spread:?}"
+    );
+    // Kill a node holding a third of them: back to 12 on the survivors, each counted once.
+    let (leader, _) = discovery.leader("ctl").await.unwrap().unwrap();
+    let victim = nodes
+        .iter()
+        .find(|n| n.id() != &leader)
+        .unwrap()
+        .id()
+        .clone();
+    assert!(discovery.fail("ctl", &victim));
+    let spread = settle(&observer, 12).await;
+    assert!(!spread.contains_key(victim.as_str()), "{spread:?}");
+    assert_eq!(
+        spread.values().copied().collect::<Vec<_>>(),
+        vec![6, 6],
+        "{spread:?}"
+    );
+    let mut ids: Vec<_> = observer
+        .instances()
+        .iter()
+        .map(|r| (r.node().clone(), r.id()))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "no replica counted twice");
+    // Scale down and up again.
+    nodes[0].scale("replicas", 4).await.unwrap();
+    let spread = settle(&observer, 4).await;
+    assert_eq!(spread.values().sum::<usize>(), 4);
+    assert!(spread.values().all(|&n| n == 2), "{spread:?}");
+    nodes[0].scale("replicas", 16).await.unwrap();
+    let spread = settle(&observer, 16).await;
+    assert!(spread.values().all(|&n| n == 8), "{spread:?}");
+    assert_eq!(observer.ask_idempotent(Where).await.unwrap(), "r");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[actix::test]
+async fn another_node_takes_over_when_the_leader_dies() {
+    let (discovery, nodes) = cluster(3).await;
+    let spec = GroupSpec::new::<Replica>("taken-over", &"t".to_owned(), 6).unwrap();
+    nodes[0].deploy(&spec).await.unwrap();
+    let observer_node = |leader: &NodeId| nodes.iter().find(|n| n.id() != leader).unwrap().clone();
+    let (leader, first_token) = discovery.leader("ctl").await.unwrap().unwrap();
+    let survivor = observer_node(&leader);
+    let observer = survivor.group::<Replica>("taken-over").await.unwrap();
+    settle(&observer, 6).await;
+    assert!(discovery.fail("ctl", &leader));
+    let (next, token) = discovery
+        .leader("ctl")
+        .await
+        .unwrap()
+        .expect("a new leader");
+    assert_ne!(next, leader);
+    assert!(token > first_token);
+    // The new leader restores the replicas the old one's node held and follows new specs.
+    settle(&observer, 6).await;
+    survivor.scale("taken-over", 2).await.unwrap();
+    settle(&observer, 2).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[actix::test]
+async fn scaling_an_unknown_group_is_a_clear_error() {
+    let (_d, nodes) = cluster(1).await;
+    let err = nodes[0].scale("nothing", 3).await.unwrap_err();
+    assert!(matches!(err, Error::UnknownGroup(_)), "{err:?}");
+    nodes[0].shutdown().await;
+}
