@@ -50,7 +50,19 @@ impl GroupSpec {
             selector: BTreeMap::new(),
             anti_affinity: None,
             max_per_node: None,
+            singleton: false,
         })
+    }
+
+    /// A singleton of actor type `A`: at most one live instance cluster-wide at any moment,
+    /// restarted elsewhere when its node dies. Its host stops it as soon as it can no longer
+    /// be sure its etcd lease is alive (cut off from etcd), before the lease can expire and
+    /// the controller start a replacement; with the in-process discovery there is no lease
+    /// and nothing to guard against.
+    pub fn singleton<A: Spawnable>(group: impl Into<String>, args: &A::Args) -> Result<Self> {
+        let mut spec = Self::new::<A>(group, args, 1)?;
+        spec.singleton = true;
+        Ok(spec)
     }
 
     /// The placement policy (default [`PlacementPolicy::RoundRobin`]).
@@ -360,16 +372,21 @@ fn reconcile(
             .collect();
         let policy = spec.policy();
         let constraints = spec.constraints();
-        if have < spec.replicas {
-            for index in policy.place(&candidates, &constraints, spec.replicas - have) {
+        let replicas = if spec.singleton {
+            spec.replicas.min(1)
+        } else {
+            spec.replicas
+        };
+        if have < replicas {
+            for index in policy.place(&candidates, &constraints, replicas - have) {
                 let Some(target) = candidates.get(index).map(|c| c.node.clone()) else {
                     continue;
                 };
                 state.pending.push((target.clone(), None, now));
                 order_spawn(node, fence, spec, target, done.clone());
             }
-        } else if state.pending.is_empty() && (active.len() as u32) > spec.replicas {
-            let excess = active.len() as u32 - spec.replicas;
+        } else if state.pending.is_empty() && (active.len() as u32) > replicas {
+            let excess = active.len() as u32 - replicas;
             let mut taken: Vec<(NodeId, ActorId)> = Vec::new();
             for index in policy.remove(&candidates, &constraints, excess) {
                 let Some(at) = candidates.get(index).map(|c| &c.node) else {
@@ -402,9 +419,15 @@ fn order_spawn(
     let spec = spec.clone();
     tokio::spawn(async move {
         let outcome = if target == node.info.id {
-            node.spawn_replica(&spec.actor_type, &spec.group, fence, &spec.args)
-                .await
-                .map_err(|e| matches!(e, crate::wire::envelope::WireError::UnknownActorType { .. }))
+            node.spawn_replica(
+                &spec.actor_type,
+                &spec.group,
+                fence,
+                spec.singleton,
+                &spec.args,
+            )
+            .await
+            .map_err(|e| matches!(e, crate::wire::envelope::WireError::UnknownActorType { .. }))
         } else {
             let Some(addr) = node
                 .members()
@@ -429,6 +452,7 @@ fn order_spawn(
                         actor_type: spec.actor_type.clone(),
                         group: spec.group.clone(),
                         fence,
+                        singleton: spec.singleton,
                     },
                     |buf| {
                         buf.extend_from_slice(&spec.args);

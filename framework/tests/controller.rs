@@ -174,3 +174,38 @@ async fn scaling_an_unknown_group_is_a_clear_error() {
     assert!(matches!(err, Error::UnknownGroup(_)), "{err:?}");
     nodes[0].shutdown().await;
 }
+
+#[actix::test]
+async fn a_singleton_has_one_instance_and_moves_when_its_node_dies() {
+    let (discovery, nodes) = cluster(3).await;
+    let spec = GroupSpec::singleton::<Replica>("only", &"s".to_owned()).unwrap();
+    nodes[0].deploy(&spec).await.unwrap();
+    let observer = nodes[0].group::<Replica>("only").await.unwrap();
+    settle(&observer, 1).await;
+    // Asking for more changes nothing: a singleton stays one.
+    nodes[0].scale("only", 3).await.unwrap();
+    settle(&observer, 1).await;
+    let host = observer.instances()[0].node().clone();
+    // Observe from a node that will survive.
+    let watcher_node = nodes.iter().find(|n| n.id() != &host).unwrap();
+    let observer = watcher_node.group::<Replica>("only").await.unwrap();
+    settle(&observer, 1).await;
+    assert!(discovery.fail("ctl", &host));
+    let mut max_seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut moved = false;
+    while tokio::time::Instant::now() < deadline {
+        let instances = observer.instances();
+        max_seen = max_seen.max(instances.len());
+        if instances.len() == 1 && instances[0].node() != &host {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(moved, "the singleton moved off the dead node");
+    assert!(max_seen <= 1, "never two instances");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -471,3 +471,67 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         "the leader key goes with a graceful leave"
     );
 }
+
+#[actix::test]
+async fn a_singleton_stops_itself_when_its_node_is_cut_off_from_etcd() {
+    use actix::{Actor, Context, Handler, Message};
+    #[derive(Message, serde::Serialize, serde::Deserialize)]
+    #[rtype(result = "()")]
+    struct Noop;
+    impl RemoteMessage for Noop {
+        const NAME: &'static str = "etcd-test.Noop";
+    }
+    struct Lone;
+    impl Actor for Lone {
+        type Context = Context<Self>;
+    }
+    impl Handler<Noop> for Lone {
+        type Result = ();
+        fn handle(&mut self, _: Noop, _: &mut Context<Self>) {}
+    }
+    impl Spawnable for Lone {
+        type Args = ();
+        fn from_args(_: (), _: &mut Context<Self>) -> Self {
+            Lone
+        }
+    }
+    actormesh::remote_actor!(Lone = "etcd-test.Lone" { Noop });
+
+    let mut etcd = etcd();
+    let a = Node::builder()
+        .cluster("single")
+        .node_id("a")
+        .discovery(discovery(&etcd).await)
+        .spawnable::<Lone>()
+        .controller(true)
+        .start()
+        .await
+        .unwrap();
+    a.deploy(&actormesh::GroupSpec::singleton::<Lone>("lone", &()).unwrap())
+        .await
+        .unwrap();
+    let group = a.group::<Lone>("lone").await.unwrap();
+    group
+        .wait_for_instances(1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let instance = group.instances()[0].clone();
+    let (recipient, mut seen) = watcher();
+    instance.watch(recipient);
+    // Cut the node off from etcd: it can no longer renew its lease, so the singleton must
+    // stop before the lease could expire (TTL 2 s from the last renewal).
+    let cut = std::time::Instant::now();
+    etcd.stop();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the singleton stops by itself")
+        .unwrap();
+    assert_eq!(t.actor, instance.id());
+    assert!(
+        cut.elapsed() < Duration::from_secs(2),
+        "stopped after {:?}, within the TTL",
+        cut.elapsed()
+    );
+    etcd.start_again().unwrap();
+    a.shutdown().await;
+}

@@ -236,6 +236,8 @@ struct Session {
     groups: Mutex<HashMap<String, Vec<u8>>>,
     load: Mutex<Option<LoadReport>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The last confirmed renewal, counted from when it was sent, plus the TTL.
+    alive_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for Session {
@@ -492,6 +494,7 @@ impl Discovery for EtcdDiscovery {
                 info: me.clone(),
                 state: NodeState::Up,
             };
+            let granted_at = std::time::Instant::now();
             let lease = inner.register(&record).await?;
             let prefix = inner.nodes_prefix(&me.cluster);
             let (revision, nodes) = inner.read_prefix::<NodeRecord>(&prefix).await?;
@@ -503,6 +506,7 @@ impl Discovery for EtcdDiscovery {
                 groups: Mutex::new(HashMap::new()),
                 load: Mutex::new(None),
                 tasks: Mutex::new(Vec::new()),
+                alive_until: Mutex::new(Some(granted_at + inner.config.lease_ttl)),
             });
             let (tx, rx) = mpsc::unbounded_channel();
             let keepalive =
@@ -820,6 +824,12 @@ impl Discovery for EtcdDiscovery {
             Ok(SpecView { specs, events: rx })
         })
     }
+
+    fn lease_deadline(&self, cluster: &str, node: &NodeId) -> Option<std::time::Instant> {
+        self.inner
+            .session(cluster, node)
+            .and_then(|s| *lock(&s.alive_until))
+    }
 }
 
 /// Keeps the session's lease alive; after an outage that outlived the lease, registers the
@@ -852,9 +862,15 @@ async fn keep_alive(weak: Weak<Inner>, session: Weak<Session>) {
                     return Err(Error::Shutdown);
                 }
                 requests.fetch_add(1, Ordering::Relaxed);
+                let sent = std::time::Instant::now();
                 within(timeout, "keep-alive", keeper.keep_alive()).await?;
                 match within(timeout, "keep-alive", stream.message()).await? {
-                    Some(r) if r.ttl() > 0 => {}
+                    Some(r) if r.ttl() > 0 => {
+                        if let Some(s) = session.upgrade() {
+                            *lock(&s.alive_until) =
+                                Some(sent + Duration::from_secs(r.ttl() as u64));
+                        }
+                    }
                     _ => return Ok::<_, Error>(()), // the lease is gone
                 }
                 tokio::time::sleep(period).await;
@@ -903,8 +919,10 @@ async fn within<T, E: std::fmt::Display>(
 
 async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
     let record = lock(&session.record).clone();
+    let granted_at = std::time::Instant::now();
     let lease = inner.register(&record).await?;
     session.lease.store(lease, Ordering::Release);
+    *lock(&session.alive_until) = Some(granted_at + inner.config.lease_ttl);
     let cluster = record.info.cluster.clone();
     let names: Vec<_> = lock(&session.names)
         .iter()

@@ -173,6 +173,10 @@ pub struct GroupSpec {
     pub anti_affinity: Option<String>,
     /// At most this many replicas on one node.
     pub max_per_node: Option<u32>,
+    /// At most one live instance cluster-wide, even across a partition (see
+    /// [`controller`](crate::controller)).
+    #[serde(default)]
+    pub singleton: bool,
 }
 
 /// The placement policy of a [`GroupSpec`] (see [`placement`](crate::placement)).
@@ -293,6 +297,13 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         node: &'a NodeId,
     ) -> DiscoveryFuture<'a, Leadership>;
+
+    /// Until when `node`'s registration is certainly alive: its last renewal that etcd
+    /// confirmed, counted from when it was sent, plus the TTL. `None` when the backend has no
+    /// leases (memory discovery) or the node is not registered here.
+    fn lease_deadline(&self, _cluster: &str, _node: &NodeId) -> Option<std::time::Instant> {
+        None
+    }
 
     /// The current leader of `cluster` and its token, if any.
     fn leader<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Option<(NodeId, u64)>>;

@@ -771,6 +771,7 @@ impl NodeShared {
         actor_type: &str,
         group: &str,
         fence: u64,
+        singleton: bool,
         args: &[u8],
     ) -> std::result::Result<ActorId, WireError> {
         if self.is_stopping() {
@@ -801,6 +802,9 @@ impl NodeShared {
         }
         if let Some(entry) = write(&self.actors).get_mut(&actor) {
             entry.groups.push((group.to_owned(), 1));
+        }
+        if singleton {
+            tokio::spawn(guard_singleton(Arc::downgrade(self), actor));
         }
         Ok(actor)
     }
@@ -1059,12 +1063,13 @@ impl NodeShared {
                 actor_type,
                 group,
                 fence,
+                singleton,
             } => {
                 let node = self.clone();
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     let outcome = node
-                        .spawn_replica(&actor_type, &group, fence, &payload)
+                        .spawn_replica(&actor_type, &group, fence, singleton, &payload)
                         .await;
                     send_reply(&node, &replies, id, outcome.map(|a| a.0));
                 });
@@ -1212,6 +1217,34 @@ fn drop_reason(e: &WireError) -> DropReason {
         WireError::ShuttingDown => DropReason::ShuttingDown,
         WireError::UnknownActorType { .. } => DropReason::UnknownActor,
         WireError::Fenced => DropReason::ShuttingDown,
+    }
+}
+
+/// Stops singleton `actor` as soon as its node can no longer be sure its lease is alive:
+/// before etcd can expire the lease and the controller start another instance elsewhere.
+async fn guard_singleton(weak: Weak<NodeShared>, actor: ActorId) {
+    const MARGIN: Duration = Duration::from_millis(300);
+    loop {
+        let Some(node) = weak.upgrade() else { return };
+        if !read(&node.actors).contains_key(&actor) {
+            return;
+        }
+        let Some(deadline) = node
+            .discovery
+            .lease_deadline(&node.info.cluster, &node.info.id)
+        else {
+            // No lease (in-process discovery): nothing to guard against.
+            return;
+        };
+        let stop_at = deadline.checked_sub(MARGIN).unwrap_or(deadline);
+        if std::time::Instant::now() >= stop_at {
+            tracing::warn!(node = %node.info.id, %actor, "singleton stopped: this node may be cut off from etcd");
+            node.stop_local(actor);
+            return;
+        }
+        drop(node);
+        let wait = stop_at.saturating_duration_since(std::time::Instant::now());
+        tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
     }
 }
 

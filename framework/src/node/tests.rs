@@ -187,6 +187,7 @@ async fn orders_of_a_node_that_does_not_lead_are_refused() {
             actor_type: "node-tests.Echoer".into(),
             group: "g".into(),
             fence: 999,
+            singleton: false,
         },
         |_| Ok::<_, String>(()),
     )

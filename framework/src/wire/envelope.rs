@@ -89,6 +89,8 @@ pub(crate) enum Header {
         actor_type: String,
         group: String,
         fence: u64,
+        /// The replica is a singleton: its host stops it when its lease may have expired.
+        singleton: bool,
     },
     /// The controller (leader with token `fence`) retires replica `target` of `group`: it
     /// leaves the group, then stops after its queued messages.
