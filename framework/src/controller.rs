@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::discovery::{
-    GroupEvent, GroupMember, GroupSpec, Leadership, PlacementPolicy, SpecEvent,
+    Autoscale, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport, PlacementPolicy,
+    SpecEvent,
 };
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
@@ -51,7 +52,28 @@ impl GroupSpec {
             anti_affinity: None,
             max_per_node: None,
             singleton: false,
+            autoscale: None,
         })
+    }
+
+    /// Let the controller choose the replica count from the group's load, between `min` and
+    /// `max`, aiming at `target_per_replica` asks in flight per replica, acting only beyond
+    /// 25 % of the target either way and at most every 5 s (see [`Autoscale`]).
+    pub fn autoscale(mut self, min: u32, max: u32, target_per_replica: f64) -> Self {
+        self.autoscale = Some(Autoscale {
+            min,
+            max: max.max(min),
+            target_per_replica,
+            hysteresis: 0.25,
+            cooldown_ms: 5_000,
+        });
+        self
+    }
+
+    /// Replaces the autoscaling settings (hysteresis and cooldown included).
+    pub fn autoscale_with(mut self, autoscale: Autoscale) -> Self {
+        self.autoscale = Some(autoscale);
+        self
     }
 
     /// A singleton of actor type `A`: at most one live instance cluster-wide at any moment,
@@ -187,8 +209,37 @@ async fn lead(node: &Arc<NodeShared>, mut leadership: Leadership) {
     for group in specs.keys() {
         follow_group(node, group, &mut groups, &group_tx).await;
     }
+    let mut loads: BTreeMap<NodeId, LoadReport> = BTreeMap::new();
+    let mut loads_at: Option<Instant> = None;
+    let mut scaled_at: HashMap<String, Instant> = HashMap::new();
     loop {
-        reconcile(node, leadership.token, &specs, &mut groups, &done_tx);
+        let wants_loads = specs
+            .values()
+            .any(|s| s.autoscale.is_some() || s.placement == PlacementPolicy::LeastLoaded);
+        if wants_loads && loads_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            if let Ok(fresh) = node.discovery().loads(&cluster).await {
+                loads = fresh;
+            }
+            loads_at = Some(Instant::now());
+        }
+        for (group, replicas) in autoscale(&specs, &groups, &loads, &scaled_at) {
+            if let Some(spec) = specs.get_mut(&group) {
+                tracing::info!(%group, from = spec.replicas, to = replicas, "autoscaling");
+                spec.replicas = replicas;
+                scaled_at.insert(group, Instant::now());
+                if let Err(e) = node.discovery().put_spec(&cluster, spec).await {
+                    tracing::warn!(error = %e, "could not record the autoscaled replica count");
+                }
+            }
+        }
+        reconcile(
+            node,
+            leadership.token,
+            &specs,
+            &mut groups,
+            &loads,
+            &done_tx,
+        );
         let wake = tokio::select! {
             _ = leadership.lost.changed() => Wake::Lost,
             _ = shutdown.wait_for(|stop| *stop) => Wake::Stop,
@@ -280,6 +331,63 @@ enum Wake {
     Tick,
 }
 
+/// The autoscaled groups whose replica count should change, and to what.
+fn autoscale(
+    specs: &BTreeMap<String, GroupSpec>,
+    groups: &HashMap<String, GroupState>,
+    loads: &BTreeMap<NodeId, LoadReport>,
+    scaled_at: &HashMap<String, Instant>,
+) -> Vec<(String, u32)> {
+    let mut changes = Vec::new();
+    for (group, spec) in specs {
+        let (Some(policy), Some(state)) = (spec.autoscale, groups.get(group)) else {
+            continue;
+        };
+        let hosts: std::collections::BTreeSet<&NodeId> =
+            state.members.keys().map(|(n, _)| n).collect();
+        let load: f64 = hosts
+            .iter()
+            .filter_map(|n| loads.get(*n))
+            .map(|l| l.inflight_asks as f64)
+            .sum();
+        let cooling = scaled_at
+            .get(group)
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(policy.cooldown_ms));
+        if let Some(to) = decide_scale(&policy, spec.replicas, load, cooling) {
+            changes.push((group.clone(), to));
+        }
+    }
+    changes
+}
+
+/// The replica count an autoscaled group should move to, if any: aims at the target load
+/// per replica, within bounds, only beyond the hysteresis band and not while cooling down.
+pub(crate) fn decide_scale(
+    policy: &Autoscale,
+    current: u32,
+    load: f64,
+    cooling: bool,
+) -> Option<u32> {
+    let (min, max) = (policy.min, policy.max.max(policy.min));
+    if current < min || current > max {
+        return Some(current.clamp(min, max));
+    }
+    let target_ok = policy.target_per_replica.is_finite() && policy.target_per_replica > 0.0;
+    if cooling || !target_ok || !load.is_finite() {
+        return None;
+    }
+    let per_replica = load / f64::from(current.max(1));
+    let wanted = ((load / policy.target_per_replica).ceil() as u32).clamp(min, max);
+    let band = policy.hysteresis.max(0.0);
+    if wanted > current && per_replica > policy.target_per_replica * (1.0 + band) {
+        return Some(wanted);
+    }
+    if wanted < current && per_replica < policy.target_per_replica * (1.0 - band) {
+        return Some(wanted);
+    }
+    None
+}
+
 /// Starts following the members of `group` (once).
 async fn follow_group(
     node: &Arc<NodeShared>,
@@ -324,6 +432,7 @@ fn reconcile(
     fence: u64,
     specs: &BTreeMap<String, GroupSpec>,
     groups: &mut HashMap<String, GroupState>,
+    loads: &BTreeMap<NodeId, LoadReport>,
     done: &mpsc::UnboundedSender<Outcome>,
 ) {
     let now = Instant::now();
@@ -366,7 +475,7 @@ fn reconcile(
             .map(|info| Candidate {
                 node: info.id.clone(),
                 labels: info.labels.clone(),
-                load: None,
+                load: loads.get(&info.id).cloned(),
                 replicas: per_node.get(&info.id).copied().unwrap_or(0),
             })
             .collect();
@@ -524,4 +633,49 @@ fn order_retire(node: &Arc<NodeShared>, fence: u64, group: &str, target: NodeId,
             tracing::warn!(%group, node = %target, %actor, error = %e, "a replica could not be retired");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Autoscale {
+        Autoscale {
+            min: 2,
+            max: 10,
+            target_per_replica: 4.0,
+            hysteresis: 0.25,
+            cooldown_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn scales_up_and_down_to_the_target_within_bounds() {
+        let p = policy();
+        assert_eq!(decide_scale(&p, 2, 40.0, false), Some(10));
+        assert_eq!(decide_scale(&p, 4, 400.0, false), Some(10), "capped at max");
+        assert_eq!(decide_scale(&p, 8, 4.0, false), Some(2), "floored at min");
+        assert_eq!(
+            decide_scale(&p, 1, 0.0, false),
+            Some(2),
+            "below min is corrected"
+        );
+    }
+
+    #[test]
+    fn hysteresis_and_cooldown_prevent_flapping() {
+        let p = policy();
+        // 4 replicas at 4.5 per replica: within 25 % of the target, no change.
+        assert_eq!(decide_scale(&p, 4, 18.0, false), None);
+        assert_eq!(decide_scale(&p, 4, 14.0, false), None);
+        // Beyond the band it acts, but not while cooling down.
+        assert_eq!(decide_scale(&p, 4, 24.0, false), Some(6));
+        assert_eq!(decide_scale(&p, 4, 24.0, true), None);
+        // A nonsense target does nothing.
+        let zero = Autoscale {
+            target_per_replica: 0.0,
+            ..p
+        };
+        assert_eq!(decide_scale(&zero, 4, 24.0, false), None);
+    }
 }

@@ -68,8 +68,8 @@ mod wire;
 
 pub use actor_ref::{ActorRef, Terminated, TerminationReason};
 pub use discovery::{
-    Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport, MembershipEvent,
-    MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
+    Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
+    MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
 };
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};

@@ -38,7 +38,23 @@ impl Spawnable for Replica {
     }
 }
 
-actormesh::remote_actor!(Replica = "ctl.Replica" { Where });
+/// Takes a while: keeps an ask in flight on the replica's node.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "()")]
+struct Slow;
+impl RemoteMessage for Slow {
+    const NAME: &'static str = "ctl.Slow";
+}
+impl Idempotent for Slow {}
+
+impl Handler<Slow> for Replica {
+    type Result = actix::ResponseFuture<()>;
+    fn handle(&mut self, _: Slow, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(tokio::time::sleep(Duration::from_millis(200)))
+    }
+}
+
+actormesh::remote_actor!(Replica = "ctl.Replica" { Where, Slow });
 
 async fn cluster(n: usize) -> (MemoryDiscovery, Vec<Node>) {
     let discovery = MemoryDiscovery::new();
@@ -51,6 +67,7 @@ async fn cluster(n: usize) -> (MemoryDiscovery, Vec<Node>) {
                 .discovery(discovery.clone())
                 .spawnable::<Replica>()
                 .controller(true)
+                .load_report_interval(Duration::from_millis(100))
                 .start()
                 .await
                 .unwrap(),
@@ -205,6 +222,75 @@ async fn a_singleton_has_one_instance_and_moves_when_its_node_dies() {
     }
     assert!(moved, "the singleton moved off the dead node");
     assert!(max_seen <= 1, "never two instances");
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[actix::test]
+async fn the_autoscaler_follows_the_load_within_bounds() {
+    let (discovery, nodes) = cluster(2).await;
+    // A caller that runs no replicas, so that every ask is remote and counted in flight.
+    let caller = Node::builder()
+        .cluster("ctl")
+        .node_id("caller")
+        .discovery(discovery.clone())
+        .start()
+        .await
+        .unwrap();
+    for n in &nodes {
+        caller
+            .wait_for_node(n.id(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    let spec = GroupSpec::new::<Replica>("elastic", &"e".to_owned(), 1)
+        .unwrap()
+        .autoscale_with(actormesh::Autoscale {
+            min: 1,
+            max: 6,
+            target_per_replica: 4.0,
+            hysteresis: 0.25,
+            cooldown_ms: 300,
+        });
+    nodes[0].deploy(&spec).await.unwrap();
+    let group = caller.group::<Replica>("elastic").await.unwrap();
+    settle(&group, 1).await;
+    // 40 callers keep asks in flight: about 40 / 4 = 10 replicas wanted, capped at 6.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..40 {
+        let g = group.clone();
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            for _ in 0..1_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let _ = g.ask_idempotent(Slow).await;
+            }
+        }));
+    }
+    let mut grown = false;
+    for _ in 0..300 {
+        if group.instances().len() == 6 {
+            grown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        grown,
+        "scaled up to the maximum: {}",
+        group.instances().len()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    // Idle: back to the minimum, never below.
+    settle(&group, 1).await;
+    caller.shutdown().await;
     for n in nodes {
         n.shutdown().await;
     }

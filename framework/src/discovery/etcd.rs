@@ -830,6 +830,24 @@ impl Discovery for EtcdDiscovery {
             .session(cluster, node)
             .and_then(|s| *lock(&s.alive_until))
     }
+
+    fn loads<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> DiscoveryFuture<'a, std::collections::BTreeMap<NodeId, LoadReport>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = format!("{}load/", inner.cluster_prefix(cluster));
+            let (_, loads) = inner.read_prefix::<LoadReport>(&prefix).await?;
+            Ok(loads
+                .into_iter()
+                .filter_map(|(key, load)| {
+                    let id = key.strip_prefix(prefix.as_bytes())?;
+                    Some((NodeId::new(String::from_utf8_lossy(id)), load))
+                })
+                .collect())
+        })
+    }
 }
 
 /// Keeps the session's lease alive; after an outage that outlived the lease, registers the

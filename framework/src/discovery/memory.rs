@@ -401,6 +401,10 @@ impl Discovery for MemoryDiscovery {
             })
         })
     }
+
+    fn loads<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, BTreeMap<NodeId, LoadReport>> {
+        Box::pin(async move { Ok(self.load(cluster)) })
+    }
 }
 
 impl MemoryDiscovery {

@@ -177,7 +177,29 @@ pub struct GroupSpec {
     /// [`controller`](crate::controller)).
     #[serde(default)]
     pub singleton: bool,
+    /// Let the controller choose `replicas` from the load, within bounds.
+    #[serde(default)]
+    pub autoscale: Option<Autoscale>,
 }
+
+/// Automatic scaling of a [`GroupSpec`] on its load: the asks in flight on the nodes that
+/// run its replicas, per replica, from the nodes' [`LoadReport`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Autoscale {
+    /// Never fewer replicas.
+    pub min: u32,
+    /// Never more replicas.
+    pub max: u32,
+    /// The asks in flight per replica to aim for.
+    pub target_per_replica: f64,
+    /// Act only when the load per replica is this fraction above or below the target
+    /// (for example 0.25), so that the group does not flap.
+    pub hysteresis: f64,
+    /// At least this long between two changes, in milliseconds.
+    pub cooldown_ms: u64,
+}
+
+impl Eq for Autoscale {}
 
 /// The placement policy of a [`GroupSpec`] (see [`placement`](crate::placement)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -297,6 +319,9 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         node: &'a NodeId,
     ) -> DiscoveryFuture<'a, Leadership>;
+
+    /// The latest load report of every node of `cluster` that published one.
+    fn loads<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, BTreeMap<NodeId, LoadReport>>;
 
     /// Until when `node`'s registration is certainly alive: its last renewal that etcd
     /// confirmed, counted from when it was sent, plus the TTL. `None` when the backend has no
