@@ -119,12 +119,13 @@ impl GroupSpec {
         }
     }
 
-    fn policy(&self) -> Box<dyn Placement> {
-        match self.placement {
-            PlacementPolicy::RoundRobin => Box::new(placement::RoundRobin::new()),
-            PlacementPolicy::LeastLoaded => Box::new(placement::LeastLoaded::new()),
-            PlacementPolicy::Spread => Box::new(placement::Spread::new()),
-        }
+    fn policy(&self, node: &NodeShared) -> Option<Arc<dyn Placement>> {
+        Some(match &self.placement {
+            PlacementPolicy::RoundRobin => Arc::new(placement::RoundRobin::new()),
+            PlacementPolicy::LeastLoaded => Arc::new(placement::LeastLoaded::new()),
+            PlacementPolicy::Spread => Arc::new(placement::Spread::new()),
+            PlacementPolicy::Custom(name) => node.placement(name)?,
+        })
     }
 }
 
@@ -479,7 +480,10 @@ fn reconcile(
                 replicas: per_node.get(&info.id).copied().unwrap_or(0),
             })
             .collect();
-        let policy = spec.policy();
+        let Some(policy) = spec.policy(node) else {
+            tracing::warn!(%group, placement = ?spec.placement, "unknown placement policy on the leader; register it with NodeBuilder::placement");
+            continue;
+        };
         let constraints = spec.constraints();
         let replicas = if spec.singleton {
             spec.replicas.min(1)

@@ -295,3 +295,62 @@ async fn the_autoscaler_follows_the_load_within_bounds() {
         n.shutdown().await;
     }
 }
+
+/// Puts every replica on the node with the largest id.
+#[derive(Debug)]
+struct LastNode;
+
+impl actormesh::placement::Placement for LastNode {
+    fn place(
+        &self,
+        candidates: &[actormesh::placement::Candidate],
+        _: &actormesh::placement::Constraints,
+        count: u32,
+    ) -> Vec<usize> {
+        let last = (0..candidates.len()).max_by_key(|&i| candidates[i].node.clone());
+        last.map(|i| vec![i; count as usize]).unwrap_or_default()
+    }
+
+    fn name(&self) -> &'static str {
+        "last_node"
+    }
+}
+
+#[actix::test]
+async fn a_custom_placement_policy_plugs_into_the_controller() {
+    let discovery = MemoryDiscovery::new();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(
+            Node::builder()
+                .cluster("custom")
+                .node_id(format!("n{i}"))
+                .discovery(discovery.clone())
+                .spawnable::<Replica>()
+                .placement("last", LastNode)
+                .controller(true)
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for n in &nodes {
+        nodes[0]
+            .wait_for_node(n.id(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    }
+    let spec = GroupSpec::new::<Replica>("custom", &"c".to_owned(), 3)
+        .unwrap()
+        .placement(PlacementPolicy::Custom("last".into()));
+    nodes[0].deploy(&spec).await.unwrap();
+    let group = nodes[0].group::<Replica>("custom").await.unwrap();
+    let per_node = settle(&group, 3).await;
+    assert_eq!(
+        per_node.into_iter().collect::<Vec<_>>(),
+        vec![("n2".to_owned(), 3)]
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}

@@ -202,7 +202,7 @@ pub struct Autoscale {
 impl Eq for Autoscale {}
 
 /// The placement policy of a [`GroupSpec`] (see [`placement`](crate::placement)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlacementPolicy {
     /// The node with the fewest replicas of the group.
@@ -212,6 +212,10 @@ pub enum PlacementPolicy {
     LeastLoaded,
     /// Never above the even share.
     Spread,
+    /// A policy of your own, registered under this name with
+    /// [`NodeBuilder::placement`](crate::NodeBuilder::placement) on every node that may lead
+    /// the controller.
+    Custom(String),
 }
 
 /// A change of the cluster's group specs.

@@ -30,6 +30,7 @@ pub struct NodeBuilder {
     discovery: Option<Arc<dyn Discovery>>,
     labels: BTreeMap<String, String>,
     spawnables: HashMap<&'static str, SpawnFn>,
+    placements: HashMap<String, Arc<dyn crate::placement::Placement>>,
     ask_timeout: Duration,
     connect_timeout: Duration,
     shutdown_timeout: Duration,
@@ -49,6 +50,7 @@ impl NodeBuilder {
             discovery: None,
             labels: BTreeMap::new(),
             spawnables: HashMap::new(),
+            placements: HashMap::new(),
             ask_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
@@ -99,6 +101,18 @@ impl NodeBuilder {
     /// Lets other nodes spawn actors of type `A` here with [`Node::spawn_on`].
     pub fn spawnable<A: Spawnable>(mut self) -> Self {
         self.spawnables.insert(A::NAME, spawn_from_wire::<A>);
+        self
+    }
+
+    /// Registers a placement policy of your own under `name`, for group specs with
+    /// [`PlacementPolicy::Custom`](crate::PlacementPolicy::Custom). Register it on every node
+    /// that may lead the controller.
+    pub fn placement(
+        mut self,
+        name: impl Into<String>,
+        policy: impl crate::placement::Placement,
+    ) -> Self {
+        self.placements.insert(name.into(), Arc::new(policy));
         self
     }
 
@@ -221,6 +235,7 @@ impl NodeBuilder {
             departed: Mutex::new(HashSet::new()),
             declarations: RwLock::new(HashMap::new()),
             spawnables: self.spawnables,
+            placements: self.placements,
             arbiter,
             stopping: AtomicBool::new(false),
             shutdown_tx,

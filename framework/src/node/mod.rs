@@ -140,6 +140,7 @@ pub(crate) struct NodeShared {
     departed: Mutex<HashSet<NodeId>>,
     declarations: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     spawnables: HashMap<&'static str, SpawnFn>,
+    placements: HashMap<String, Arc<dyn crate::placement::Placement>>,
     arbiter: ArbiterHandle,
     stopping: AtomicBool,
     shutdown_tx: watch::Sender<bool>,
@@ -506,6 +507,11 @@ impl Node {
 }
 
 impl NodeShared {
+    /// A placement policy registered with [`NodeBuilder::placement`].
+    pub(crate) fn placement(&self, name: &str) -> Option<Arc<dyn crate::placement::Placement>> {
+        self.placements.get(name).cloned()
+    }
+
     /// The members of the cluster as this node sees them.
     pub(crate) fn members(&self) -> Vec<NodeInfo> {
         read(&self.members).values().cloned().collect()
