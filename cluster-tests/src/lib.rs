@@ -248,6 +248,115 @@ actormesh::remote_actor!(Worker = "cluster.Worker" { Work, Ping, Pings });
 /// The group the workers of `cluster-node --workers K` join unless `--group` says otherwise.
 pub const DEFAULT_GROUP: &str = "workers";
 
+/// The process's node id as replicas report it (set once by `cluster-node` at start).
+static LOCAL_NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Numbers the replicas started in this process.
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Records the id of the node this process runs (what [`Where`] answers); first call wins.
+pub fn set_local_node(id: &str) {
+    let _ = LOCAL_NODE.set(id.to_owned());
+}
+
+/// Where a [`Replica`] runs: its node's id, the tag it was built with, and its instance
+/// number (unique among the replicas started in its process, fresh after a restart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whereabouts {
+    /// The node running the replica.
+    pub node: String,
+    /// The tag of its spec (its constructor argument).
+    pub tag: String,
+    /// Its instance number within its process.
+    pub instance: u64,
+}
+
+/// Answers the replica's [`Whereabouts`]. Reading only: [`Idempotent`].
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "Whereabouts")]
+pub struct Where;
+impl RemoteMessage for Where {
+    const NAME: &'static str = "cluster.Where";
+}
+impl Idempotent for Where {}
+
+/// Makes the replica's handler panic (the caller gets `Error::HandlerPanicked`).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "()")]
+pub struct Crash;
+impl RemoteMessage for Crash {
+    const NAME: &'static str = "cluster.Crash";
+}
+
+/// Adds one to the replica's counter and answers it (its state: 1 after a fresh start).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+pub struct Bump;
+impl RemoteMessage for Bump {
+    const NAME: &'static str = "cluster.Bump";
+}
+
+/// The replica the controller scenarios deploy (`cluster-node` registers it as spawnable),
+/// also used as the supervised actor of `--supervised-worker` and its neighbour.
+#[derive(Debug)]
+pub struct Replica {
+    tag: String,
+    instance: u64,
+    bumps: u64,
+}
+
+impl Replica {
+    /// A replica built with `tag`.
+    pub fn new(tag: impl Into<String>) -> Self {
+        Replica {
+            tag: tag.into(),
+            instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            bumps: 0,
+        }
+    }
+}
+
+impl Actor for Replica {
+    type Context = Context<Self>;
+}
+
+impl Handler<Where> for Replica {
+    type Result = MessageResult<Where>;
+    fn handle(&mut self, _: Where, _: &mut Context<Self>) -> MessageResult<Where> {
+        MessageResult(Whereabouts {
+            node: LOCAL_NODE.get().cloned().unwrap_or_default(),
+            tag: self.tag.clone(),
+            instance: self.instance,
+        })
+    }
+}
+
+impl Handler<Crash> for Replica {
+    type Result = ();
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("replica {} asked to crash", self.instance);
+    }
+}
+
+impl Handler<Bump> for Replica {
+    type Result = u64;
+    fn handle(&mut self, _: Bump, _: &mut Context<Self>) -> u64 {
+        self.bumps += 1;
+        self.bumps
+    }
+}
+
+impl Spawnable for Replica {
+    type Args = String;
+    fn from_args(tag: String, _: &mut Context<Self>) -> Self {
+        Replica::new(tag)
+    }
+}
+
+actormesh::remote_actor!(Replica = "cluster.Replica" { Where, Crash, Bump });
+
+/// The label `cluster-node --controller` processes carry, which replica specs select.
+pub const REPLICA_LABEL: (&str, &str) = ("role", "replica");
+
 /// How to start one `cluster-node` process: its cluster, id and options.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -260,6 +369,8 @@ pub struct NodeSpec {
     netns: Option<String>,
     workers: u32,
     group: Option<String>,
+    controller: bool,
+    supervised_worker: bool,
 }
 
 impl NodeSpec {
@@ -276,6 +387,8 @@ impl NodeSpec {
             netns: None,
             workers: 0,
             group: None,
+            controller: false,
+            supervised_worker: false,
         }
     }
 
@@ -315,6 +428,19 @@ impl NodeSpec {
         self
     }
 
+    /// Makes the process a controller candidate carrying [`REPLICA_LABEL`] (`--controller`).
+    pub fn controller(mut self) -> Self {
+        self.controller = true;
+        self
+    }
+
+    /// Runs a supervised [`Replica`] named `sup-{id}` and a plain one named `neighbour-{id}`
+    /// (`--supervised-worker`).
+    pub fn supervised_worker(mut self) -> Self {
+        self.supervised_worker = true;
+        self
+    }
+
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
@@ -344,6 +470,12 @@ impl NodeSpec {
         }
         if let Some(group) = &self.group {
             command.args(["--group", group]);
+        }
+        if self.controller {
+            command.arg("--controller");
+        }
+        if self.supervised_worker {
+            command.arg("--supervised-worker");
         }
         command.stdin(Stdio::piped()).kill_on_drop(true);
         command

@@ -1,6 +1,6 @@
 //! The scenario node:
 //! `cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] [--listen IP] [--load-ms MS]
-//! [--workers K] [--group NAME]`.
+//! [--workers K] [--group NAME] [--controller] [--supervised-worker]`.
 //!
 //! Starts a node, spawns a `Counter`, prints `READY <hex reference>` and serves until its
 //! standard input closes, then shuts down gracefully and exits 0.
@@ -17,6 +17,12 @@
 //! ready, its workers are in the group (in etcd with `--etcd`). A graceful stop or a death
 //! takes them out of the group with the node.
 //!
+//! Every process registers `Replica` as spawnable (the controller scenarios deploy it).
+//! `--controller` makes the node a candidate for the cluster's controller and labels it
+//! `role=replica` (which the scenarios' specs select, so the test node gets no replica).
+//! `--supervised-worker` (with `--etcd`) spawns a `Replica` under `Restart::OnFailure`
+//! supervision, named `sup-{NODE_ID}`, and a plain one named `neighbour-{NODE_ID}`.
+//!
 //! When the node cannot start (for example its id is used by a live node of the cluster) the
 //! error is printed to stderr and the process exits with code 1; a bad command line exits 2.
 
@@ -24,12 +30,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
-use actormesh::Node;
-use actormesh_cluster_tests::{to_hex, Counter, Observer, Worker, DEFAULT_GROUP};
+use actormesh::{Node, Restart, Supervision};
+use actormesh_cluster_tests::{
+    set_local_node, to_hex, Counter, Observer, Replica, Worker, DEFAULT_GROUP, REPLICA_LABEL,
+};
 use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] \
-                     [--listen IP] [--load-ms MS] [--workers K] [--group NAME]";
+                     [--listen IP] [--load-ms MS] [--workers K] [--group NAME] \
+                     [--controller] [--supervised-worker]";
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -42,6 +51,8 @@ struct Args {
     load_interval: Duration,
     workers: u32,
     group: String,
+    controller: bool,
+    supervised_worker: bool,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -57,8 +68,21 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         load_interval: Duration::from_millis(500),
         workers: 0,
         group: DEFAULT_GROUP.to_owned(),
+        controller: false,
+        supervised_worker: false,
     };
     while let Some(flag) = args.next() {
+        match flag.as_str() {
+            "--controller" => {
+                parsed.controller = true;
+                continue;
+            }
+            "--supervised-worker" => {
+                parsed.supervised_worker = true;
+                continue;
+            }
+            _ => {}
+        }
         let value = args
             .next()
             .ok_or_else(|| format!("{flag} needs a value; {USAGE}"))?;
@@ -104,9 +128,15 @@ async fn spawn_workers(node: &Node, args: &Args) -> Result<(), actormesh::Error>
 
 /// Starts the node and prints `READY`; returns the running node.
 async fn start(args: &Args) -> Result<Node, actormesh::Error> {
+    set_local_node(&args.id);
     let mut builder = Node::builder()
         .cluster(args.cluster.clone())
-        .node_id(args.id.clone());
+        .node_id(args.id.clone())
+        .spawnable::<Replica>()
+        .controller(args.controller);
+    if args.controller {
+        builder = builder.label(REPLICA_LABEL.0, REPLICA_LABEL.1);
+    }
     if let Some(ip) = args.listen {
         builder = builder.listen(SocketAddr::new(ip, 0));
     }
@@ -134,6 +164,17 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
             .await?;
         node.register_name(&format!("observer-{}", args.id), &observer)
             .await?;
+        if args.supervised_worker {
+            let supervised = node.spawn_supervised::<Replica>(
+                format!("sup-{}", args.id),
+                Supervision::new(Restart::OnFailure),
+            );
+            node.register_name(&format!("sup-{}", args.id), &supervised)
+                .await?;
+            let neighbour = node.spawn(Replica::new(format!("neighbour-{}", args.id)));
+            node.register_name(&format!("neighbour-{}", args.id), &neighbour)
+                .await?;
+        }
         spawn_workers(&node, args).await
     };
     if let Err(e) = registered.await {
