@@ -472,7 +472,10 @@ fn reconcile(
         }
         let candidates: Vec<Candidate> = live
             .values()
-            .filter(|info| !state.unable.contains_key(&info.id))
+            .filter(|info| {
+                !state.unable.contains_key(&info.id)
+                    && info.spawnable.iter().any(|t| t == &spec.actor_type)
+            })
             .map(|info| Candidate {
                 node: info.id.clone(),
                 labels: info.labels.clone(),

@@ -381,6 +381,7 @@ fn child_info(line: &str) -> Result<NodeInfo, BoxError> {
         version: next("version")?.to_owned(),
         labels: Default::default(),
         started_at_ms: next("start time")?.parse()?,
+        spawnable: vec![<Idle as actormesh::RemoteActor>::NAME.to_owned()],
     })
 }
 

@@ -434,6 +434,7 @@ mod tests {
             version: "test".into(),
             labels: Default::default(),
             started_at_ms: 0,
+            spawnable: Vec::new(),
         }
     }
 

@@ -54,6 +54,9 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// When the node started, in milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The actor types other nodes (and the controller) may spawn here.
+    #[serde(default)]
+    pub spawnable: Vec<String>,
 }
 
 /// A change of membership, in the order discovery saw it.

@@ -201,6 +201,7 @@ impl NodeBuilder {
             started_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            spawnable: self.spawnables.keys().map(|k| (*k).to_owned()).collect(),
         };
         let discovery = self
             .discovery
