@@ -1,1 +1,102 @@
-//! Shared pieces of the actormesh examples.
+//! Shared pieces of the actormesh examples and benchmarks: child processes that announce
+//! themselves, percentiles, and durations printed the same way everywhere.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The error type of the example binaries.
+pub type BoxError = Box<dyn std::error::Error>;
+
+/// This binary run again as a child process with `args`, once it has printed its first line.
+#[derive(Debug)]
+pub struct ChildProcess {
+    /// The process (killed when dropped).
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    _stdout: BufReader<ChildStdout>,
+    /// The first line it printed (its announcement: an address, a reference, `READY`…).
+    pub line: String,
+}
+
+impl ChildProcess {
+    /// Starts the current executable with `args` and waits (up to 20 s) for its first line.
+    pub async fn start(args: &[&str]) -> Result<Self, BoxError> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line))
+            .await
+            .map_err(|_| format!("child {args:?} did not announce itself within 20 s"))??;
+        let line = line.trim().to_owned();
+        if line.is_empty() {
+            return Err(format!("child {args:?} exited without announcing itself").into());
+        }
+        Ok(ChildProcess {
+            child,
+            stdin,
+            _stdout: stdout,
+            line,
+        })
+    }
+
+    /// Like [`ChildProcess::start`], and checks that the announcement is `READY`.
+    pub async fn ready(args: &[&str]) -> Result<Self, BoxError> {
+        let child = Self::start(args).await?;
+        if child.line != "READY" {
+            return Err(
+                format!("unexpected first line from child {args:?}: {}", child.line).into(),
+            );
+        }
+        Ok(child)
+    }
+
+    /// Closes its stdin (it exits), waits up to 2 s, then kills it.
+    pub async fn stop(mut self) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The `p`-th percentile (0–100) of sorted samples, by rounded rank; zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// A duration as milliseconds, right-aligned: `  1234.5 ms`.
+pub fn ms(d: Duration) -> String {
+    format!("{:8.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_rounded_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50.0), Duration::from_millis(51));
+        assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+        assert_eq!(ms(Duration::from_micros(1500)), "     1.5 ms");
+    }
+}

@@ -16,6 +16,7 @@ use actormesh::balance::{
     ConsistentHash, LeastOutstanding, PowerOfTwo, Random, RoundRobin, Weighted,
 };
 use actormesh::prelude::*;
+use actormesh_examples::{ms, percentile};
 use serde::{Deserialize, Serialize};
 
 /// Fast instances take this long per request; the slow one ten times as long.
@@ -71,17 +72,6 @@ struct Outcome {
     errors: u64,
     per_instance: HashMap<u32, u64>,
     elapsed: Duration,
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p / 100.0).round() as usize]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:8.1} ms", d.as_secs_f64() * 1e3)
 }
 
 /// Spawns 8 servers over the 3 hosts (index 7 slow unless `all_equal`) in group `group`.
@@ -206,8 +196,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let slow_share = *out.per_instance.get(&7).unwrap_or(&0) as f64 / served.max(1) as f64;
         println!(
             "   {name:18} p50 {} p99 {} max {}  {:7.0} asks/s  errors {:5}  answered by the slow instance {:5.1} %",
-            ms(pct(&out.latencies, 50.0)),
-            ms(pct(&out.latencies, 99.0)),
+            ms(percentile(&out.latencies, 50.0)),
+            ms(percentile(&out.latencies, 99.0)),
             ms(*out.latencies.last().unwrap_or(&Duration::ZERO)),
             served as f64 / out.elapsed.as_secs_f64(),
             out.errors,
@@ -274,13 +264,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let served: u64 = out.per_instance.values().sum();
         println!(
             "{name:18} | {} | {} | {:7.0} | {:6} | {:9.1}% | {:.2}x",
-            ms(pct(&out.latencies, 50.0)),
-            ms(pct(&out.latencies, 99.0)),
+            ms(percentile(&out.latencies, 50.0)),
+            ms(percentile(&out.latencies, 99.0)),
             served as f64 / out.elapsed.as_secs_f64(),
             out.errors,
             share * 100.0,
-            pct(&out.latencies, 99.0).as_secs_f64()
-                / pct(&rr.latencies, 99.0).as_secs_f64().max(1e-9)
+            percentile(&out.latencies, 99.0).as_secs_f64()
+                / percentile(&rr.latencies, 99.0).as_secs_f64().max(1e-9)
         );
     }
     println!(

@@ -19,18 +19,16 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use actormesh::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-type BoxError = Box<dyn std::error::Error>;
+use actormesh_examples::{BoxError, ChildProcess};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -278,54 +276,6 @@ async fn serve_echo(mut stream: TcpStream) -> Result<(), BoxError> {
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
-        }
-    }
-}
-
-/// A child process of this binary; killed when dropped.
-struct ChildProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    _stdout: BufReader<ChildStdout>,
-    /// The line it announced.
-    line: String,
-}
-
-impl ChildProcess {
-    async fn start(role: &str) -> Result<Self, BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg(role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line))
-            .await
-            .map_err(|_| format!("child `{role}` did not announce itself within 20 s"))??;
-        let line = line.trim().to_owned();
-        if line.is_empty() {
-            return Err(format!("child `{role}` exited without announcing itself").into());
-        }
-        Ok(ChildProcess {
-            child,
-            stdin,
-            _stdout: stdout,
-            line,
-        })
-    }
-
-    /// Closes its stdin (it exits), waits a little, then kills it.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
         }
     }
 }
@@ -930,8 +880,8 @@ async fn run() -> Result<(), BoxError> {
     println!();
 
     // The two child processes.
-    let actor_child = ChildProcess::start("serve-actor").await?;
-    let tcp_child = ChildProcess::start("serve-tcp").await?;
+    let actor_child = ChildProcess::start(&["serve-actor"]).await?;
+    let tcp_child = ChildProcess::start(&["serve-tcp"]).await?;
     let sink = node.actor_ref_from_bytes::<Sink>(&unhex(&actor_child.line)?)?;
     let port: u16 = tcp_child.line.parse()?;
     // Establish the link.

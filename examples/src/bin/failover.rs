@@ -17,10 +17,10 @@ use actix::{Actor, Context, Handler, Message};
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::prelude::*;
 use actormesh::{Discovery, GroupSpec, PlacementPolicy};
+use actormesh_examples::{ms, percentile, BoxError, ChildProcess};
 use actormesh_testkit::Etcd;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncReadExt;
 
 const TTL: Duration = Duration::from_secs(2);
 const CLUSTER: &str = "failover";
@@ -30,8 +30,6 @@ const KILLS: usize = 10;
 const TARGET_P99: Duration = Duration::from_secs(3);
 /// How long the group may take to be whole again before a run counts as failed.
 const LIMIT: Duration = Duration::from_secs(30);
-
-type BoxError = Box<dyn std::error::Error>;
 
 /// Answers the id of the node running the replica.
 #[derive(Debug, Clone, Message, Serialize, Deserialize)]
@@ -70,18 +68,6 @@ impl Spawnable for Replica {
 
 actormesh::remote_actor!(Replica = "failover.Replica" { Where });
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:8.1} ms", d.as_secs_f64() * 1000.0)
-}
-
 async fn discovery(endpoint: &str) -> Result<EtcdDiscovery, actormesh::Error> {
     EtcdDiscovery::connect(EtcdConfig::new([endpoint]).lease_ttl(TTL)).await
 }
@@ -102,27 +88,6 @@ async fn run_node(endpoint: &str, id: &str) -> Result<(), BoxError> {
     let _ = tokio::io::stdin().read_to_end(&mut sink).await;
     node.shutdown().await;
     Ok(())
-}
-
-/// Starts a child node process and waits for its READY line.
-async fn child(endpoint: &str, id: &str) -> Result<Child, BoxError> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["node", endpoint, id])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await??
-    .ok_or("child exited")?;
-    if line != "READY" {
-        return Err(format!("unexpected line from child: {line}").into());
-    }
-    Ok(child)
 }
 
 /// Distinct replicas the observer sees, by node; `None` when one is seen twice.
@@ -170,12 +135,15 @@ async fn all_answer(group: &GroupRef<Replica>) -> Result<(), BoxError> {
 }
 
 async fn bench(endpoint: &str) -> Result<Vec<Duration>, BoxError> {
-    let mut children: Vec<(String, Child)> = Vec::new();
+    let mut children: Vec<(String, ChildProcess)> = Vec::new();
     let mut next = 0;
     for _ in 0..3 {
         let id = format!("c{next}");
         next += 1;
-        children.push((id.clone(), child(endpoint, &id).await?));
+        children.push((
+            id.clone(),
+            ChildProcess::ready(&["node", endpoint, &id]).await?,
+        ));
     }
     let watch = discovery(endpoint).await?;
     let observer = Node::builder()
@@ -219,12 +187,12 @@ async fn bench(endpoint: &str) -> Result<Vec<Duration>, BoxError> {
             .ok_or("victim gone")?;
         let (_, mut process) = children.remove(at);
         let held = counts.get(&victim).copied().unwrap_or(0);
-        process.start_kill()?;
+        process.child.start_kill()?;
         let killed = Instant::now();
         let took = whole(&group, Some(&victim), killed)
             .await
             .ok_or_else(|| format!("kill {}: the group was not whole within {LIMIT:?}", i + 1))?;
-        let _ = tokio::time::timeout(Duration::from_secs(10), process.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), process.child.wait()).await;
         all_answer(&group).await?;
         println!(
             "   kill {:2}: {victim} (held {held:2}, leader {leader}) -> 12 live replicas after {} {:?}",
@@ -235,14 +203,16 @@ async fn bench(endpoint: &str) -> Result<Vec<Duration>, BoxError> {
         times.push(took);
         let id = format!("c{next}");
         next += 1;
-        children.push((id.clone(), child(endpoint, &id).await?));
+        children.push((
+            id.clone(),
+            ChildProcess::ready(&["node", endpoint, &id]).await?,
+        ));
         observer
             .wait_for_node(&NodeId::new(id.as_str()), Duration::from_secs(10))
             .await?;
     }
-    for (_, mut c) in children {
-        drop(c.stdin.take());
-        let _ = tokio::time::timeout(Duration::from_secs(15), c.wait()).await;
+    for (_, c) in children {
+        c.stop().await;
     }
     observer.shutdown().await;
     times.sort();

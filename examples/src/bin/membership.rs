@@ -9,25 +9,13 @@ use std::time::{Duration, Instant};
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{MembershipEvent, MemoryDiscovery, Node, NodeId};
+use actormesh_examples::{ms, percentile, ChildProcess};
 use actormesh_testkit::Etcd;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::AsyncReadExt;
 
 const TTL: Duration = Duration::from_secs(2);
 const STEADY: Duration = Duration::from_secs(10);
 const KILLS: usize = 10;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:8.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 async fn etcd_node(endpoint: &str, id: &str) -> Result<(Node, EtcdDiscovery), actormesh::Error> {
     let discovery = EtcdDiscovery::connect(EtcdConfig::new([endpoint]).lease_ttl(TTL)).await?;
@@ -121,41 +109,17 @@ async fn scale_in_memory(
     Ok((join, leave))
 }
 
-/// Starts a child node process and waits for its READY line.
-async fn child(
-    endpoint: &str,
-    id: &str,
-) -> Result<tokio::process::Child, Box<dyn std::error::Error>> {
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["node", endpoint, id])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let line = tokio::time::timeout(
-        Duration::from_secs(20),
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await??
-    .ok_or("child exited")?;
-    if line != "READY" {
-        return Err(format!("unexpected line from child: {line}").into());
-    }
-    Ok(child)
-}
-
 async fn detection(endpoint: &str) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
     let (observer, _d) = etcd_node(endpoint, "observer").await?;
     let mut times = Vec::new();
     for i in 0..KILLS {
         let id = format!("victim-{i}");
-        let mut victim = child(endpoint, &id).await?;
+        let mut victim = ChildProcess::ready(&["node", endpoint, &id]).await?;
         observer
             .wait_for_node(&NodeId::new(id.as_str()), Duration::from_secs(10))
             .await?;
         let mut events = observer.subscribe();
-        victim.start_kill()?;
+        victim.child.start_kill()?;
         let killed = Instant::now();
         let seen = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
@@ -173,7 +137,7 @@ async fn detection(endpoint: &str) -> Result<Vec<Duration>, Box<dyn std::error::
         .ok()
         .flatten()
         .ok_or("kill not detected within 15 s")?;
-        let _ = victim.wait().await;
+        let _ = victim.child.wait().await;
         println!("   kill {:2}: seen down after {}", i + 1, ms(seen));
         times.push(seen);
     }

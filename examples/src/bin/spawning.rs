@@ -32,10 +32,9 @@ use actix::{Actor, Context, Handler, Message};
 use actormesh::prelude::*;
 use actormesh::{Discovery, NodeInfo};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 
-type BoxError = Box<dyn std::error::Error>;
+use actormesh_examples::{percentile, BoxError, ChildProcess};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -317,54 +316,6 @@ async fn memory_child(mesh: bool, batched: bool, count: Option<&str>) -> Result<
     Ok(())
 }
 
-/// A child process of this binary; killed when dropped.
-struct ChildProcess {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    _stdout: BufReader<ChildStdout>,
-    /// The line it announced.
-    line: String,
-}
-
-impl ChildProcess {
-    async fn start(role: &str) -> Result<Self, BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg(role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
-        let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line))
-            .await
-            .map_err(|_| format!("child `{role}` did not announce itself within 20 s"))??;
-        let line = line.trim().to_owned();
-        if line.is_empty() {
-            return Err(format!("child `{role}` exited without announcing itself").into());
-        }
-        Ok(ChildProcess {
-            child,
-            stdin,
-            _stdout: stdout,
-            line,
-        })
-    }
-
-    /// Closes its stdin (it exits), waits a little, then kills it.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-    }
-}
-
 /// The child node's announcement, as a member entry of the parent's discovery view.
 fn child_info(line: &str) -> Result<NodeInfo, BoxError> {
     let mut parts = line.split_whitespace();
@@ -524,9 +475,9 @@ impl Series {
         if !self.latencies.is_empty() {
             s.push_str(&format!(
                 "  p50 {}  p99 {}  max {}",
-                micros(pct(&self.latencies, 50.0)),
-                micros(pct(&self.latencies, 99.0)),
-                micros(pct(&self.latencies, 100.0))
+                micros(percentile(&self.latencies, 50.0)),
+                micros(percentile(&self.latencies, 99.0)),
+                micros(percentile(&self.latencies, 100.0))
             ));
         }
         if self.cut {
@@ -694,13 +645,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[(((sorted.len() - 1) as f64) * p / 100.0).round() as usize]
-}
-
 fn rate(r: f64) -> String {
     if r >= 1e6 {
         format!("{:.2} M/s", r / 1e6)
@@ -795,7 +739,7 @@ async fn run() -> Result<(), BoxError> {
     );
     let discovery = MemoryDiscovery::new();
     let node = start_node_on(discovery.clone(), false).await?;
-    let child = ChildProcess::start("serve-node").await?;
+    let child = ChildProcess::start(&["serve-node"]).await?;
     let info = child_info(&child.line)?;
     // An in-process discovery does not reach the child: put the child's entry (which it
     // printed) into this process's view, as a shared discovery service would.
