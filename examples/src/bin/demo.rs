@@ -1,14 +1,17 @@
 //! The actormesh demo: three nodes in one process on the embedded discovery.
 //!
 //! Shows asks and tells across nodes, remote spawn, named lookup, a reference passed inside a
-//! message, watching a remote actor, and what a caller sees when a node leaves.
+//! message, watching a remote actor, what a caller sees when a node leaves, and the controller
+//! making a deployed group whole again on the surviving nodes after a node crashes.
 //!
 //! Run it with `./scripts/demo.sh` or `cargo run --release -p actormesh-examples --bin demo`.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use actormesh::prelude::*;
+use actormesh::{Discovery, GroupSpec};
 use serde::{Deserialize, Serialize};
 
 /// Adds to a running total and answers the new total.
@@ -101,18 +104,61 @@ impl Handler<Terminated> for Watcher {
     }
 }
 
+type BoxError = Box<dyn std::error::Error>;
+
+/// Starts a node of the demo cluster: it can run counters for other nodes and for the
+/// controller, and it is a candidate to lead the controller.
 async fn start(discovery: &MemoryDiscovery, id: &str) -> Result<Node, Error> {
     Node::builder()
         .cluster("demo")
         .node_id(id)
         .discovery(discovery.clone())
         .spawnable::<Counter>()
+        .controller(true)
         .start()
         .await
 }
 
+/// Polls the instances of `group` every 10 ms until `done` holds for them, for at most
+/// `timeout`; returns how many run on each node.
+async fn wait_for_group(
+    group: &GroupRef<Counter>,
+    timeout: Duration,
+    done: impl Fn(&[ActorRef<Counter>]) -> bool,
+) -> Result<BTreeMap<String, usize>, BoxError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let instances = group.instances();
+        if done(&instances) {
+            let mut per_node = BTreeMap::new();
+            for counter in &instances {
+                *per_node.entry(counter.node().to_string()).or_insert(0) += 1;
+            }
+            return Ok(per_node);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "group {} not there within {timeout:?} ({} instances)",
+                group.name(),
+                instances.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// "2 on node-a, 2 on node-b".
+fn show(per_node: &BTreeMap<String, usize>) -> String {
+    per_node
+        .iter()
+        .map(|(node, n)| format!("{n} on {node}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[actix::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     let discovery = MemoryDiscovery::new();
     let a = start(&discovery, "node-a").await?;
     let b = start(&discovery, "node-b").await?;
@@ -182,8 +228,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(v) => return Err(format!("ask to a node that left answered {v}").into()),
     }
 
+    let d = start(&discovery, "node-d").await?;
+    for (x, y) in [(&a, &d), (&b, &d), (&d, &a), (&d, &b)] {
+        x.wait_for_node(y.id(), Duration::from_secs(5)).await?;
+    }
+    let spec = GroupSpec::new::<Counter>("counters", &0, 6)?;
+    a.deploy(&spec).await?;
+    println!("7. node-d joins, and node-a deploys a group of 6 counters");
+    let counters = a.group::<Counter>("counters").await?;
+    let placed = wait_for_group(&counters, Duration::from_secs(5), |c| c.len() == 6).await?;
+    let (leader, _) = discovery
+        .leader("demo")
+        .await?
+        .ok_or("no node leads the controller")?;
+    println!(
+        "   the controller (led by {leader}) runs them: {}",
+        show(&placed)
+    );
+    if !discovery.fail("demo", d.id()) {
+        return Err("node-d was not a member".into());
+    }
+    let crashed = Instant::now();
+    println!(
+        "   node-d crashes (declared down, as when its lease expires); its counters go with it"
+    );
+    let placed = wait_for_group(&counters, Duration::from_secs(5), |c| {
+        c.len() == 6 && c.iter().all(|counter| counter.node() != d.id())
+    })
+    .await?;
+    println!(
+        "   {:.1?} later the group is whole again, on the survivors: {}",
+        crashed.elapsed(),
+        show(&placed)
+    );
+    let mut answered = 0;
+    for counter in counters.instances() {
+        answered += usize::from(counter.ask(Total).await.is_ok());
+    }
+    println!("   every counter answers an ask: {answered} of 6");
+
     let dropped = a.stats().dropped_total() + b.stats().dropped_total();
-    println!("7. shutting down; messages dropped along the way: {dropped}");
+    println!("8. shutting down; messages dropped along the way: {dropped}");
+    d.shutdown().await;
     b.shutdown().await;
     a.shutdown().await;
     println!("done");
