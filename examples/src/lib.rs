@@ -72,6 +72,26 @@ impl ChildProcess {
     }
 }
 
+/// In a child process: exits when its stdin closes (the parent ended or let it go).
+pub fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        use std::io::Read;
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+}
+
+/// In a child process: prints its announcement line (see [`ChildProcess::start`]).
+pub fn announce(line: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// The `p`-th percentile (0–100) of sorted samples, by rounded rank; zero when empty.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

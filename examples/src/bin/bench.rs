@@ -18,7 +18,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-use actormesh_examples::{BoxError, ChildProcess};
+use actormesh_examples::{announce, exit_when_stdin_closes, BoxError, ChildProcess};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -157,23 +156,6 @@ async fn main() {
 // ---------------------------------------------------------------------------------------------
 // Children.
 // ---------------------------------------------------------------------------------------------
-
-/// Exits this child process when its stdin closes (the parent ended or let it go).
-fn exit_when_stdin_closes() {
-    std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
-}
-
-fn announce(line: &str) -> Result<(), BoxError> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
 
 /// `bench serve-actor`: a node with a `Sink`; prints the sink's reference as hex.
 async fn serve_actor() -> Result<(), BoxError> {

@@ -23,7 +23,6 @@
 //! fails because of slowness.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ use actormesh::{Discovery, NodeInfo};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use actormesh_examples::{percentile, BoxError, ChildProcess};
+use actormesh_examples::{announce, exit_when_stdin_closes, percentile, BoxError, ChildProcess};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -184,23 +183,6 @@ async fn main() {
 // ---------------------------------------------------------------------------------------------
 // Children.
 // ---------------------------------------------------------------------------------------------
-
-/// Exits this child process when its stdin closes (the parent ended or let it go).
-fn exit_when_stdin_closes() {
-    std::thread::spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
-}
-
-fn announce(line: &str) -> Result<(), BoxError> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
 
 /// `spawning serve-node`: a node that accepts remote spawns of `Idle`; prints what its peers
 /// need in their discovery view: `id addr protocol version started_at_ms`.
