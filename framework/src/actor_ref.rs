@@ -212,52 +212,11 @@ impl<A: RemoteActor> ActorRef<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
-        self.tell_wrapped(message, false)
-    }
-
-    /// `tell`; `wrap` forces the wrapped delivery (supervised targets, whose supervisor must
-    /// learn of a panic).
-    fn tell_wrapped<M>(&self, message: M, wrap: bool) -> std::result::Result<(), TellError<M>>
-    where
-        A: Handler<Deliver<M>> + Handler<M>,
-        M: RemoteMessage,
-        M::Result: WireValue,
-    {
-        if let Some(current) = self.current_incarnation() {
-            return match current {
-                Some(local) => local.tell_wrapped(message, true),
-                None => Err(TellError {
-                    error: Error::ActorStopped { actor: self.id },
-                    message,
-                }),
-            };
-        }
         let span = send_span(self.node(), self.id, M::NAME, "tell");
         let trace = trace_of(&span);
         let _entered = span.enter();
         match &self.target {
-            Target::Local { addr, node } => {
-                if !addr.connected() {
-                    node.stats.dropped(DropReason::ActorStopped, 1);
-                    return Err(TellError {
-                        error: Error::ActorStopped { actor: self.id },
-                        message,
-                    });
-                }
-                if !wrap && trace.is_none() && !crate::message::handle_spans_enabled() {
-                    // Nothing to trace and no reply to route: the plain actix path. A panic
-                    // in the handler still stops the actor and tells its watchers.
-                    addr.do_send(message);
-                } else {
-                    addr.do_send(Deliver {
-                        message,
-                        reply: None,
-                        trace,
-                        deadline: None,
-                    });
-                }
-                Ok(())
-            }
+            Target::Local { addr, node } => tell_local(self.id, addr, node, message, trace, false),
             Target::Remote { link, .. } => {
                 let header = Header::Tell {
                     target: self.id.0,
@@ -269,8 +228,33 @@ impl<A: RemoteActor> ActorRef<A> {
                     Err(error) => Err(TellError { error, message }),
                 }
             }
-            Target::Supervised { .. } | Target::Gone { .. } => Err(TellError {
+            Target::Supervised { node } => self.tell_supervised(node, message, trace),
+            Target::Gone { .. } => Err(TellError {
                 error: self.not_found(),
+                message,
+            }),
+        }
+    }
+
+    /// `tell` to a supervised actor: to its current incarnation, always wrapped so that its
+    /// supervisor learns of a panic. Kept out of line: the plain local path stays small.
+    #[cold]
+    #[inline(never)]
+    fn tell_supervised<M>(
+        &self,
+        node: &Arc<NodeShared>,
+        message: M,
+        trace: Option<trace::TraceContext>,
+    ) -> std::result::Result<(), TellError<M>>
+    where
+        A: Handler<Deliver<M>> + Handler<M>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
+        match node.local_addr::<A>(self.id) {
+            Ok(Some(addr)) => tell_local(self.id, &addr, node, message, trace, true),
+            _ => Err(TellError {
+                error: Error::ActorStopped { actor: self.id },
                 message,
             }),
         }
@@ -428,6 +412,43 @@ impl<A: RemoteActor> ActorRef<A> {
             actor_type: A::NAME.to_owned(),
         }
     }
+}
+
+/// A tell into a local mailbox. `wrap` forces the wrapped delivery (supervised targets).
+#[inline]
+fn tell_local<A, M>(
+    id: ActorId,
+    addr: &Addr<A>,
+    node: &NodeShared,
+    message: M,
+    trace: Option<trace::TraceContext>,
+    wrap: bool,
+) -> std::result::Result<(), TellError<M>>
+where
+    A: RemoteActor + Handler<Deliver<M>> + Handler<M>,
+    M: RemoteMessage,
+    M::Result: WireValue,
+{
+    if !addr.connected() {
+        node.stats.dropped(DropReason::ActorStopped, 1);
+        return Err(TellError {
+            error: Error::ActorStopped { actor: id },
+            message,
+        });
+    }
+    if !wrap && trace.is_none() && !crate::message::handle_spans_enabled() {
+        // Nothing to trace and no reply to route: the plain actix path. A panic in the
+        // handler still stops the actor and tells its watchers.
+        addr.do_send(message);
+    } else {
+        addr.do_send(Deliver {
+            message,
+            reply: None,
+            trace,
+            deadline: None,
+        });
+    }
+    Ok(())
 }
 
 /// The span of one send: node and actor of the target, message name, trace position.
