@@ -106,6 +106,29 @@ pub fn ms(d: Duration) -> String {
     format!("{:8.1} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// The median of `values` (the upper one of an even count); zero when empty.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A rate per second: `2.55 M/s` or `197.5 k/s`.
+pub fn rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else {
+        format!("{:.1} k/s", r / 1e3)
+    }
+}
+
+/// A duration as microseconds: `194.7 us`.
+pub fn micros(d: Duration) -> String {
+    format!("{:.1} us", d.as_secs_f64() * 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +141,9 @@ mod tests {
         assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
         assert_eq!(ms(Duration::from_micros(1500)), "     1.5 ms");
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(rate(2_550_000.0), "2.55 M/s");
+        assert_eq!(rate(197_500.0), "197.5 k/s");
+        assert_eq!(micros(Duration::from_nanos(194_700)), "194.7 us");
     }
 }

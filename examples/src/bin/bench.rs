@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 
-use actormesh_examples::{announce, exit_when_stdin_closes, BoxError, ChildProcess};
+use actormesh_examples::{
+    announce, exit_when_stdin_closes, median, micros, rate, BoxError, ChildProcess,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -694,26 +696,6 @@ fn machine() -> String {
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_owned());
     format!("nproc {nproc}, kernel {kernel} (uname -r), cpu {cpu}, load average {load} at start")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else {
-        format!("{:.1} k/s", r / 1e3)
-    }
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
 
 /// Clock ticks per second of /proc CPU times.

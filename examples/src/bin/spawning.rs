@@ -33,7 +33,9 @@ use actormesh::{Discovery, NodeInfo};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use actormesh_examples::{announce, exit_when_stdin_closes, percentile, BoxError, ChildProcess};
+use actormesh_examples::{
+    announce, exit_when_stdin_closes, median, micros, percentile, rate, BoxError, ChildProcess,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Sizes and limits.
@@ -617,26 +619,6 @@ fn meminfo_kib(name: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else {
-        format!("{:.1} k/s", r / 1e3)
-    }
-}
-
-fn micros(d: Duration) -> String {
-    format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
 
 fn mib(kib: f64) -> String {
