@@ -1,24 +1,25 @@
 //! [`ActorRef`]: one reference type for local and remote actors.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Handler, Message, Recipient};
+use actix::{Addr, Handler, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::Instrument;
 
+use crate::core::terminated::{Terminated, TerminationReason};
+use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
 use crate::error::{Error, Result, TellError};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Deliver, RemoteActor, RemoteMessage, ReplyTo, WireValue};
-use crate::node::dispatch::{outcome_until, reply_channel, Outcome};
-use crate::node::NodeShared;
+use crate::runtime::decode::{decode_node, with_decode_node};
+use crate::runtime::dispatch::{outcome_until, reply_channel, Outcome};
+use crate::runtime::NodeShared;
 use crate::stats::DropReason;
 use crate::trace;
 use crate::transport::link::PeerLink;
-use crate::wire::envelope::{decode_payload, encode_payload, Header};
 
 /// A reference to an actor of type `A`, on this node or on another one.
 ///
@@ -136,6 +137,32 @@ impl<A: RemoteActor> ActorRef<A> {
             id,
             target: Target::Gone { node, addr, local },
         }
+    }
+
+    /// A reference to actor `actor` of `node` (reached at `addr`).
+    pub(crate) fn resolve(
+        local: &Arc<NodeShared>,
+        node: &NodeId,
+        addr: SocketAddr,
+        actor: ActorId,
+    ) -> Result<ActorRef<A>> {
+        if node == &local.info.id {
+            if local.is_supervised(actor) {
+                // Type check; the address itself is looked up at each send (it changes
+                // with every restart).
+                local.local_addr::<A>(actor)?;
+                return Ok(ActorRef::supervised(actor, local.clone()));
+            }
+            return Ok(match local.local_addr::<A>(actor)? {
+                Some(found) => ActorRef::local(actor, found, local.clone()),
+                None => ActorRef::gone(actor, node.clone(), addr, local.clone()),
+            });
+        }
+        Ok(ActorRef::remote(
+            actor,
+            local.link_to(node, addr),
+            local.clone(),
+        ))
     }
 
     /// The actor's id within its node.
@@ -480,32 +507,6 @@ fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
     Some(ctx)
 }
 
-/// Sent to a watcher when a watched actor terminates. See [`ActorRef::watch`].
-#[derive(Debug, Clone, PartialEq, Eq, Message)]
-#[rtype(result = "()")]
-pub struct Terminated {
-    /// The actor that terminated.
-    pub actor: ActorId,
-    /// Its node.
-    pub node: NodeId,
-    /// Why.
-    pub reason: TerminationReason,
-}
-
-/// Why a watched actor terminated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TerminationReason {
-    /// The actor stopped (by itself, or after a handler panicked).
-    Stopped,
-    /// The actor did not exist (any more) when the watch was set up.
-    NotFound,
-    /// Its node shut down.
-    NodeShutdown,
-    /// Its node was declared down or left the cluster.
-    NodeDown,
-}
-
 /// What a reference looks like on the wire.
 #[derive(Serialize, Deserialize)]
 struct WireRef {
@@ -532,28 +533,10 @@ impl<'de, A: RemoteActor> Deserialize<'de> for ActorRef<A> {
                 A::NAME
             )));
         }
-        let node = DECODE_NODE.with(|n| n.borrow().clone()).ok_or_else(|| {
+        let node = decode_node().ok_or_else(|| {
             D::Error::custom("an ActorRef can only be decoded by an actormesh node (it arrived outside a message)")
         })?;
-        node.resolve::<A>(&wire.node, wire.addr, wire.actor)
+        ActorRef::resolve(&node, &wire.node, wire.addr, wire.actor)
             .map_err(|e| D::Error::custom(e.to_string()))
     }
-}
-
-thread_local! {
-    static DECODE_NODE: RefCell<Option<Arc<NodeShared>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (a decode) with `node` as the node that resolves any [`ActorRef`] inside.
-pub(crate) fn with_decode_node<R>(node: &Arc<NodeShared>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Arc<NodeShared>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            DECODE_NODE.with(|n| *n.borrow_mut() = previous);
-        }
-    }
-    let previous = DECODE_NODE.with(|n| n.borrow_mut().replace(node.clone()));
-    let _restore = Restore(previous);
-    f()
 }

@@ -50,23 +50,33 @@
 //! }
 //! ```
 
+// Layers, top to bottom (imports point down only; `python3 ../shared/tools/rs_cycles.py
+// framework/src` checks that no file imports a file that imports it back):
+//
+//   public API   actor_ref.rs, group/, node/, message.rs, supervise.rs
+//   runtime      runtime/: the node's actor table, inbound requests, orders, membership view,
+//                load reports, the controller's shell, shutdown
+//   I/O below    transport/ (links; reaches the runtime through `transport::server::Acceptor`),
+//                discovery/ (the `Discovery` trait, memory and etcd backends)
+//   core         core/: the I/O-free data model and decisions (wire, balance, placement,
+//                controller, views, health); id.rs, error.rs, stats.rs, trace.rs are leaves
 mod actor_ref;
-pub mod balance;
-pub mod controller;
+mod core;
 pub mod discovery;
 mod error;
 mod group;
 mod id;
 mod message;
 mod node;
-pub mod placement;
+mod runtime;
 mod stats;
 pub mod supervise;
 mod trace;
 mod transport;
-mod wire;
 
-pub use actor_ref::{ActorRef, Terminated, TerminationReason};
+pub use crate::core::terminated::{Terminated, TerminationReason};
+pub use crate::core::{balance, controller, placement};
+pub use actor_ref::ActorRef;
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,

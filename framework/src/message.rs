@@ -14,14 +14,17 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::dev::{MessageResponse, OneshotSender};
-use actix::{Actor, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::core::wire::envelope::decode_payload;
+use crate::core::wire::envelope::WireError;
 use crate::id::wire_id;
-use crate::node::dispatch::RemoteReply;
+use crate::runtime::decode::with_decode_node;
+use crate::runtime::reply::RemoteReply;
+use crate::runtime::{DispatchFn, Inbound};
 use crate::trace::{self, TraceContext};
-use crate::wire::envelope::WireError;
 use tokio::sync::oneshot::error::TryRecvError;
 
 /// A value that can cross the wire: serializable, owned and sendable between threads.
@@ -311,7 +314,7 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
 /// [`remote_actor!`](crate::remote_actor).
 #[doc(hidden)]
 pub struct Declaration<A: RemoteActor> {
-    pub(crate) handlers: HashMap<u64, (&'static str, crate::node::dispatch::DispatchFn<A>)>,
+    pub(crate) handlers: HashMap<u64, (&'static str, DispatchFn<A>)>,
 }
 
 impl<A: RemoteActor> std::fmt::Debug for Declaration<A> {
@@ -340,10 +343,9 @@ impl<A: RemoteActor> Declaration<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
-        let previous = self.handlers.insert(
-            M::WIRE_ID,
-            (M::NAME, crate::node::dispatch::dispatch::<A, M>),
-        );
+        let previous = self
+            .handlers
+            .insert(M::WIRE_ID, (M::NAME, dispatch::<A, M>));
         if let Some((name, _)) = previous {
             if name != M::NAME {
                 tracing::error!(
@@ -356,4 +358,52 @@ impl<A: RemoteActor> Declaration<A> {
         }
         self
     }
+}
+
+/// The `DispatchFn` of message type `M` for actor type `A`.
+fn dispatch<A, M>(addr: &Addr<A>, inbound: Inbound<'_>, payload: &[u8]) -> Result<(), WireError>
+where
+    A: RemoteActor + Handler<Deliver<M>> + Handler<M>,
+    M: RemoteMessage,
+    M::Result: WireValue,
+{
+    let _span = tracing::debug_span!(
+        "actormesh.deliver",
+        node = %inbound.node.info.id,
+        actor = %inbound.actor,
+        message = M::NAME,
+    )
+    .entered();
+    let message: M =
+        with_decode_node(inbound.node, || decode_payload(payload)).map_err(WireError::Codec)?;
+    if !addr.connected() {
+        return Err(WireError::ActorStopped);
+    }
+    match inbound.ask {
+        None if !inbound.wrap && inbound.trace.is_none() && !handle_spans_enabled() => {
+            addr.do_send(message)
+        }
+        None => addr.do_send(Deliver {
+            message,
+            reply: None,
+            trace: inbound.trace,
+            deadline: None,
+        }),
+        Some(ask) => {
+            let node = inbound.node;
+            node.asks_handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            addr.do_send(Deliver {
+                message,
+                reply: Some(ReplyTo::Remote(RemoteReply {
+                    id: ask.id,
+                    outbox: ask.outbox,
+                    guard: Some(node.inflight_guard()),
+                })),
+                trace: inbound.trace,
+                deadline: Some(ask.deadline.into_std()),
+            });
+        }
+    }
+    Ok(())
 }

@@ -28,17 +28,15 @@ use actix::Handler;
 use tokio::sync::Notify;
 
 use crate::actor_ref::ActorRef;
-use crate::balance::{Balancer, Instance, RoundRobin};
+use crate::core::balance::{Balancer, Instance, RoundRobin};
 use crate::discovery::{GroupEvent, GroupMember};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Deliver, RemoteActor, RemoteMessage, WireValue};
-use crate::node::NodeShared;
+use crate::runtime::NodeShared;
 
-mod health;
-
-pub use health::Ejection;
-use health::Health;
+pub use crate::core::health::Ejection;
+use crate::core::health::Health;
 
 /// A message that is safe to handle more than once: a [`GroupRef`] may retry it on another
 /// instance when the first one fails ([`GroupRef::ask_idempotent`]).
@@ -244,10 +242,7 @@ impl<A: RemoteActor> GroupShared<A> {
             tracing::warn!(group = %self.name, found = %member.actor_type, expected = A::NAME, "group member of another actor type ignored");
             return;
         }
-        let target = match self
-            .node
-            .resolve::<A>(&member.node, member.addr, member.actor)
-        {
+        let target = match ActorRef::resolve(&self.node, &member.node, member.addr, member.actor) {
             Ok(target) => target,
             Err(e) => {
                 tracing::warn!(group = %self.name, error = %e, "group member could not be resolved");

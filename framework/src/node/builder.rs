@@ -8,11 +8,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::{spawn_from_wire, Config, Node, NodeShared, SpawnFn, PROTOCOL_VERSION};
+use super::Node;
+use crate::core::wire::PROTOCOL_VERSION;
 use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::Spawnable;
+use crate::runtime::spawn::spawn_from_wire;
+use crate::runtime::{write, ActorTable, Config, NodeShared, SpawnFn};
 use crate::stats::Stats;
 use crate::transport::link::LinkConfig;
 
@@ -30,7 +33,7 @@ pub struct NodeBuilder {
     discovery: Option<Arc<dyn Discovery>>,
     labels: BTreeMap<String, String>,
     spawnables: HashMap<&'static str, SpawnFn>,
-    placements: HashMap<String, Arc<dyn crate::placement::Placement>>,
+    placements: HashMap<String, Arc<dyn crate::core::placement::Placement>>,
     ask_timeout: Duration,
     connect_timeout: Duration,
     shutdown_timeout: Duration,
@@ -110,7 +113,7 @@ impl NodeBuilder {
     pub fn placement(
         mut self,
         name: impl Into<String>,
-        policy: impl crate::placement::Placement,
+        policy: impl crate::core::placement::Placement,
     ) -> Self {
         self.placements.insert(name.into(), Arc::new(policy));
         self
@@ -229,7 +232,7 @@ impl NodeBuilder {
             link_config,
             stats,
             discovery: discovery.clone(),
-            actors: RwLock::new(HashMap::new()),
+            actors: RwLock::new(ActorTable::default()),
             next_actor: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
             members: RwLock::new(BTreeMap::new()),
@@ -255,7 +258,7 @@ impl NodeBuilder {
             }
         };
         {
-            let mut members = super::write(&shared.members);
+            let mut members = write(&shared.members);
             for m in membership.members {
                 members.insert(m.id.clone(), m);
             }
@@ -273,7 +276,7 @@ impl NodeBuilder {
             shared.config.load_interval,
         ));
         if self.controller {
-            tokio::spawn(crate::controller::run(Arc::downgrade(&shared)));
+            tokio::spawn(crate::runtime::controller::run(Arc::downgrade(&shared)));
         }
         tracing::info!(node = %id, cluster = %self.cluster, %addr, "node started");
         Ok(Node { shared })

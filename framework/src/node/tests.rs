@@ -8,11 +8,11 @@ use actix::{Actor, Context, Handler, Message};
 use bytes::{BufMut, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::stats::DropReason;
-use crate::wire::envelope::{
+use crate::core::wire::envelope::{
     decode_payload, encode_envelope, encode_payload, Envelopes, Header, WireError,
 };
-use crate::wire::outbox::Outbox;
+use crate::core::wire::outbox::Outbox;
+use crate::stats::DropReason;
 use crate::{Node, RemoteMessage};
 
 #[derive(Message, Serialize, Deserialize)]

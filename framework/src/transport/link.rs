@@ -18,13 +18,13 @@ use super::codec::RawCodec;
 use super::{
     CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW,
 };
-use crate::actor_ref::{Terminated, TerminationReason};
+use crate::core::terminated::{Terminated, TerminationReason};
+use crate::core::wire::envelope::{Envelopes, Header, WireError, WireTermination};
+use crate::core::wire::outbox::{FrameStream, Outbox, PushError};
+use crate::core::wire::PROTOCOL_VERSION;
 use crate::error::Error;
 use crate::id::{ActorId, NodeId};
-use crate::node::PROTOCOL_VERSION;
 use crate::stats::{DropReason, Stats};
-use crate::wire::envelope::{Envelopes, Header, WireError, WireTermination};
-use crate::wire::outbox::{FrameStream, Outbox, PushError};
 
 /// What every link of a node shares.
 #[derive(Debug)]

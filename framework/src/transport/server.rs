@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 use tonic::body::Body;
@@ -22,11 +23,31 @@ use super::codec::RawCodec;
 use super::{
     CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW,
 };
-use crate::node::{NodeShared, PROTOCOL_VERSION};
-use crate::wire::outbox::{FrameStream, Outbox};
+use crate::core::wire::outbox::{FrameStream, Outbox};
+use crate::core::wire::PROTOCOL_VERSION;
+use crate::id::NodeId;
+
+/// What the accepting side of links needs from the node above it: its identity for the
+/// handshake, its limits, whether it still takes links, and where request frames go.
+pub(crate) trait Acceptor: Send + Sync + 'static {
+    /// This node's id.
+    fn node_id(&self) -> &NodeId;
+    /// This node's cluster.
+    fn cluster(&self) -> &str;
+    /// The largest frame accepted, and the bytes a reply queue may hold.
+    fn limits(&self) -> (usize, usize);
+    /// Whether the node is shutting down (new links are refused).
+    fn is_stopping(&self) -> bool;
+    /// Fires (`true`) when the node shuts down.
+    fn shutdown_signal(&self) -> watch::Receiver<bool>;
+    /// Records a new link's reply queue (flushed at shutdown).
+    fn track_inbound(&self, outbox: &Arc<Outbox>);
+    /// Handles one frame of requests; replies go to `replies`.
+    fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>);
+}
 
 /// Starts the transport server on `listener`; it stops with the node.
-pub(crate) fn serve(node: Arc<NodeShared>, listener: TcpListener) {
+pub(crate) fn serve<N: Acceptor>(node: Arc<N>, listener: TcpListener) {
     let mut shutdown = node.shutdown_signal();
     let mut hard_stop = node.shutdown_signal();
     let service = MeshService { node };
@@ -62,16 +83,23 @@ pub(crate) fn serve(node: Arc<NodeShared>, listener: TcpListener) {
 }
 
 /// The tonic service: routes the link method, refuses everything else.
-#[derive(Clone)]
-struct MeshService {
-    node: Arc<NodeShared>,
+struct MeshService<N> {
+    node: Arc<N>,
 }
 
-impl NamedService for MeshService {
+impl<N> Clone for MeshService<N> {
+    fn clone(&self) -> Self {
+        MeshService {
+            node: self.node.clone(),
+        }
+    }
+}
+
+impl<N> NamedService for MeshService<N> {
     const NAME: &'static str = "actormesh.Mesh";
 }
 
-impl Service<http::Request<Body>> for MeshService {
+impl<N: Acceptor> Service<http::Request<Body>> for MeshService<N> {
     type Response = http::Response<Body>;
     type Error = Infallible;
     type Future =
@@ -93,7 +121,7 @@ impl Service<http::Request<Body>> for MeshService {
         }
         let node = self.node.clone();
         Box::pin(async move {
-            let limit = node.config.max_frame + 1024;
+            let limit = node.limits().0 + 1024;
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit);
@@ -103,11 +131,11 @@ impl Service<http::Request<Body>> for MeshService {
 }
 
 /// Accepts one link: checks the handshake, then reads requests until the stream ends.
-struct LinkHandler {
-    node: Arc<NodeShared>,
+struct LinkHandler<N> {
+    node: Arc<N>,
 }
 
-impl Service<Request<Streaming<Bytes>>> for LinkHandler {
+impl<N: Acceptor> Service<Request<Streaming<Bytes>>> for LinkHandler<N> {
     type Response = Response<ReplyStream>;
     type Error = Status;
     type Future = Ready<Result<Response<ReplyStream>, Status>>;
@@ -131,8 +159,8 @@ fn bin(request: &Request<Streaming<Bytes>>, key: &str) -> String {
 }
 
 /// Checks the caller's protocol version, cluster and expected node id.
-pub(crate) fn check_handshake(
-    node: &NodeShared,
+pub(crate) fn check_handshake<N: Acceptor>(
+    node: &N,
     protocol: Option<&str>,
     cluster: &str,
     to: &str,
@@ -141,27 +169,28 @@ pub(crate) fn check_handshake(
     if theirs != Some(PROTOCOL_VERSION) {
         return Err(format!(
             "protocol version mismatch: node {} speaks version {PROTOCOL_VERSION}, the caller {}; run the same actormesh protocol on every node",
-            node.info.id,
+            node.node_id(),
             protocol.unwrap_or("none")
         ));
     }
-    if cluster != node.info.cluster {
+    if cluster != node.cluster() {
         return Err(format!(
             "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster}`",
-            node.info.id, node.info.cluster
+            node.node_id(),
+            node.cluster()
         ));
     }
-    if to != node.info.id.as_str() {
+    if to != node.node_id().as_str() {
         return Err(format!(
             "node id mismatch: this address belongs to node `{}`, not `{to}` (stale address?)",
-            node.info.id
+            node.node_id()
         ));
     }
     Ok(())
 }
 
-fn accept(
-    node: &Arc<NodeShared>,
+fn accept<N: Acceptor>(
+    node: &Arc<N>,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
     let protocol = request
@@ -172,22 +201,20 @@ fn accept(
     let cluster = bin(&request, MD_CLUSTER);
     let from = bin(&request, MD_FROM);
     let to = bin(&request, MD_TO);
-    if let Err(reason) = check_handshake(node, protocol.as_deref(), &cluster, &to) {
-        tracing::warn!(node = %node.info.id, caller = %from, %reason, "refused a link");
+    if let Err(reason) = check_handshake(&**node, protocol.as_deref(), &cluster, &to) {
+        tracing::warn!(node = %node.node_id(), caller = %from, %reason, "refused a link");
         return Err(Status::failed_precondition(format!("{REFUSED}{reason}")));
     }
     if node.is_stopping() {
         return Err(Status::unavailable(format!(
             "node {} is shutting down",
-            node.info.id
+            node.node_id()
         )));
     }
-    let outbox = Arc::new(Outbox::new(
-        node.config.max_frame,
-        node.config.send_queue_bytes,
-    ));
+    let (max_frame, queue_bytes) = node.limits();
+    let outbox = Arc::new(Outbox::new(max_frame, queue_bytes));
     node.track_inbound(&outbox);
-    tracing::debug!(node = %node.info.id, caller = %from, "accepted a link");
+    tracing::debug!(node = %node.node_id(), caller = %from, "accepted a link");
     tokio::spawn(read_link(
         node.clone(),
         request.into_inner(),
@@ -197,8 +224,8 @@ fn accept(
     Ok(Response::new(ReplyStream(FrameStream { outbox, epoch: 0 })))
 }
 
-async fn read_link(
-    node: Arc<NodeShared>,
+async fn read_link<N: Acceptor>(
+    node: Arc<N>,
     mut inbound: Streaming<Bytes>,
     outbox: Arc<Outbox>,
     from: String,
@@ -210,7 +237,7 @@ async fn read_link(
                 Ok(Some(frame)) => node.on_request_frame(frame, &outbox),
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::warn!(node = %node.info.id, caller = %from, error = %status, "link from a peer failed");
+                    tracing::warn!(node = %node.node_id(), caller = %from, error = %status, "link from a peer failed");
                     break;
                 }
             },
@@ -244,7 +271,7 @@ mod tests {
             .start()
             .await
             .unwrap();
-        let shared = &node.shared;
+        let shared = &*node.shared;
         let v = PROTOCOL_VERSION.to_string();
         assert_eq!(check_handshake(shared, Some(&v), "blue", "n1"), Ok(()));
         let e = check_handshake(shared, Some("999"), "blue", "n1").unwrap_err();

@@ -179,7 +179,7 @@ fn weighted_random(rng: &Rng, instances: &[Instance]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
 
     fn weighted_group(weights: &[u32]) -> Vec<Instance> {
         let mut group = synthetic(weights.len(), 3);

@@ -88,7 +88,7 @@ pub(super) fn uniform(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
 
     fn counts(balancer: &Random, instances: &[Instance], picks: usize) -> Vec<usize> {
         let mut counts = vec![0; instances.len()];

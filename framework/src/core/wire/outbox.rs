@@ -216,7 +216,7 @@ impl Stream for FrameStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::envelope::{decode_payload, encode_payload, Envelopes};
+    use crate::core::wire::envelope::{decode_payload, encode_payload, Envelopes};
     use std::task::Waker;
 
     fn tell() -> Header {

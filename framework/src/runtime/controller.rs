@@ -1,15 +1,5 @@
-//! The controller: keeps every group at its desired state ([`GroupSpec`]).
-//!
-//! Every node started with [`NodeBuilder::controller`](crate::NodeBuilder::controller)
-//! campaigns for the cluster's leadership ([`Discovery::campaign`]); the leader follows the
-//! specs, the groups' members and the nodes, and closes the difference: it asks nodes to
-//! start replicas where the spec's [`placement`](crate::placement) policy says, and retires
-//! the excess (a retired replica leaves its group first, then stops after the messages already
-//! queued for it). When a node dies, its replicas leave their groups with it and the leader
-//! starts replacements on the survivors. When the leader dies, another node takes over.
-//!
-//! Every order carries the leader's fencing token, and a node checks it against the current
-//! leader before acting: a deposed leader cannot act.
+//! The controller's shell: campaigns for the cluster's leadership and, while leading, keeps
+//! every deployed group at its desired state (see [`controller`](crate::controller)).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -17,116 +7,37 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::discovery::{
-    Autoscale, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport, PlacementPolicy,
-    SpecEvent,
+use super::NodeShared;
+use crate::core::controller::autoscale::decide_scale;
+use crate::core::model::{
+    GroupEvent, GroupMember, GroupSpec, LoadReport, PlacementPolicy, SpecEvent,
 };
-use crate::error::{Error, Result};
+use crate::core::placement::{self, Candidate, Constraints, Placement};
+use crate::core::wire::envelope::Header;
+use crate::discovery::Leadership;
+use crate::error::Error;
 use crate::id::{ActorId, NodeId};
-use crate::message::Spawnable;
-use crate::node::NodeShared;
-use crate::placement::{self, Candidate, Constraints, Placement};
-use crate::wire::envelope::{encode_payload, Header};
 
 /// How long a replica asked for counts as on its way before the leader asks again.
 const PENDING: Duration = Duration::from_secs(10);
 /// How often the leader reconciles when nothing changes.
 const RESYNC: Duration = Duration::from_millis(500);
 
-impl GroupSpec {
-    /// A spec of `replicas` replicas of actor type `A`, built from `args`, in `group`.
-    pub fn new<A: Spawnable>(
-        group: impl Into<String>,
-        args: &A::Args,
-        replicas: u32,
-    ) -> Result<Self> {
-        let mut buf = bytes::BytesMut::new();
-        encode_payload(args, &mut buf).map_err(Error::Codec)?;
-        Ok(GroupSpec {
-            group: group.into(),
-            actor_type: A::NAME.to_owned(),
-            args: buf.to_vec(),
-            replicas,
-            placement: PlacementPolicy::default(),
-            selector: BTreeMap::new(),
-            anti_affinity: None,
-            max_per_node: None,
-            singleton: false,
-            autoscale: None,
-        })
+fn constraints(spec: &GroupSpec) -> Constraints {
+    Constraints {
+        selector: spec.selector.clone(),
+        anti_affinity: spec.anti_affinity.clone(),
+        max_per_node: spec.max_per_node,
     }
+}
 
-    /// Let the controller choose the replica count from the group's load, between `min` and
-    /// `max`, aiming at `target_per_replica` asks in flight per replica, acting only beyond
-    /// 25 % of the target either way and at most every 5 s (see [`Autoscale`]).
-    pub fn autoscale(mut self, min: u32, max: u32, target_per_replica: f64) -> Self {
-        self.autoscale = Some(Autoscale {
-            min,
-            max: max.max(min),
-            target_per_replica,
-            hysteresis: 0.25,
-            cooldown_ms: 5_000,
-        });
-        self
-    }
-
-    /// Replaces the autoscaling settings (hysteresis and cooldown included).
-    pub fn autoscale_with(mut self, autoscale: Autoscale) -> Self {
-        self.autoscale = Some(autoscale);
-        self
-    }
-
-    /// A singleton of actor type `A`: at most one live instance cluster-wide at any moment,
-    /// restarted elsewhere when its node dies. Its host stops it as soon as it can no longer
-    /// be sure its etcd lease is alive (cut off from etcd), before the lease can expire and
-    /// the controller start a replacement; with the in-process discovery there is no lease
-    /// and nothing to guard against.
-    pub fn singleton<A: Spawnable>(group: impl Into<String>, args: &A::Args) -> Result<Self> {
-        let mut spec = Self::new::<A>(group, args, 1)?;
-        spec.singleton = true;
-        Ok(spec)
-    }
-
-    /// The placement policy (default [`PlacementPolicy::RoundRobin`]).
-    pub fn placement(mut self, policy: PlacementPolicy) -> Self {
-        self.placement = policy;
-        self
-    }
-
-    /// Only nodes with the label `key = value` run replicas.
-    pub fn select(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.selector.insert(key.into(), value.into());
-        self
-    }
-
-    /// Spread the replicas across the values of the node label `key`.
-    pub fn anti_affinity(mut self, key: impl Into<String>) -> Self {
-        self.anti_affinity = Some(key.into());
-        self
-    }
-
-    /// At most `max` replicas on one node.
-    pub fn max_per_node(mut self, max: u32) -> Self {
-        self.max_per_node = Some(max);
-        self
-    }
-
-    fn constraints(&self) -> Constraints {
-        Constraints {
-            selector: self.selector.clone(),
-            anti_affinity: self.anti_affinity.clone(),
-            max_per_node: self.max_per_node,
-        }
-    }
-
-    fn policy(&self, node: &NodeShared) -> Option<Arc<dyn Placement>> {
-        Some(match &self.placement {
-            PlacementPolicy::RoundRobin => Arc::new(placement::RoundRobin::new()),
-            PlacementPolicy::LeastLoaded => Arc::new(placement::LeastLoaded::new()),
-            PlacementPolicy::Spread => Arc::new(placement::Spread::new()),
-            PlacementPolicy::Custom(name) => node.placement(name)?,
-        })
-    }
+fn policy(spec: &GroupSpec, node: &NodeShared) -> Option<Arc<dyn Placement>> {
+    Some(match &spec.placement {
+        PlacementPolicy::RoundRobin => Arc::new(placement::RoundRobin::new()),
+        PlacementPolicy::LeastLoaded => Arc::new(placement::LeastLoaded::new()),
+        PlacementPolicy::Spread => Arc::new(placement::Spread::new()),
+        PlacementPolicy::Custom(name) => node.placement(name)?,
+    })
 }
 
 /// Campaigns until the node shuts down; leads while it is the leader.
@@ -361,34 +272,6 @@ fn autoscale(
     changes
 }
 
-/// The replica count an autoscaled group should move to, if any: aims at the target load
-/// per replica, within bounds, only beyond the hysteresis band and not while cooling down.
-pub(crate) fn decide_scale(
-    policy: &Autoscale,
-    current: u32,
-    load: f64,
-    cooling: bool,
-) -> Option<u32> {
-    let (min, max) = (policy.min, policy.max.max(policy.min));
-    if current < min || current > max {
-        return Some(current.clamp(min, max));
-    }
-    let target_ok = policy.target_per_replica.is_finite() && policy.target_per_replica > 0.0;
-    if cooling || !target_ok || !load.is_finite() {
-        return None;
-    }
-    let per_replica = load / f64::from(current.max(1));
-    let wanted = ((load / policy.target_per_replica).ceil() as u32).clamp(min, max);
-    let band = policy.hysteresis.max(0.0);
-    if wanted > current && per_replica > policy.target_per_replica * (1.0 + band) {
-        return Some(wanted);
-    }
-    if wanted < current && per_replica < policy.target_per_replica * (1.0 - band) {
-        return Some(wanted);
-    }
-    None
-}
-
 /// Starts following the members of `group` (once).
 async fn follow_group(
     node: &Arc<NodeShared>,
@@ -483,11 +366,11 @@ fn reconcile(
                 replicas: per_node.get(&info.id).copied().unwrap_or(0),
             })
             .collect();
-        let Some(policy) = spec.policy(node) else {
+        let Some(policy) = policy(spec, node) else {
             tracing::warn!(%group, placement = ?spec.placement, "unknown placement policy on the leader; register it with NodeBuilder::placement");
             continue;
         };
-        let constraints = spec.constraints();
+        let constraints = constraints(spec);
         let replicas = if spec.singleton {
             spec.replicas.min(1)
         } else {
@@ -543,7 +426,12 @@ fn order_spawn(
                 &spec.args,
             )
             .await
-            .map_err(|e| matches!(e, crate::wire::envelope::WireError::UnknownActorType { .. }))
+            .map_err(|e| {
+                matches!(
+                    e,
+                    crate::core::wire::envelope::WireError::UnknownActorType { .. }
+                )
+            })
         } else {
             let Some(addr) = node
                 .members()
@@ -577,7 +465,7 @@ fn order_spawn(
                 )
                 .await;
             match reply {
-                Ok(bytes) => crate::wire::envelope::decode_payload::<u64>(&bytes)
+                Ok(bytes) => crate::core::wire::envelope::decode_payload::<u64>(&bytes)
                     .map(ActorId)
                     .map_err(|_| false),
                 Err(e) => Err(matches!(e, Error::UnknownActorType { .. })),
@@ -640,49 +528,4 @@ fn order_retire(node: &Arc<NodeShared>, fence: u64, group: &str, target: NodeId,
             tracing::warn!(%group, node = %target, %actor, error = %e, "a replica could not be retired");
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> Autoscale {
-        Autoscale {
-            min: 2,
-            max: 10,
-            target_per_replica: 4.0,
-            hysteresis: 0.25,
-            cooldown_ms: 1_000,
-        }
-    }
-
-    #[test]
-    fn scales_up_and_down_to_the_target_within_bounds() {
-        let p = policy();
-        assert_eq!(decide_scale(&p, 2, 40.0, false), Some(10));
-        assert_eq!(decide_scale(&p, 4, 400.0, false), Some(10), "capped at max");
-        assert_eq!(decide_scale(&p, 8, 4.0, false), Some(2), "floored at min");
-        assert_eq!(
-            decide_scale(&p, 1, 0.0, false),
-            Some(2),
-            "below min is corrected"
-        );
-    }
-
-    #[test]
-    fn hysteresis_and_cooldown_prevent_flapping() {
-        let p = policy();
-        // 4 replicas at 4.5 per replica: within 25 % of the target, no change.
-        assert_eq!(decide_scale(&p, 4, 18.0, false), None);
-        assert_eq!(decide_scale(&p, 4, 14.0, false), None);
-        // Beyond the band it acts, but not while cooling down.
-        assert_eq!(decide_scale(&p, 4, 24.0, false), Some(6));
-        assert_eq!(decide_scale(&p, 4, 24.0, true), None);
-        // A nonsense target does nothing.
-        let zero = Autoscale {
-            target_per_replica: 0.0,
-            ..p
-        };
-        assert_eq!(decide_scale(&zero, 4, 24.0, false), None);
-    }
 }

@@ -96,7 +96,7 @@ impl Placement for LeastLoaded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::testing::{load as report, *};
+    use crate::core::placement::testing::{load as report, *};
 
     /// Candidates `n0`, `n1`… without replicas, with `actors` actors each.
     fn loaded(actors: &[u64]) -> Vec<Candidate> {

@@ -49,7 +49,7 @@ impl Placement for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::testing::*;
+    use crate::core::placement::testing::*;
 
     #[test]
     fn fresh_group_is_round_robin() {

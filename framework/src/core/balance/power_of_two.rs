@@ -61,7 +61,7 @@ impl Balancer for PowerOfTwo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
 
     fn counts(balancer: &PowerOfTwo, instances: &[Instance], picks: usize) -> Vec<usize> {
         let mut counts = vec![0; instances.len()];

@@ -78,7 +78,7 @@ impl Balancer for LeastOutstanding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
 
     fn min_available(instances: &[Instance]) -> Option<usize> {
         instances

@@ -173,7 +173,7 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
     use crate::id::{ActorId, NodeId};
 
     const KEYS: u64 = 10_000;

@@ -73,8 +73,8 @@ impl Placement for Spread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::testing::*;
-    use crate::placement::RoundRobin;
+    use crate::core::placement::testing::*;
+    use crate::core::placement::RoundRobin;
 
     /// Candidates without replicas, labelled `zone` with `zones`.
     fn zoned(zones: &[&str]) -> Vec<Candidate> {

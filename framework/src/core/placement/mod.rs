@@ -43,7 +43,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::discovery::LoadReport;
+use crate::core::model::LoadReport;
 use crate::id::NodeId;
 
 mod least_loaded;
@@ -470,7 +470,7 @@ pub(crate) mod testing {
     use std::collections::BTreeMap;
 
     use super::{Candidate, Constraints, Placement, MAX_COUNT};
-    use crate::discovery::LoadReport;
+    use crate::core::model::LoadReport;
     use crate::id::NodeId;
 
     /// Candidates `n0`, `n1`… with the given replicas.

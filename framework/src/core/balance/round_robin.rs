@@ -71,7 +71,7 @@ impl Balancer for RoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::synthetic;
+    use crate::core::balance::synthetic;
 
     fn counts(balancer: &RoundRobin, instances: &[Instance], picks: usize) -> Vec<usize> {
         let mut counts = vec![0; instances.len()];

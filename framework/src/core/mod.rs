@@ -1,0 +1,23 @@
+//! The I/O-free core: decisions and data, no sockets, no clock, no runtime.
+//!
+//! Everything here takes events (and, where time matters, `now`) and returns
+//! values or decisions. The shells above ([`runtime`](crate::runtime), the transport, the
+//! discovery backends) do the I/O and feed it; the deterministic simulation drives the same
+//! code on virtual time.
+//!
+//! - [`model`]: the cluster's data: node entries, group members, names, load reports, specs,
+//!   and the events that change them.
+//! - [`wire`]: envelopes, frames and the batching outbox.
+//! - [`balance`]: balancers that pick an instance of a group.
+//! - [`placement`]: policies that pick nodes for replicas and replicas to retire.
+//! - [`controller`]: the controller's decisions.
+//! - [`health`]: when a group's caller ejects an instance.
+//! - [`terminated`]: the notice a watcher gets when a watched actor goes.
+
+pub mod balance;
+pub mod controller;
+pub(crate) mod health;
+pub(crate) mod model;
+pub mod placement;
+pub(crate) mod terminated;
+pub(crate) mod wire;

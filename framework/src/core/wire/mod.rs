@@ -1,0 +1,7 @@
+//! The wire format (no I/O): envelopes, frames and the batching send queue.
+
+pub(crate) mod envelope;
+pub(crate) mod outbox;
+
+/// The version of the wire protocol; nodes of different versions refuse each other.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,105 @@
+//! Delivering decoded messages into local actors: the typed dispatch handle of an actor, and
+//! the reply channel of a local ask.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use actix::dev::OneshotSender;
+use actix::{Addr, Message};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Inbound, LocalDispatch};
+use crate::core::wire::envelope::WireError;
+use crate::message::{Declaration, RemoteActor, Reply};
+
+/// The typed handle behind [`LocalDispatch`].
+pub(crate) struct Typed<A: RemoteActor> {
+    pub(crate) addr: Addr<A>,
+    pub(crate) declaration: Arc<Declaration<A>>,
+    /// Supervised actors always get the wrapped delivery, whose panic catching tells the
+    /// supervisor that the actor failed.
+    pub(crate) supervised: bool,
+}
+
+impl<A: RemoteActor> LocalDispatch for Typed<A> {
+    fn dispatch(
+        &self,
+        message: u64,
+        inbound: Inbound<'_>,
+        payload: &[u8],
+    ) -> Result<(), WireError> {
+        match self.declaration.handlers.get(&message) {
+            Some((_, dispatch)) => dispatch(
+                &self.addr,
+                Inbound {
+                    wrap: self.supervised,
+                    ..inbound
+                },
+                payload,
+            ),
+            None => Err(WireError::UnknownMessage {
+                actor_type: A::NAME.to_owned(),
+                message,
+            }),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        A::NAME
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn stop(&self) {
+        self.addr.do_send(crate::message::Stop);
+    }
+}
+
+/// How an ask ended, before it is turned into a local or a wire error.
+pub(crate) enum Outcome<T> {
+    Value(T),
+    Stopped,
+    Panicked(String),
+    Expired,
+}
+
+/// A reply channel pair for one ask, and the future that waits on it.
+pub(crate) fn reply_channel<M: Message>() -> (
+    Reply<M>,
+    impl std::future::Future<Output = Outcome<M::Result>>,
+) {
+    let (result_tx, result_rx): (OneshotSender<M::Result>, _) = oneshot::channel();
+    let (panic_tx, panic_rx) = oneshot::channel::<String>();
+    let wait = async move {
+        // A panicking handler drops the result sender right after reporting: look at the
+        // panic report first so the caller learns of the panic, not just of a stop.
+        tokio::select! {
+            biased;
+            Ok(text) = panic_rx => Outcome::Panicked(text),
+            result = result_rx => match result {
+                Ok(value) => Outcome::Value(value),
+                Err(_) => Outcome::Stopped,
+            },
+        }
+    };
+    (
+        Reply {
+            result: result_tx,
+            panic: panic_tx,
+        },
+        wait,
+    )
+}
+
+/// Waits for an ask's outcome until `deadline`.
+pub(crate) async fn outcome_until<T>(
+    deadline: Instant,
+    wait: impl std::future::Future<Output = Outcome<T>>,
+) -> Outcome<T> {
+    tokio::time::timeout_at(deadline, wait)
+        .await
+        .unwrap_or(Outcome::Expired)
+}

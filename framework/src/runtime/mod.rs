@@ -1,0 +1,294 @@
+//! The node runtime: the state behind every `Node` and every reference into it, and the
+//! shells that act on it.
+//!
+//! # What runs inside a node
+//!
+//! ```text
+//! Node (public handle, node/)            ─┐
+//!  └─ NodeShared (this module)            │ the runtime
+//!      ├─ actor table      table.rs, spawn.rs: ActorId -> dispatch handle, watchers, names,
+//!      │                   groups, supervisor; each actor holds a guard whose drop removes it
+//!      │                   from the table (or restarts it) and tells its watchers
+//!      ├─ inbound requests inbound.rs: frames from peers' links -> dispatch.rs -> mailboxes;
+//!      │                   replies through reply.rs
+//!      ├─ orders           orders.rs: the receiving side of the controller's fenced orders;
+//!      │                   singleton.rs guards singleton replicas
+//!      ├─ membership view  membership.rs: applies discovery events; a node that is down or left
+//!      │                   fails its link (pending asks fail with NodeDown, watchers told)
+//!      ├─ load reports     load.rs
+//!      ├─ controller shell controller.rs: campaign, then feed core::controller and carry out
+//!      │                   its orders
+//!      └─ shutdown         shutdown.rs
+//! ```
+//!
+//! Below the runtime: the transport (`transport/`, which reaches the runtime only through
+//! [`transport::server::Acceptor`](crate::transport::server::Acceptor)), discovery
+//! (`discovery/`, the `Discovery` trait) and the I/O-free core (`core/`). This file holds only
+//! the state and the small accessors every shell uses; each shell is one file of `impl
+//! NodeShared`.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use actix::{Addr, Recipient};
+use actix_rt::ArbiterHandle;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::time::Instant;
+
+use crate::core::model::{GroupMember, MembershipEvent, NameEntry, NodeInfo};
+use crate::core::placement::Placement;
+use crate::core::terminated::Terminated;
+use crate::core::wire::envelope::WireError;
+use crate::core::wire::outbox::Outbox;
+use crate::discovery::Discovery;
+use crate::id::{ActorId, NodeId};
+use crate::stats::Stats;
+use crate::supervise::Decision;
+use crate::trace::TraceContext;
+use crate::transport::link::{LinkConfig, PeerLink};
+
+pub(crate) mod controller;
+pub(crate) mod decode;
+pub(crate) mod dispatch;
+pub(crate) mod inbound;
+pub(crate) mod load;
+pub(crate) mod membership;
+pub(crate) mod orders;
+pub(crate) mod reply;
+pub(crate) mod shutdown;
+pub(crate) mod singleton;
+pub(crate) mod spawn;
+pub(crate) mod table;
+
+/// Settings fixed when the node starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) ask_timeout: Duration,
+    pub(crate) load_interval: Duration,
+    pub(crate) max_frame: usize,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Builds an actor of a [`Spawnable`] type from wire arguments (the remote side of `spawn_on`).
+pub(crate) type SpawnFn = fn(&Arc<NodeShared>, &[u8]) -> std::result::Result<ActorId, WireError>;
+
+/// The node's actors: a dispatch handle for each, and, apart, what only some actors have
+/// (watchers, names, groups, a supervisor), so that an idle actor costs one map entry.
+#[derive(Default)]
+pub(crate) struct ActorTable {
+    pub(crate) handles: HashMap<ActorId, Arc<dyn LocalDispatch>>,
+    pub(crate) extras: HashMap<ActorId, EntryExtra>,
+}
+
+/// The parts of an actor's table entry that most actors never use.
+#[derive(Default)]
+pub(crate) struct EntryExtra {
+    pub(crate) watchers: Vec<Watcher>,
+    pub(crate) names: Vec<String>,
+    pub(crate) groups: Vec<(String, u32)>,
+    /// Restarts the actor by policy when it stops (see `supervise`).
+    pub(crate) supervisor: Option<Arc<dyn Respawn>>,
+    /// Asked to stop (`ActorRef::stop`): a supervisor does not restart it.
+    pub(crate) stop_requested: bool,
+}
+
+impl ActorTable {
+    /// Whether actor `id` is in the table.
+    pub(crate) fn contains(&self, id: ActorId) -> bool {
+        self.handles.contains_key(&id)
+    }
+
+    /// How many actors are in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// The optional parts of actor `id`'s entry, created on first use; `None` if the actor is
+    /// not in the table.
+    pub(crate) fn extra_mut(&mut self, id: ActorId) -> Option<&mut EntryExtra> {
+        if !self.handles.contains_key(&id) {
+            return None;
+        }
+        Some(self.extras.entry(id).or_default())
+    }
+
+    /// The supervisor of actor `id`, if it is supervised.
+    pub(crate) fn supervisor(&self, id: ActorId) -> Option<&Arc<dyn Respawn>> {
+        self.extras.get(&id)?.supervisor.as_ref()
+    }
+
+    /// Removes actor `id`: its handle and its optional parts.
+    pub(crate) fn remove(&mut self, id: ActorId) -> Option<(Arc<dyn LocalDispatch>, EntryExtra)> {
+        let handle = self.handles.remove(&id)?;
+        Some((handle, self.extras.remove(&id).unwrap_or_default()))
+    }
+}
+
+/// A supervised actor's restart decisions and how to start it again.
+pub(crate) trait Respawn: Send + Sync {
+    fn decide(&self, failed: bool) -> Decision;
+    fn respawn(&self, node: &Arc<NodeShared>, id: ActorId);
+}
+
+/// Who is told when an actor of the table terminates.
+pub(crate) enum Watcher {
+    Local(Recipient<Terminated>),
+    Remote { outbox: Weak<Outbox>, watch: u64 },
+}
+
+/// The state behind every [`Node`](crate::Node) handle and every reference into it.
+pub(crate) struct NodeShared {
+    pub(crate) info: NodeInfo,
+    pub(crate) config: Config,
+    pub(crate) link_config: Arc<LinkConfig>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) discovery: Arc<dyn Discovery>,
+    pub(crate) actors: RwLock<ActorTable>,
+    pub(crate) next_actor: AtomicU64,
+    pub(crate) peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
+    pub(crate) members: RwLock<BTreeMap<NodeId, NodeInfo>>,
+    pub(crate) departed: Mutex<HashSet<NodeId>>,
+    pub(crate) declarations: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    pub(crate) spawnables: HashMap<&'static str, SpawnFn>,
+    pub(crate) placements: HashMap<String, Arc<dyn Placement>>,
+    pub(crate) arbiter: ArbiterHandle,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) shutdown_tx: watch::Sender<bool>,
+    pub(crate) inflight: AtomicUsize,
+    pub(crate) inflight_done: Notify,
+    /// Asks handled by this node's actors, for load reports.
+    pub(crate) asks_handled: AtomicU64,
+    pub(crate) inbound: Mutex<Vec<Weak<Outbox>>>,
+    pub(crate) events: broadcast::Sender<MembershipEvent>,
+}
+
+impl std::fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.info.id)
+            .field("cluster", &self.info.cluster)
+            .field("addr", &self.info.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl NodeShared {
+    /// A placement policy registered with [`NodeBuilder::placement`].
+    pub(crate) fn placement(&self, name: &str) -> Option<Arc<dyn Placement>> {
+        self.placements.get(name).cloned()
+    }
+
+    /// The members of the cluster as this node sees them.
+    pub(crate) fn members(&self) -> Vec<NodeInfo> {
+        read(&self.members).values().cloned().collect()
+    }
+
+    /// Membership changes from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<MembershipEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn discovery(&self) -> &dyn Discovery {
+        &*self.discovery
+    }
+
+    pub(crate) fn group_member(
+        &self,
+        actor: ActorId,
+        actor_type: &str,
+        weight: u32,
+    ) -> GroupMember {
+        GroupMember {
+            node: self.info.id.clone(),
+            addr: self.info.addr,
+            actor,
+            actor_type: actor_type.to_owned(),
+            weight,
+        }
+    }
+
+    pub(crate) fn name_entry(&self, actor: ActorId, actor_type: &str) -> NameEntry {
+        NameEntry {
+            node: self.info.id.clone(),
+            addr: self.info.addr,
+            actor,
+            actor_type: actor_type.to_owned(),
+        }
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn inflight_guard(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self.clone())
+    }
+}
+
+/// Counts an ask being handled here until its reply is queued.
+pub(crate) struct InflightGuard(Arc<NodeShared>);
+
+impl InflightGuard {
+    pub(crate) fn node(&self) -> &Arc<NodeShared> {
+        &self.0
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        if self.0.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.inflight_done.notify_waiters();
+        }
+    }
+}
+
+/// Decodes one message type from a payload and delivers it into an actor of type `A`.
+pub(crate) type DispatchFn<A> = fn(&Addr<A>, Inbound<'_>, &[u8]) -> Result<(), WireError>;
+
+/// Where an inbound message came from and where its reply goes.
+pub(crate) struct Inbound<'a> {
+    pub(crate) node: &'a Arc<NodeShared>,
+    pub(crate) actor: ActorId,
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) ask: Option<AskReply>,
+    /// Deliver wrapped even when nothing is traced (the target is supervised).
+    pub(crate) wrap: bool,
+}
+
+/// The return address of an ask.
+pub(crate) struct AskReply {
+    pub(crate) id: u64,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) deadline: Instant,
+}
+
+/// A local actor as the transport sees it: a type name and a dispatch table.
+pub(crate) trait LocalDispatch: Send + Sync {
+    fn dispatch(&self, message: u64, inbound: Inbound<'_>, payload: &[u8])
+        -> Result<(), WireError>;
+    fn type_name(&self) -> &'static str;
+    fn as_any(&self) -> &dyn Any;
+    /// Asks the actor to stop after the messages already in its mailbox.
+    fn stop(&self);
+}

@@ -1,0 +1,163 @@
+//! Starting actors on the node's arbiter: plain, supervised, and from wire arguments (the
+//! remote side of `spawn_on` and of the controller's spawn orders).
+
+use std::any::TypeId;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use actix::dev::channel;
+use actix::{Addr, Context};
+
+use super::decode::with_decode_node;
+use super::dispatch::Typed;
+use super::{lock, read, write, NodeShared, Respawn};
+use crate::core::wire::envelope::{decode_payload, WireError};
+use crate::id::ActorId;
+use crate::message::{Declaration, RemoteActor, Spawnable};
+use crate::supervise::{mailbox_key, take_failed, Decision, RestartHistory, Supervision};
+
+struct SupervisedSpawn<A: Spawnable> {
+    args: A::Args,
+    supervision: Supervision,
+    history: Mutex<RestartHistory>,
+}
+
+impl<A: Spawnable> Respawn for SupervisedSpawn<A>
+where
+    A::Args: Clone + Sync,
+{
+    fn decide(&self, failed: bool) -> Decision {
+        self.supervision
+            .decide(&mut lock(&self.history), failed, std::time::Instant::now())
+    }
+
+    fn respawn(&self, node: &Arc<NodeShared>, id: ActorId) {
+        let args = self.args.clone();
+        node.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), None);
+    }
+}
+
+impl NodeShared {
+    /// The dispatch table of an actor type, built once per node.
+    fn declaration<A: RemoteActor>(&self) -> Arc<Declaration<A>> {
+        let key = TypeId::of::<A>();
+        if let Some(d) = read(&self.declarations).get(&key) {
+            if let Ok(d) = d.clone().downcast::<Declaration<A>>() {
+                return d;
+            }
+        }
+        let d = Arc::new(Declaration::<A>::build());
+        write(&self.declarations).insert(key, d.clone());
+        d
+    }
+
+    /// Starts an actor built by `create` in its context; returns its id and address.
+    pub(crate) fn spawn_with<A, F>(self: &Arc<Self>, create: F) -> (ActorId, Addr<A>)
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
+        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        (id, self.start_actor(id, create, None))
+    }
+
+    /// Starts a supervised actor (see `supervise`); returns its id.
+    pub(crate) fn spawn_supervised<A: Spawnable>(
+        self: &Arc<Self>,
+        args: A::Args,
+        supervision: Supervision,
+    ) -> ActorId
+    where
+        A::Args: Clone + Sync,
+    {
+        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        let supervisor = Arc::new(SupervisedSpawn::<A> {
+            args: args.clone(),
+            supervision,
+            history: Mutex::new(RestartHistory::default()),
+        });
+        self.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), Some(supervisor));
+        id
+    }
+
+    /// Starts (or, for an id already in the table, restarts) actor `id` on the node's
+    /// arbiter with a fresh mailbox, and returns its address.
+    ///
+    /// Memory per actor is a product figure (see BENCHMARKS.md): the actor costs one map
+    /// entry, one dispatch handle and the task that runs its context, whose future also holds
+    /// the guard that removes it from the table when it stops. Nothing else is allocated per
+    /// idle actor; node shutdown stops actors through the table.
+    fn start_actor<A, F>(
+        self: &Arc<Self>,
+        id: ActorId,
+        create: F,
+        supervisor: Option<Arc<dyn Respawn>>,
+    ) -> Addr<A>
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+    {
+        let (tx, rx) = channel::channel(16);
+        let addr = Addr::new(tx);
+        let mut actors = write(&self.actors);
+        if let Some(supervisor) = supervisor {
+            actors.extras.entry(id).or_default().supervisor = Some(supervisor);
+        }
+        let handle = Arc::new(Typed {
+            addr: addr.clone(),
+            declaration: self.declaration::<A>(),
+            supervised: actors.supervisor(id).is_some(),
+        });
+        actors.handles.insert(id, handle);
+        drop(actors);
+        let guard = ActorGuard {
+            node: Arc::downgrade(self),
+            id,
+            mailbox: mailbox_key(&addr),
+        };
+        let started = self.arbiter.spawn_fn(move || {
+            let mut ctx = Context::with_receiver(rx);
+            let actor = create(&mut ctx);
+            let running = ctx.into_future(actor);
+            // The guard lives as long as the actor's context: it drops when the actor stops
+            // (or while a panic unwinds out of its handler).
+            actix_rt::spawn(async move {
+                let _guard = guard;
+                running.await;
+            });
+        });
+        if !started {
+            // The arbiter is gone; the closure (and the guard in it) was dropped.
+            tracing::error!(node = %self.info.id, "the node's arbiter has stopped; actor not started");
+        }
+        addr
+    }
+}
+
+struct ActorGuard {
+    node: Weak<NodeShared>,
+    id: ActorId,
+    /// The key of the actor's mailbox, under which a caught panic is recorded.
+    mailbox: u64,
+}
+
+impl Drop for ActorGuard {
+    fn drop(&mut self) {
+        // A panic that was not caught (a plain tell) unwinds through here; a caught one was
+        // recorded under the mailbox's key.
+        let failed = std::thread::panicking() | take_failed(self.mailbox);
+        if let Some(node) = self.node.upgrade() {
+            node.actor_stopped(self.id, failed);
+        }
+    }
+}
+
+/// The remote side of `spawn_on` for actor type `A`.
+pub(crate) fn spawn_from_wire<A: Spawnable>(
+    node: &Arc<NodeShared>,
+    payload: &[u8],
+) -> std::result::Result<ActorId, WireError> {
+    let args: A::Args =
+        with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
+    Ok(node.spawn_with(move |ctx| A::from_args(args, ctx)).0)
+}

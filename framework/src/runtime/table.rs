@@ -1,0 +1,170 @@
+//! The actor table's life cycle: an actor stopped (restart it or remove it and tell its
+//! watchers), stop requests, watches, and typed access to local actors.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::{Addr, Recipient};
+
+use super::dispatch::Typed;
+use super::{read, write, LocalDispatch, NodeShared, Watcher};
+use crate::core::terminated::{Terminated, TerminationReason};
+use crate::core::wire::envelope::{Header, WireTermination};
+use crate::error::{Error, Result};
+use crate::id::ActorId;
+use crate::message::RemoteActor;
+use crate::stats::DropReason;
+use crate::supervise::Decision;
+
+impl NodeShared {
+    /// Whether actor `id` runs here under supervision.
+    pub(crate) fn is_supervised(&self, id: ActorId) -> bool {
+        read(&self.actors).supervisor(id).is_some()
+    }
+
+    /// Called when an actor's guard drops (`failed`: a handler panicked): restarts it if it
+    /// is supervised and its policy says so; otherwise removes it and tells its watchers.
+    pub(crate) fn actor_stopped(self: &Arc<Self>, id: ActorId, failed: bool) {
+        let supervisor = read(&self.actors)
+            .extras
+            .get(&id)
+            .filter(|e| !e.stop_requested)
+            .and_then(|e| e.supervisor.clone());
+        if let Some(supervisor) = supervisor.filter(|_| !self.is_stopping()) {
+            match supervisor.decide(failed) {
+                Decision::Restart(after) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        tracing::info!(node = %self.info.id, actor = %id, failed, ?after, "restarting a supervised actor");
+                        let node = self.clone();
+                        rt.spawn(async move {
+                            tokio::time::sleep(after).await;
+                            if !node.is_stopping() {
+                                supervisor.respawn(&node, id);
+                            }
+                        });
+                        return;
+                    }
+                }
+                Decision::GiveUp => {
+                    tracing::error!(node = %self.info.id, actor = %id, "supervised actor restarted too often; giving up");
+                }
+                Decision::Stop => {}
+            }
+        }
+        let Some((handle, entry)) = write(&self.actors).remove(id) else {
+            return;
+        };
+        let stopping = self.stopping.load(Ordering::Acquire);
+        let reason = if stopping {
+            TerminationReason::NodeShutdown
+        } else {
+            TerminationReason::Stopped
+        };
+        for watcher in entry.watchers {
+            self.notify_watcher(watcher, id, reason);
+        }
+        if (entry.names.is_empty() && entry.groups.is_empty()) || stopping {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let node = self.clone();
+        let type_name = handle.type_name();
+        rt.spawn(async move {
+            let name_entry = node.name_entry(id, type_name);
+            for name in entry.names {
+                if let Err(e) = node
+                    .discovery
+                    .unregister_name(&node.info.cluster, &name, &name_entry)
+                    .await
+                {
+                    tracing::warn!(%name, error = %e, "could not unregister the name of a stopped actor");
+                }
+            }
+            for (group, weight) in entry.groups {
+                let member = node.group_member(id, type_name, weight);
+                if let Err(e) = node
+                    .discovery
+                    .leave_group(&node.info.cluster, &group, &member)
+                    .await
+                {
+                    tracing::warn!(%group, error = %e, "a stopped actor could not leave its group");
+                }
+            }
+        });
+    }
+
+    pub(crate) fn notify_watcher(&self, watcher: Watcher, id: ActorId, reason: TerminationReason) {
+        match watcher {
+            Watcher::Local(recipient) => recipient.do_send(Terminated {
+                actor: id,
+                node: self.info.id.clone(),
+                reason,
+            }),
+            Watcher::Remote { outbox, watch } => {
+                let Some(outbox) = outbox.upgrade() else {
+                    return;
+                };
+                let reason = match reason {
+                    TerminationReason::NodeShutdown => WireTermination::NodeShutdown,
+                    TerminationReason::NotFound => WireTermination::NotFound,
+                    _ => WireTermination::Stopped,
+                };
+                if outbox
+                    .push(&Header::Terminated { watch, reason }, |_| {
+                        Ok::<_, String>(())
+                    })
+                    .is_err()
+                {
+                    self.stats.dropped(DropReason::LinkFailed, 1);
+                    tracing::debug!(%id, "watcher's link is gone; Terminated notice dropped");
+                }
+            }
+        }
+    }
+
+    /// Stops local actor `id` after the messages already in its mailbox; returns whether it
+    /// was found.
+    pub(crate) fn stop_local(&self, id: ActorId) -> bool {
+        let mut actors = write(&self.actors);
+        let Some(handle) = actors.handles.get(&id).cloned() else {
+            return false;
+        };
+        if let Some(extra) = actors.extra_mut(id) {
+            extra.stop_requested = true;
+        }
+        handle.stop();
+        true
+    }
+
+    pub(crate) fn watch_local(&self, id: ActorId, watcher: Recipient<Terminated>) {
+        let mut actors = write(&self.actors);
+        match actors.extra_mut(id) {
+            Some(entry) => entry.watchers.push(Watcher::Local(watcher)),
+            None => {
+                drop(actors);
+                self.notify_watcher(Watcher::Local(watcher), id, TerminationReason::NotFound);
+            }
+        }
+    }
+
+    /// The dispatch handle of local actor `id`.
+    pub(crate) fn handle_of(&self, id: ActorId) -> Option<Arc<dyn LocalDispatch>> {
+        read(&self.actors).handles.get(&id).cloned()
+    }
+
+    /// The typed address of a local actor: `Ok(None)` when it is gone.
+    pub(crate) fn local_addr<A: RemoteActor>(&self, id: ActorId) -> Result<Option<Addr<A>>> {
+        let Some(handle) = self.handle_of(id) else {
+            return Ok(None);
+        };
+        match handle.as_any().downcast_ref::<Typed<A>>() {
+            Some(typed) => Ok(Some(typed.addr.clone())),
+            None => Err(Error::WrongActorType {
+                expected: A::NAME.to_owned(),
+                found: handle.type_name().to_owned(),
+            }),
+        }
+    }
+}
