@@ -53,6 +53,7 @@
 mod actor_ref;
 pub mod balance;
 pub mod controller;
+mod core;
 pub mod discovery;
 mod error;
 mod group;
