@@ -11,11 +11,14 @@
 //! - [`balance`]: balancers that pick an instance of a group.
 //! - [`placement`]: policies that pick nodes for replicas and replicas to retire.
 //! - [`controller`]: the controller's decisions.
+//! - [`diff`]: the difference between two reads of a key range (the etcd follower's resync).
 //! - [`health`]: when a group's caller ejects an instance.
 //! - [`terminated`]: the notice a watcher gets when a watched actor goes.
 
 pub mod balance;
 pub mod controller;
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+pub(crate) mod diff;
 pub(crate) mod health;
 pub(crate) mod model;
 pub mod placement;

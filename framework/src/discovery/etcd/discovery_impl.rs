@@ -1,0 +1,315 @@
+//! The [`Discovery`] trait on etcd: each method on top of the [session](super::session), the
+//! [follower](super::follow) and the [election](super::election).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+use tokio::sync::mpsc;
+
+use super::follow::{follow_prefix, group_event, membership_event, spec_event};
+use super::record::{NodeRecord, NodeState};
+use super::session::{keep_alive, Session};
+use super::{election, lock, EtcdDiscovery};
+use crate::discovery::{
+    Discovery, DiscoveryFuture, GroupMember, GroupSpec, GroupView, Leadership, LoadReport,
+    Membership, NameEntry, NodeInfo, SpecView,
+};
+use crate::error::Error;
+use crate::id::NodeId;
+
+impl Discovery for EtcdDiscovery {
+    fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
+        Box::pin(async move {
+            if me.id.as_str().contains('/') || me.cluster.contains('/') {
+                return Err(Error::Discovery(
+                    "node ids and cluster names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let record = NodeRecord {
+                info: me.clone(),
+                state: NodeState::Up,
+            };
+            let granted_at = std::time::Instant::now();
+            let lease = inner.register(&record).await?;
+            let prefix = inner.keys(&me.cluster).nodes();
+            let (revision, nodes) = inner.read_prefix::<NodeRecord>(&prefix).await?;
+            let members: Vec<NodeInfo> = nodes.values().map(|r| r.info.clone()).collect();
+            let session = Arc::new(Session::new(
+                record,
+                lease,
+                granted_at + inner.config.lease_ttl,
+            ));
+            let (tx, rx) = mpsc::unbounded_channel();
+            let keepalive =
+                tokio::spawn(keep_alive(Arc::downgrade(inner), Arc::downgrade(&session)));
+            let watch = tokio::spawn(follow_prefix(
+                Arc::downgrade(inner),
+                prefix,
+                revision,
+                nodes,
+                tx,
+                membership_event,
+            ));
+            lock(&session.tasks).extend([keepalive, watch]);
+            lock(&inner.sessions).insert((me.cluster.clone(), me.id.clone()), session);
+            Ok(Membership {
+                revision: revision as u64,
+                members,
+                events: rx,
+            })
+        })
+    }
+
+    fn leave<'a>(&'a self, cluster: &'a str, node: &'a NodeId) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let Some(session) = lock(&inner.sessions).remove(&(cluster.to_owned(), node.clone()))
+            else {
+                return Ok(());
+            };
+            for task in lock(&session.tasks).drain(..) {
+                task.abort();
+            }
+            let record = {
+                let mut record = lock(&session.record);
+                record.state = NodeState::Leaving;
+                record.clone()
+            };
+            let value = serde_json::to_vec(&record).map_err(|e| Error::Discovery(e.to_string()))?;
+            // Mark the leave, so that the others see `Left`, not `Down`; then drop everything.
+            inner
+                .put_leased(&session, inner.keys(cluster).node(node), value)
+                .await?;
+            let lease = session.lease.load(Ordering::Acquire);
+            inner
+                .timed("lease revoke", inner.client().lease_revoke(lease))
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn register_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let session = inner
+                .session(cluster, &entry.node)
+                .ok_or_else(|| Error::UnknownNode(entry.node.clone()))?;
+            let lease = session.lease.load(Ordering::Acquire);
+            inner
+                .claim_name(lease, inner.keys(cluster).name(name), entry, name)
+                .await?;
+            lock(&session.names).insert(name.to_owned(), entry.clone());
+            Ok(())
+        })
+    }
+
+    fn unregister_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+        entry: &'a NameEntry,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if let Some(session) = inner.session(cluster, &entry.node) {
+                lock(&session.names).remove(name);
+            }
+            let key = inner.keys(cluster).name(name);
+            let value = serde_json::to_vec(entry).map_err(|e| Error::Discovery(e.to_string()))?;
+            let txn = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, value)])
+                .and_then([TxnOp::delete(key, None)]);
+            inner
+                .timed("unregister name", inner.client().txn(txn))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn lookup_name<'a>(
+        &'a self,
+        cluster: &'a str,
+        name: &'a str,
+    ) -> DiscoveryFuture<'a, Option<NameEntry>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let response = inner
+                .timed(
+                    "lookup name",
+                    inner.client().get(inner.keys(cluster).name(name), None),
+                )
+                .await?;
+            match response.kvs().first() {
+                None => Ok(None),
+                Some(kv) => serde_json::from_slice(kv.value()).map(Some).map_err(|e| {
+                    Error::Discovery(format!("malformed name entry for `{name}`: {e}"))
+                }),
+            }
+        })
+    }
+
+    fn report_load<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+        load: &'a LoadReport,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let session = inner
+                .session(cluster, node)
+                .ok_or_else(|| Error::UnknownNode(node.clone()))?;
+            *lock(&session.load) = Some(load.clone());
+            let value = serde_json::to_vec(load).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner
+                .put_leased(&session, inner.keys(cluster).load(node), value)
+                .await
+        })
+    }
+
+    fn join_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            if group.contains('/') {
+                return Err(Error::Discovery(
+                    "group names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let session = inner
+                .session(cluster, &member.node)
+                .ok_or_else(|| Error::UnknownNode(member.node.clone()))?;
+            let key = inner.keys(cluster).group_member(group, member);
+            let value = serde_json::to_vec(member).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner
+                .put_leased(&session, key.clone(), value.clone())
+                .await?;
+            lock(&session.groups).insert(key, value);
+            Ok(())
+        })
+    }
+
+    fn leave_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+        member: &'a GroupMember,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let key = inner.keys(cluster).group_member(group, member);
+            if let Some(session) = inner.session(cluster, &member.node) {
+                lock(&session.groups).remove(&key);
+            }
+            inner
+                .timed("leave group", inner.client().delete(key, None))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn watch_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, GroupView> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.keys(cluster).group_members(group);
+            let (revision, known) = inner.read_prefix::<GroupMember>(&prefix).await?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let members = known.values().cloned().collect();
+            tokio::spawn(follow_prefix(
+                Arc::downgrade(inner),
+                prefix,
+                revision,
+                known,
+                tx,
+                group_event,
+            ));
+            Ok(GroupView {
+                revision: revision as u64,
+                members,
+                events: rx,
+            })
+        })
+    }
+
+    fn campaign<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Leadership> {
+        Box::pin(election::campaign(&self.inner, cluster, node))
+    }
+
+    fn leader<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Option<(NodeId, u64)>> {
+        Box::pin(election::leader(&self.inner, cluster))
+    }
+
+    fn put_spec<'a>(&'a self, cluster: &'a str, spec: &'a GroupSpec) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            if spec.group.contains('/') {
+                return Err(Error::Discovery(
+                    "group names used with etcd must not contain '/'".to_owned(),
+                ));
+            }
+            let inner = &self.inner;
+            let key = inner.keys(cluster).spec(&spec.group);
+            let value = serde_json::to_vec(spec).map_err(|e| Error::Discovery(e.to_string()))?;
+            inner
+                .timed("put spec", inner.client().put(key, value, None))
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.keys(cluster).specs();
+            let (revision, known) = inner.read_prefix::<GroupSpec>(&prefix).await?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let specs = known.values().cloned().collect();
+            tokio::spawn(follow_prefix(
+                Arc::downgrade(inner),
+                prefix,
+                revision,
+                known,
+                tx,
+                spec_event,
+            ));
+            Ok(SpecView { specs, events: rx })
+        })
+    }
+
+    fn lease_deadline(&self, cluster: &str, node: &NodeId) -> Option<std::time::Instant> {
+        self.inner
+            .session(cluster, node)
+            .and_then(|s| *lock(&s.alive_until))
+    }
+
+    fn loads<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, BTreeMap<NodeId, LoadReport>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let keys = inner.keys(cluster);
+            let (_, loads) = inner.read_prefix::<LoadReport>(&keys.loads()).await?;
+            Ok(loads
+                .into_iter()
+                .filter_map(|(key, load)| Some((keys.node_of_load(&key)?, load)))
+                .collect())
+        })
+    }
+}
