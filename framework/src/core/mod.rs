@@ -13,6 +13,7 @@
 //! - [`controller`]: the controller's decisions.
 //! - [`diff`]: the difference between two reads of a key range (the etcd follower's resync).
 //! - [`health`]: when a group's caller ejects an instance.
+//! - [`view`]: a node's membership view.
 //! - [`terminated`]: the notice a watcher gets when a watched actor goes.
 
 pub mod balance;
@@ -23,4 +24,5 @@ pub(crate) mod health;
 pub(crate) mod model;
 pub mod placement;
 pub(crate) mod terminated;
+pub(crate) mod view;
 pub(crate) mod wire;

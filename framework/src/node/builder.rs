@@ -1,6 +1,6 @@
 //! Configuring and starting a [`Node`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::Node;
+use crate::core::view::MembershipView;
 use crate::core::wire::PROTOCOL_VERSION;
 use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
 use crate::error::{Error, Result};
@@ -235,8 +236,7 @@ impl NodeBuilder {
             actors: RwLock::new(ActorTable::default()),
             next_actor: AtomicU64::new(1),
             peers: Mutex::new(HashMap::new()),
-            members: RwLock::new(BTreeMap::new()),
-            departed: Mutex::new(HashSet::new()),
+            view: RwLock::new(MembershipView::new(id.clone(), [])),
             declarations: RwLock::new(HashMap::new()),
             spawnables: self.spawnables,
             placements: self.placements,
@@ -246,6 +246,7 @@ impl NodeBuilder {
             inflight: AtomicUsize::new(0),
             inflight_done: Notify::new(),
             inbound: Mutex::new(Vec::new()),
+            starts: Mutex::new(HashMap::new()),
             asks_handled: AtomicU64::new(0),
             events,
         });
@@ -257,12 +258,7 @@ impl NodeBuilder {
                 return Err(e);
             }
         };
-        {
-            let mut members = write(&shared.members);
-            for m in membership.members {
-                members.insert(m.id.clone(), m);
-            }
-        }
+        *write(&shared.view) = MembershipView::new(id.clone(), membership.members);
         let weak = Arc::downgrade(&shared);
         let mut events = membership.events;
         tokio::spawn(async move {

@@ -74,7 +74,7 @@ impl Node {
 
     /// The members of the cluster as this node currently sees them, itself included.
     pub fn members(&self) -> Vec<NodeInfo> {
-        read(&self.shared.members).values().cloned().collect()
+        read(&self.shared.view).members().cloned().collect()
     }
 
     /// Membership changes from now on: node up, left gracefully, down.
@@ -87,7 +87,7 @@ impl Node {
         let mut events = self.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(info) = read(&self.shared.members).get(node) {
+            if let Some(info) = read(&self.shared.view).get(node) {
                 return Ok(info.clone());
             }
             match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -180,7 +180,7 @@ impl Node {
             let (id, addr) = shared.spawn_with(move |ctx| A::from_args(args, ctx));
             return Ok(ActorRef::local(id, addr, shared.clone()));
         }
-        let addr = read(&shared.members)
+        let addr = read(&shared.view)
             .get(node)
             .map(|m| m.addr)
             .ok_or_else(|| Error::UnknownNode(node.clone()))?;

@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{lock, write, NodeShared};
+use super::{lock, read, write, NodeShared};
 use crate::core::model::MembershipEvent;
+use crate::core::view::ViewChange;
 use crate::id::NodeId;
 use crate::transport::link::PeerLink;
 
@@ -16,7 +17,7 @@ impl NodeShared {
         if let Some(link) = peers.get(node) {
             return link.clone();
         }
-        let down = lock(&self.departed).contains(node) || self.stopping.load(Ordering::Acquire);
+        let down = read(&self.view).has_departed(node) || self.stopping.load(Ordering::Acquire);
         let link = PeerLink::start(self.link_config.clone(), node.clone(), addr, down);
         peers.insert(node.clone(), link.clone());
         link
@@ -24,26 +25,21 @@ impl NodeShared {
 
     /// Applies one membership change to the view and the links.
     pub(crate) fn apply(&self, event: MembershipEvent) {
-        match &event {
-            MembershipEvent::Up(info) => {
-                write(&self.members).insert(info.id.clone(), info.clone());
-                if lock(&self.departed).remove(&info.id) {
-                    // A new incarnation: old references keep their dead link, new ones connect.
-                    lock(&self.peers).remove(&info.id);
+        let change = write(&self.view).apply(&event);
+        match change {
+            ViewChange::Nothing => {}
+            ViewChange::NewIncarnation(id) => {
+                // Old references keep their dead link; new ones connect afresh.
+                lock(&self.peers).remove(&id);
+            }
+            ViewChange::Departed { node, graceful } => {
+                if let Some(link) = lock(&self.peers).get(&node).cloned() {
+                    link.mark_down(graceful);
                 }
             }
-            MembershipEvent::Left(id) | MembershipEvent::Down(id) => {
-                let graceful = matches!(event, MembershipEvent::Left(_));
-                write(&self.members).remove(id);
-                if id == &self.info.id {
-                    if !self.is_stopping() {
-                        tracing::error!(node = %id, "discovery declared this node down; its peers consider its actors gone");
-                    }
-                } else {
-                    lock(&self.departed).insert(id.clone());
-                    if let Some(link) = lock(&self.peers).get(id).cloned() {
-                        link.mark_down(graceful);
-                    }
+            ViewChange::SelfGone => {
+                if !self.is_stopping() {
+                    tracing::error!(node = %self.info.id, "discovery declared this node down; its peers consider its actors gone");
                 }
             }
         }

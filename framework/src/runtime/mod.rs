@@ -28,7 +28,7 @@
 //! NodeShared`.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use crate::core::model::{GroupMember, MembershipEvent, NameEntry, NodeInfo};
 use crate::core::placement::Placement;
 use crate::core::terminated::Terminated;
+use crate::core::view::MembershipView;
 use crate::core::wire::envelope::WireError;
 use crate::core::wire::outbox::Outbox;
 use crate::discovery::Discovery;
@@ -150,8 +151,8 @@ pub(crate) struct NodeShared {
     pub(crate) actors: RwLock<ActorTable>,
     pub(crate) next_actor: AtomicU64,
     pub(crate) peers: Mutex<HashMap<NodeId, Arc<PeerLink>>>,
-    pub(crate) members: RwLock<BTreeMap<NodeId, NodeInfo>>,
-    pub(crate) departed: Mutex<HashSet<NodeId>>,
+    /// Who is a member, as this node sees it.
+    pub(crate) view: RwLock<MembershipView>,
     pub(crate) declarations: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) spawnables: HashMap<&'static str, SpawnFn>,
     pub(crate) placements: HashMap<String, Arc<dyn Placement>>,
@@ -163,6 +164,9 @@ pub(crate) struct NodeShared {
     /// Asks handled by this node's actors, for load reports.
     pub(crate) asks_handled: AtomicU64,
     pub(crate) inbound: Mutex<Vec<Weak<Outbox>>>,
+    /// Actors waiting for the arbiter to start them, one queue per actor and constructor type
+    /// (see `spawn.rs`).
+    pub(crate) starts: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
     pub(crate) events: broadcast::Sender<MembershipEvent>,
 }
 
@@ -196,7 +200,7 @@ impl NodeShared {
 
     /// The members of the cluster as this node sees them.
     pub(crate) fn members(&self) -> Vec<NodeInfo> {
-        read(&self.members).values().cloned().collect()
+        read(&self.view).members().cloned().collect()
     }
 
     /// Membership changes from now on.
