@@ -250,6 +250,7 @@ impl NodeBuilder {
             asks_handled: AtomicU64::new(0),
             events,
         });
+        crate::runtime::local::install(&shared);
         crate::transport::server::serve(shared.clone(), listener);
         let membership = match discovery.join(&info).await {
             Ok(m) => m,

@@ -212,3 +212,31 @@ async fn orders_of_a_node_that_does_not_lead_are_refused() {
     assert_eq!(node.actor_count(), 0, "nothing was spawned");
     node.shutdown().await;
 }
+
+/// Actors start wherever `spawn` is called from: the arbiter's own code, a `tokio::spawn`
+/// task (outside actix's task set), another thread; each one answers, and a million-actor
+/// spawn loop on the arbiter does not need the arbiter's queue (see `runtime/local.rs`).
+#[actix_rt::test]
+async fn spawn_works_from_the_arbiter_a_tokio_task_and_another_thread() {
+    let node = Node::builder().start().await.unwrap();
+    let here = node.spawn(Echoer);
+    assert_eq!(here.ask(Echo(1)).await.unwrap(), 1);
+
+    let from_task = {
+        let node = node.clone();
+        tokio::spawn(async move { node.spawn(Echoer) })
+            .await
+            .unwrap()
+    };
+    assert_eq!(from_task.ask(Echo(2)).await.unwrap(), 2);
+
+    let from_thread = {
+        let node = node.clone();
+        std::thread::spawn(move || node.spawn(Echoer))
+            .join()
+            .unwrap()
+    };
+    assert_eq!(from_thread.ask(Echo(3)).await.unwrap(), 3);
+    assert_eq!(node.actor_count(), 3);
+    node.shutdown().await;
+}

@@ -56,6 +56,7 @@ pub(crate) mod decode;
 pub(crate) mod dispatch;
 pub(crate) mod inbound;
 pub(crate) mod load;
+pub(crate) mod local;
 pub(crate) mod membership;
 pub(crate) mod orders;
 pub(crate) mod reply;

@@ -10,9 +10,11 @@ use std::task::{Context as TaskContext, Poll};
 
 use actix::dev::channel::{self, AddressReceiver};
 use actix::{Addr, Context};
+use tokio::task::LocalSet;
 
 use super::decode::with_decode_node;
 use super::dispatch::Typed;
+use super::local;
 use super::{lock, read, write, NodeShared, Respawn};
 use crate::core::wire::envelope::{decode_payload, WireError};
 use crate::id::ActorId;
@@ -118,7 +120,11 @@ impl NodeShared {
             id,
             mailbox: mailbox_key(&addr),
         };
-        self.enqueue_start(guard, rx, create);
+        match local::current(self) {
+            // On the arbiter's thread: the actor's task is created now.
+            Some(set) => start_now(&set, guard, rx, create),
+            None => self.enqueue_start(guard, rx, create),
+        }
         addr
     }
 
@@ -165,7 +171,7 @@ impl NodeShared {
     }
 
     /// Starts every queued actor of one type (on the arbiter, inside its task context).
-    fn drain_starts<A, F>(&self)
+    fn drain_starts<A, F>(self: &Arc<Self>)
     where
         A: RemoteActor,
         F: FnOnce(&mut Context<A>) -> A + Send + 'static,
@@ -176,17 +182,31 @@ impl NodeShared {
         let Ok(pending) = queue.downcast::<PendingStarts<A, F>>() else {
             return;
         };
+        let Some(set) = local::current(self) else {
+            // The node's set is gone (the system is stopping): the guards tell the table.
+            return;
+        };
         for (guard, rx, create) in *pending {
-            let mut ctx = Context::with_receiver(rx);
-            let actor = create(&mut ctx);
-            // The guard lives as long as the actor's context: it drops when the actor stops
-            // (or while a panic unwinds out of its handler).
-            actix_rt::spawn(Guarded {
-                running: ctx.into_future(actor),
-                _guard: guard,
-            });
+            start_now(&set, guard, rx, create);
         }
     }
+}
+
+/// Creates an actor in its context and puts its task into the node's set.
+fn start_now<A, F>(set: &LocalSet, guard: ActorGuard, rx: AddressReceiver<A>, create: F)
+where
+    A: RemoteActor,
+    F: FnOnce(&mut Context<A>) -> A,
+{
+    let mut ctx = Context::with_receiver(rx);
+    let actor = create(&mut ctx);
+    // The guard lives as long as the actor's context: it drops when the actor stops (or while
+    // a panic unwinds out of its handler).
+    let _entered = set.enter();
+    set.spawn_local(Guarded {
+        running: ctx.into_future(actor),
+        _guard: guard,
+    });
 }
 
 /// Actors of one type waiting to be started by the arbiter.
