@@ -190,7 +190,7 @@ async fn membership_follows_joins_stops_and_node_death() {
     // An instance that stops leaves by itself; an explicit leave works too.
     nodes[1].leave_group("workers", &ninth).await.unwrap();
     refs[3].ask(Quit).await.unwrap(); // worker 3, on node n0, stops
-    // A group view has no change event to await: look at it.
+                                      // A group view has no change event to await: look at it.
     let ids = |group: &GroupRef<Worker>| -> Vec<_> {
         group
             .instances()

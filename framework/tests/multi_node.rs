@@ -207,7 +207,8 @@ async fn node_down_fails_pending_and_later_asks_fast() {
     assert_eq!(remote.ask(Add(1)).await.unwrap(), 1);
     // An ask that is being handled (held at the gate) when the node is declared down.
     let slow = remote.clone();
-    let pending = tokio::spawn(async move { slow.ask_timeout(Hold, Duration::from_secs(30)).await });
+    let pending =
+        tokio::spawn(async move { slow.ask_timeout(Hold, Duration::from_secs(30)).await });
     gate.arrived(1).await;
     let started = std::time::Instant::now();
     assert!(discovery.fail("test", b.id()));

@@ -145,9 +145,7 @@ impl Handler<Block> for Counter {
     fn handle(&mut self, _: Block, _: &mut Context<Self>) -> Self::Result {
         use actix::WrapFuture;
         let gate = self.gate.clone();
-        actix::AtomicResponse::new(Box::pin(
-            async move { gate.pass().await }.into_actor(self),
-        ))
+        actix::AtomicResponse::new(Box::pin(async move { gate.pass().await }.into_actor(self)))
     }
 }
 
