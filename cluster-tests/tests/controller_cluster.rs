@@ -383,8 +383,7 @@ async fn scaling_up_and_down_stays_even_and_plain_asks_are_not_lost() {
                         Err(Error::NoInstances { .. }) => asks.no_instances += 1,
                         Err(e) => asks.other.push(e),
                     }
-                    // Pacing, not a wait: about an ask per millisecond per caller, so that the
-                    // load lasts through the scale-down without starving the processes.
+                    // Pacing, not a wait: ~1 ask/ms per caller, a load that starves no process.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 asks
