@@ -293,7 +293,7 @@ async fn a_lost_lease_is_replaced_and_names_come_back() {
     assert_ne!(new_lease, lease, "a new lease");
     let found = eventually(
         "the name was registered again",
-        Duration::from_secs(2),
+        Duration::from_secs(5),
         || a.lookup::<Counter>("survivor"),
     )
     .await;
@@ -396,7 +396,7 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     b.shutdown().await;
     eventually_now(
         "b's instances leave the group",
-        Duration::from_secs(2),
+        Duration::from_secs(5),
         || {
             let nodes: Vec<_> = group.instances().iter().map(|r| r.node().clone()).collect();
             if nodes.len() == 2 {

@@ -480,7 +480,7 @@ async fn full_send_queue_hands_the_message_back() {
         "a refused tell is handed back, not dropped"
     );
     // An ask while the queue is full fails the same way; once drained, sending works again.
-    eventually("the queue drains", Duration::from_secs(2), || async {
+    eventually("the queue drains", Duration::from_secs(5), || async {
         match remote.ask(Get).await {
             Ok(_) => Ok(()),
             Err(full @ Error::MailboxFull { .. }) => Err(full),
