@@ -12,7 +12,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 const PROJECT_NAME: &str = "hello-mesh";
 const CRATE_NAME: &str = "hello_mesh";
@@ -137,21 +139,30 @@ fn run(what: &str, mut command: Command) {
 
 /// Runs the generated binary and waits for it to exit, killing it after [`RUN_LIMIT`].
 fn run_binary(binary: &Path) -> Output {
-    let mut child = Command::new(binary)
+    let child = Command::new(binary)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("poll the binary").is_some() {
-            return child.wait_with_output().expect("collect the output");
-        }
-        if started.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect the output");
+    let pid = child.id();
+    // A thread waits for the exit; this one waits for that thread's word, up to the limit.
+    let (exited, exit) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = exited.send(child.wait_with_output());
+    });
+    match exit.recv_timeout(RUN_LIMIT) {
+        Ok(output) => output.expect("collect the output"),
+        Err(_) => {
+            // The waiting thread owns the child (and has not reaped it): kill it by its pid.
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let output = exit
+                .recv()
+                .expect("the waiting thread reports")
+                .expect("collect the output");
             panic!(
                 "{} did not exit within {RUN_LIMIT:?}:\n--- stdout\n{}\n--- stderr\n{}",
                 binary.display(),
@@ -159,7 +170,6 @@ fn run_binary(binary: &Path) -> Output {
                 tail(&output.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

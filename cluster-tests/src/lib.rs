@@ -763,6 +763,7 @@ where
         if Instant::now() + interval >= deadline {
             break;
         }
+        // The pause between two attempts: the state of other processes can only be looked at.
         tokio::time::sleep(interval).await;
     }
     Err(format!(

@@ -20,6 +20,7 @@ use actormesh_cluster_tests::{
     TTL,
 };
 use actormesh_testkit::Etcd;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -32,8 +33,6 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between two looks at a polled condition.
 const POLL: Duration = Duration::from_millis(20);
-/// A settled group keeps its shape for this many consecutive looks.
-const STABLE_LOOKS: u32 = 25;
 /// After a SIGKILL of a non-leader, the group must be whole within this (TTL + 2 s, plus a
 /// margin for a shared 2-core machine).
 const FAILOVER_LIMIT: Duration = Duration::from_secs(6);
@@ -160,8 +159,11 @@ fn by_node(group: &GroupRef<Replica>) -> (BTreeMap<String, usize>, usize, usize)
 }
 
 /// Waits until `group` sees exactly `n` distinct instances, none on `excluded`, satisfying
-/// `shape`, for [`STABLE_LOOKS`] looks in a row; returns the count per node and when the
-/// condition first held in the final run of looks.
+/// `shape`; returns the count per node and when it was first seen so.
+///
+/// Every change the tests wait for only moves the group towards that state (the count goes
+/// one way, the dead node's instances only leave), so the first look that matches it is the
+/// settled group, not a state passed through.
 async fn settle(
     group: &GroupRef<Replica>,
     n: usize,
@@ -169,38 +171,24 @@ async fn settle(
     timeout: Duration,
     shape: impl Fn(&BTreeMap<String, usize>) -> bool,
 ) -> (BTreeMap<String, usize>, Instant) {
-    let deadline = Instant::now() + timeout;
-    let mut stable = 0;
-    let mut since = Instant::now();
-    let mut last = (BTreeMap::new(), 0, 0);
-    let max_looks = timeout.as_millis() / POLL.as_millis() + 1;
-    for _ in 0..max_looks {
-        last = by_node(group);
-        let (counts, distinct, total) = &last;
-        let ok = *distinct == n
-            && *total == n
-            && excluded.iter().all(|x| !counts.contains_key(*x))
-            && shape(counts);
-        if ok {
-            if stable == 0 {
-                since = Instant::now();
-            }
-            stable += 1;
-            if stable >= STABLE_LOOKS {
-                return (last.0, since);
-            }
-        } else {
-            stable = 0;
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    panic!(
-        "group {} never settled at {n} (excluding {excluded:?}) within {timeout:?}; last seen {last:?}",
+    let what = format!(
+        "group {} settles at {n} (excluding {excluded:?})",
         group.name()
     );
+    poll_until(&what, timeout, POLL, || async {
+        let (counts, distinct, total) = by_node(group);
+        let ok = distinct == n
+            && total == n
+            && excluded.iter().all(|x| !counts.contains_key(*x))
+            && shape(&counts);
+        if ok {
+            Ok((counts, Instant::now()))
+        } else {
+            Err(format!("{counts:?}, {distinct} distinct of {total}"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn even(counts: &BTreeMap<String, usize>) -> bool {
@@ -370,10 +358,13 @@ async fn scaling_up_and_down_stays_even_and_plain_asks_are_not_lost() {
 
     // Callers ask (plain `ask`, never retried) while the group shrinks to 4.
     let stop = Arc::new(AtomicBool::new(false));
+    // One permit per caller once it has an answer.
+    let asking = Arc::new(Semaphore::new(0));
     let callers: Vec<_> = (0..CALLERS)
         .map(|_| {
             let group = group.clone();
             let stop = stop.clone();
+            let asking = asking.clone();
             actix_rt::spawn(async move {
                 let mut asks = Asks::default();
                 for _ in 0..20_000 {
@@ -384,18 +375,26 @@ async fn scaling_up_and_down_stays_even_and_plain_asks_are_not_lost() {
                         Ok(w) => {
                             assert_eq!(w.tag, "s", "an answer from a stranger: {w:?}");
                             asks.ok += 1;
+                            if asks.ok == 1 {
+                                asking.add_permits(1);
+                            }
                         }
                         Err(Error::ActorNotFound { .. }) => asks.not_found += 1,
                         Err(Error::NoInstances { .. }) => asks.no_instances += 1,
                         Err(e) => asks.other.push(e),
                     }
+                    // Pacing, not a wait: ~1 ask/ms per caller, a load that starves no process.
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 asks
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(
+        tokio::time::timeout(JOIN_TIMEOUT, asking.acquire_many(CALLERS as u32))
+            .await
+            .expect("every caller has an answer before the scale-down"),
+    );
     c.me.scale("replicas", 4).await.unwrap();
     let (counts, _) = settle(&group, 4, &[], SETTLE_TIMEOUT, even).await;
     println!("scale back to 4: {counts:?}");

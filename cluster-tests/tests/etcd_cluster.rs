@@ -443,6 +443,7 @@ async fn asks_keep_working_while_etcd_restarts_and_the_cluster_converges_after()
                     Err(e) => Err(format!("test -> p2: {e}")),
                 };
                 load.record(relayed);
+                // Pacing, not a wait: a light, steady load that leaves lease renewals room.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

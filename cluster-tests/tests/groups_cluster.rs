@@ -142,8 +142,8 @@ const MAX_ASKS_PER_CALLER: u64 = 20_000;
 const LOAD_DEADLINE: Duration = Duration::from_secs(40);
 /// Answers before the kill.
 const WARM_UP_ANSWERS: u64 = 200;
-/// How long the load goes on once the dead node's instances have left the group.
-const LOAD_AFTER: Duration = Duration::from_secs(1);
+/// How many more answers the callers get once the dead node's instances have left the group.
+const ANSWERS_AFTER: u64 = 200;
 /// The longest one attempt of an idempotent ask may take before it is retried elsewhere.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -338,8 +338,23 @@ async fn a_killed_node_leaves_the_group_and_idempotent_callers_see_no_error() {
     assert_eq!(keys.len(), 5, "{keys:?}");
     assert!(!keys.iter().any(|k| k.contains("/p1/")), "{keys:?}");
 
-    // The load goes on for a while with the shrunk group, then stops.
-    tokio::time::sleep(LOAD_AFTER).await;
+    // The load goes on with the shrunk group for a number of answers, then stops.
+    let at_removal = answered.load(Ordering::Acquire);
+    poll_until(
+        "the callers go on with the shrunk group",
+        JOIN_TIMEOUT,
+        POLL,
+        || async {
+            let after = answered.load(Ordering::Acquire) - at_removal;
+            if after >= ANSWERS_AFTER {
+                Ok(())
+            } else {
+                Err(format!("{after} answers since the removal"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     stop.store(true, Ordering::Release);
     let mut answers = Vec::new();
     for (c, task) in callers.into_iter().enumerate() {

@@ -9,10 +9,16 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Context, Handler, Message};
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{GroupSpec, Node, RemoteMessage, Spawnable};
+use actormesh_cluster_tests::poll_until;
 use actormesh_testkit::Etcd;
 use serde::{Deserialize, Serialize};
 
 const BIN: &str = env!("CARGO_BIN_EXE_singleton-node");
+
+/// Pause between two looks at a polled condition.
+const POLL: Duration = Duration::from_millis(20);
+/// Heartbeats the last instance logs before the log is read (one every 20 ms).
+const LAST_BEATS: usize = 10;
 
 /// The test's view of the beacon type the nodes run (same stable names).
 #[derive(Message, Serialize, Deserialize)]
@@ -110,6 +116,7 @@ async fn never_two_live_singletons_under_repeated_kills() {
         .await
         .unwrap();
 
+    let mut last_pid = 0;
     for round in 0..4 {
         let host = group.instances()[0].node().clone();
         let index = procs
@@ -121,25 +128,44 @@ async fn never_two_live_singletons_under_repeated_kills() {
         let _ = victim.child.wait();
         let killed = Instant::now();
         // Wait until the singleton runs elsewhere (the dead host's lease must expire first).
-        let mut moved = None;
-        while killed.elapsed() < Duration::from_secs(15) {
-            let instances = group.instances();
-            if instances.len() == 1
-                && instances[0].node() != &host
-                && instances[0].ask(Pid).await.is_ok()
-            {
-                moved = Some(killed.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let moved =
-            moved.unwrap_or_else(|| panic!("round {round}: the singleton did not come back"));
-        eprintln!("round {round}: singleton back after {moved:?}");
+        last_pid = poll_until(
+            &format!("round {round}: the singleton comes back"),
+            Duration::from_secs(15),
+            POLL,
+            || async {
+                match group.instances().as_slice() {
+                    [one] if one.node() != &host => one.ask(Pid).await.map_err(|e| e.to_string()),
+                    seen => Err(format!("{} instances", seen.len())),
+                }
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("round {round}: singleton back after {:?}", killed.elapsed());
         procs.push(start(&endpoint, &format!("s{}", round + 4), &log_path));
     }
-    // Let the last instance beat a little, then read the log the instances wrote.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the last instance beat a little (its life then has a span that another instance
+    // could overlap), then read the log the instances wrote.
+    poll_until(
+        "the last instance beats",
+        Duration::from_secs(10),
+        POLL,
+        || async {
+            let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+            let pid = last_pid.to_string();
+            let beats = text
+                .lines()
+                .filter(|line| line.split_whitespace().next() == Some(pid.as_str()))
+                .count();
+            if beats >= LAST_BEATS {
+                Ok(())
+            } else {
+                Err(format!("{beats} beats of pid {pid}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     observer.shutdown().await;
     drop(procs);
     let text = std::fs::read_to_string(&log).unwrap();

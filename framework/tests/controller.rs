@@ -1,11 +1,15 @@
 //! The controller: desired-state groups kept across node failures and scaling (in process).
 
+mod common;
+
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actix::{Actor, Context, Handler, Message};
 use actormesh::prelude::*;
 use actormesh::{Discovery, GroupSpec, PlacementPolicy};
+use common::{eventually_now, Gate};
 use serde::{Deserialize, Serialize};
 
 #[derive(Message, Serialize, Deserialize, Clone, Debug)]
@@ -38,7 +42,7 @@ impl Spawnable for Replica {
     }
 }
 
-/// Takes a while: keeps an ask in flight on the replica's node.
+/// Keeps an ask in flight on the replica's node: waits at [`SLOW`] until the test opens it.
 #[derive(Message, Serialize, Deserialize, Clone, Debug)]
 #[rtype(result = "()")]
 struct Slow;
@@ -47,10 +51,14 @@ impl RemoteMessage for Slow {
 }
 impl Idempotent for Slow {}
 
+/// Where [`Slow`] waits. Replicas are started by the controller from wire arguments, so the
+/// gate is process-wide; only the autoscaler test sends `Slow`.
+static SLOW: LazyLock<Gate> = LazyLock::new(Gate::closed);
+
 impl Handler<Slow> for Replica {
     type Result = actix::ResponseFuture<()>;
     fn handle(&mut self, _: Slow, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(tokio::time::sleep(Duration::from_millis(200)))
+        Box::pin(SLOW.pass())
     }
 }
 
@@ -83,26 +91,36 @@ async fn cluster(n: usize) -> (MemoryDiscovery, Vec<Node>) {
     (discovery, nodes)
 }
 
-/// Replicas per node as `observer` sees the group, once it has exactly `n` for a while.
-async fn settle(observer: &GroupRef<Replica>, n: usize) -> BTreeMap<String, usize> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let mut stable = 0;
-    while tokio::time::Instant::now() < deadline {
-        if observer.instances().len() == n {
-            stable += 1;
-            if stable >= 10 {
-                let mut per_node = BTreeMap::new();
-                for r in observer.instances() {
-                    *per_node.entry(r.node().to_string()).or_default() += 1;
-                }
-                return per_node;
-            }
-        } else {
-            stable = 0;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Replicas per node as `observer` sees the group.
+fn per_node(observer: &GroupRef<Replica>) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    for r in observer.instances() {
+        *per_node.entry(r.node().to_string()).or_default() += 1;
     }
-    panic!("group never settled at {n}: {}", observer.instances().len());
+    per_node
+}
+
+/// Replicas per node as `observer` sees the group, once it sees exactly `n`, none of them on
+/// `gone` (a dead node whose replicas the view may still hold).
+///
+/// Each change the tests wait for only ever moves the count towards `n`, so the first look
+/// that matches is the settled state.
+async fn settle(
+    observer: &GroupRef<Replica>,
+    n: usize,
+    gone: Option<&NodeId>,
+) -> BTreeMap<String, usize> {
+    let what = format!("the group settles at {n} replicas, none on {gone:?}");
+    eventually_now(&what, Duration::from_secs(15), || {
+        let seen = per_node(observer);
+        let count: usize = seen.values().sum();
+        if count == n && gone.is_none_or(|g| !seen.contains_key(g.as_str())) {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    })
+    .await
 }
 
 #[actix::test]
@@ -113,7 +131,7 @@ async fn a_deployed_group_is_kept_whole_through_failover_and_scaling() {
         .placement(PlacementPolicy::Spread);
     nodes[0].deploy(&spec).await.unwrap();
     let observer = nodes[0].group::<Replica>("replicas").await.unwrap();
-    let spread = settle(&observer, 12).await;
+    let spread = settle(&observer, 12, None).await;
     assert_eq!(
         spread.values().copied().collect::<Vec<_>>(),
         vec![4, 4, 4],
@@ -128,8 +146,7 @@ async fn a_deployed_group_is_kept_whole_through_failover_and_scaling() {
         .id()
         .clone();
     assert!(discovery.fail("ctl", &victim));
-    let spread = settle(&observer, 12).await;
-    assert!(!spread.contains_key(victim.as_str()), "{spread:?}");
+    let spread = settle(&observer, 12, Some(&victim)).await;
     assert_eq!(
         spread.values().copied().collect::<Vec<_>>(),
         vec![6, 6],
@@ -145,11 +162,11 @@ async fn a_deployed_group_is_kept_whole_through_failover_and_scaling() {
     assert_eq!(ids.len(), 12, "no replica counted twice");
     // Scale down and up again.
     nodes[0].scale("replicas", 4).await.unwrap();
-    let spread = settle(&observer, 4).await;
+    let spread = settle(&observer, 4, Some(&victim)).await;
     assert_eq!(spread.values().sum::<usize>(), 4);
     assert!(spread.values().all(|&n| n == 2), "{spread:?}");
     nodes[0].scale("replicas", 16).await.unwrap();
-    let spread = settle(&observer, 16).await;
+    let spread = settle(&observer, 16, Some(&victim)).await;
     assert!(spread.values().all(|&n| n == 8), "{spread:?}");
     assert_eq!(observer.ask_idempotent(Where).await.unwrap(), "r");
     for n in nodes {
@@ -166,7 +183,7 @@ async fn another_node_takes_over_when_the_leader_dies() {
     let (leader, first_token) = discovery.leader("ctl").await.unwrap().unwrap();
     let survivor = observer_node(&leader);
     let observer = survivor.group::<Replica>("taken-over").await.unwrap();
-    settle(&observer, 6).await;
+    settle(&observer, 6, None).await;
     assert!(discovery.fail("ctl", &leader));
     let (next, token) = discovery
         .leader("ctl")
@@ -176,9 +193,9 @@ async fn another_node_takes_over_when_the_leader_dies() {
     assert_ne!(next, leader);
     assert!(token > first_token);
     // The new leader restores the replicas the old one's node held and follows new specs.
-    settle(&observer, 6).await;
+    settle(&observer, 6, Some(&leader)).await;
     survivor.scale("taken-over", 2).await.unwrap();
-    settle(&observer, 2).await;
+    settle(&observer, 2, Some(&leader)).await;
     for n in nodes {
         n.shutdown().await;
     }
@@ -198,29 +215,51 @@ async fn a_singleton_has_one_instance_and_moves_when_its_node_dies() {
     let spec = GroupSpec::singleton::<Replica>("only", &"s".to_owned()).unwrap();
     nodes[0].deploy(&spec).await.unwrap();
     let observer = nodes[0].group::<Replica>("only").await.unwrap();
-    settle(&observer, 1).await;
-    // Asking for more changes nothing: a singleton stays one.
+    settle(&observer, 1, None).await;
+    let actors = |nodes: &[Node]| nodes.iter().map(Node::actor_count).sum::<usize>();
+    let before = actors(&nodes);
+    // Asking for more changes nothing: a singleton stays one. The leader applies spec changes
+    // in order and its orders reach each node in order, so once a group deployed after the
+    // scale request has a replica on every node, every node has received whatever the leader
+    // ordered for the request.
     nodes[0].scale("only", 3).await.unwrap();
-    settle(&observer, 1).await;
+    let later = GroupSpec::new::<Replica>("later", &"l".to_owned(), 3)
+        .unwrap()
+        .max_per_node(1);
+    nodes[0].deploy(&later).await.unwrap();
+    nodes[0]
+        .group::<Replica>("later")
+        .await
+        .unwrap()
+        .wait_for_instances(3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        actors(&nodes),
+        before + 3,
+        "only the later group's replicas started"
+    );
+    assert_eq!(observer.instances().len(), 1, "a singleton stays one");
     let host = observer.instances()[0].node().clone();
     // Observe from a node that will survive.
     let watcher_node = nodes.iter().find(|n| n.id() != &host).unwrap();
     let observer = watcher_node.group::<Replica>("only").await.unwrap();
-    settle(&observer, 1).await;
+    settle(&observer, 1, None).await;
     assert!(discovery.fail("ctl", &host));
     let mut max_seen = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut moved = false;
-    while tokio::time::Instant::now() < deadline {
-        let instances = observer.instances();
-        max_seen = max_seen.max(instances.len());
-        if instances.len() == 1 && instances[0].node() != &host {
-            moved = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(moved, "the singleton moved off the dead node");
+    eventually_now(
+        "the singleton moved off the dead node",
+        Duration::from_secs(10),
+        || {
+            let instances = observer.instances();
+            max_seen = max_seen.max(instances.len());
+            match instances.as_slice() {
+                [one] if one.node() != &host => Ok(()),
+                _ => Err(per_node(&observer)),
+            }
+        },
+    )
+    .await;
     assert!(max_seen <= 1, "never two instances");
     for n in nodes {
         n.shutdown().await;
@@ -255,8 +294,9 @@ async fn the_autoscaler_follows_the_load_within_bounds() {
         });
     nodes[0].deploy(&spec).await.unwrap();
     let group = caller.group::<Replica>("elastic").await.unwrap();
-    settle(&group, 1).await;
-    // 40 callers keep asks in flight: about 40 / 4 = 10 replicas wanted, capped at 6.
+    settle(&group, 1, None).await;
+    // 40 callers keep asks in flight (held at the gate): 40 / 4 = 10 replicas wanted, capped
+    // at 6.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
     for _ in 0..40 {
@@ -271,25 +311,14 @@ async fn the_autoscaler_follows_the_load_within_bounds() {
             }
         }));
     }
-    let mut grown = false;
-    for _ in 0..300 {
-        if group.instances().len() == 6 {
-            grown = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        grown,
-        "scaled up to the maximum: {}",
-        group.instances().len()
-    );
+    settle(&group, 6, None).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    SLOW.open();
     for t in load {
         t.await.unwrap();
     }
     // Idle: back to the minimum, never below.
-    settle(&group, 1).await;
+    settle(&group, 1, None).await;
     caller.shutdown().await;
     for n in nodes {
         n.shutdown().await;
@@ -345,7 +374,7 @@ async fn a_custom_placement_policy_plugs_into_the_controller() {
         .placement(PlacementPolicy::Custom("last".into()));
     nodes[0].deploy(&spec).await.unwrap();
     let group = nodes[0].group::<Replica>("custom").await.unwrap();
-    let per_node = settle(&group, 3).await;
+    let per_node = settle(&group, 3, None).await;
     assert_eq!(
         per_node.into_iter().collect::<Vec<_>>(),
         vec![("n2".to_owned(), 3)]

@@ -9,7 +9,7 @@ use actormesh::prelude::*;
 use actormesh::{Discovery, MembershipEvent};
 use actormesh_testkit::Etcd;
 use common::*;
-use etcd_client::GetOptions;
+use etcd_client::{EventType, GetOptions, WatchOptions};
 
 fn etcd() -> Etcd {
     Etcd::start().expect("the etcd tests need a real etcd")
@@ -127,16 +127,19 @@ async fn graceful_leave_removes_every_key_at_once_and_is_seen_as_left() {
     let counter = b.spawn(Counter::default());
     b.register_name("b-counter", &counter).await.unwrap();
     // The load report of b is published (interval 200 ms).
-    let mut published = false;
-    for _ in 0..50 {
-        if !keys(&etcd, "/actormesh/c/load/b").await.is_empty() {
-            published = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(published, "load report published");
-    let load = keys(&etcd, "/actormesh/c/load/b").await;
+    let load = eventually(
+        "b's load report in etcd",
+        Duration::from_secs(5),
+        || async {
+            let load = keys(&etcd, "/actormesh/c/load/b").await;
+            if load.is_empty() {
+                Err(load)
+            } else {
+                Ok(load)
+            }
+        },
+    )
+    .await;
     let json: serde_json::Value = serde_json::from_str(&load[0].1).unwrap();
     assert_eq!(json["actors"], 1);
     let mut events = a.subscribe();
@@ -288,15 +291,12 @@ async fn a_lost_lease_is_replaced_and_names_come_back() {
         .kvs()[0]
         .lease();
     assert_ne!(new_lease, lease, "a new lease");
-    let mut found = None;
-    for _ in 0..100 {
-        if let Ok(r) = a.lookup::<Counter>("survivor").await {
-            found = Some(r);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let found = found.expect("the name was registered again");
+    let found = eventually(
+        "the name was registered again",
+        Duration::from_secs(5),
+        || a.lookup::<Counter>("survivor"),
+    )
+    .await;
     assert_eq!(
         found.ask(Add(2)).await.unwrap(),
         2,
@@ -394,15 +394,19 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     }
     // b leaves: its two instances leave the group with it.
     b.shutdown().await;
-    let mut shrunk = false;
-    for _ in 0..200 {
-        if group.instances().len() == 2 {
-            shrunk = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(shrunk, "instances: {}", group.instances().len());
+    eventually_now(
+        "b's instances leave the group",
+        Duration::from_secs(5),
+        || {
+            let nodes: Vec<_> = group.instances().iter().map(|r| r.node().clone()).collect();
+            if nodes.len() == 2 {
+                Ok(())
+            } else {
+                Err(nodes)
+            }
+        },
+    )
+    .await;
     assert_eq!(keys(&etcd, "/actormesh/g/groups/").await.len(), 2);
     a.shutdown().await;
 }
@@ -437,13 +441,22 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         db.leader("lead").await.unwrap(),
         Some((a_info.id.clone(), first.token))
     );
+    // What happens to the leader key from now on, as etcd orders it.
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let (_watcher, mut changes) = client
+        .watch(
+            "/actormesh/lead/leader",
+            Some(WatchOptions::new().with_start_revision(first.token as i64 + 1)),
+        )
+        .await
+        .unwrap();
     let waiting = tokio::spawn({
         let db = db.clone();
         let id = b.id().clone();
         async move { db.campaign("lead", &id).await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!waiting.is_finished(), "b waits while a leads");
     // The leader crashes (its discovery stops renewing): b takes over within the TTL.
     let started = std::time::Instant::now();
     drop(a_membership);
@@ -459,6 +472,25 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         started.elapsed()
     );
     assert!(second.token > first.token, "fencing token grows");
+    // b waited while a led: its lead starts after a's leader key went (with a's lease).
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let response = changes.message().await.unwrap().expect("the watch goes on");
+            if let Some(event) = response.events().first() {
+                let at = event.kv().expect("the event names its key").mod_revision();
+                return (event.event_type(), at);
+            }
+        }
+    })
+    .await
+    .expect("the leader key changed");
+    assert_eq!(ended.0, EventType::Delete, "a's key went first");
+    assert!(
+        second.token as i64 > ended.1,
+        "b leads from revision {}, a's lead ended at {}",
+        second.token,
+        ended.1
+    );
     assert_eq!(
         db.leader("lead").await.unwrap(),
         Some((b.id().clone(), second.token))

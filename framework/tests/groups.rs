@@ -1,5 +1,7 @@
 //! Groups and client-side balancing across in-process nodes.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -7,9 +9,10 @@ use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use actormesh::balance::{ConsistentHash, LeastOutstanding, PowerOfTwo};
 use actormesh::prelude::*;
 use actormesh::Saturation;
+use common::{eventually, eventually_now, poll_once, Gate};
 use serde::{Deserialize, Serialize};
 
-/// Answers which worker handled it, after the worker's delay.
+/// Answers which worker handled it, when the worker's [`Pace`] lets it.
 #[derive(Message, Serialize, Deserialize, Clone, Debug)]
 #[rtype(result = "u64")]
 struct Work;
@@ -34,9 +37,20 @@ impl RemoteMessage for Pings {
     const NAME: &'static str = "groups.Pings";
 }
 
+/// How a worker answers [`Work`].
+#[derive(Clone)]
+enum Pace {
+    /// At once.
+    Now,
+    /// After a fixed delay: a slow instance.
+    After(Duration),
+    /// When the test lets it through the gate.
+    AtGate(Gate),
+}
+
 struct Worker {
     id: u64,
-    delay: Duration,
+    pace: Pace,
     pings: u64,
 }
 
@@ -47,10 +61,13 @@ impl Actor for Worker {
 impl Handler<Work> for Worker {
     type Result = ResponseFuture<u64>;
     fn handle(&mut self, _: Work, _: &mut Context<Self>) -> Self::Result {
-        let (id, delay) = (self.id, self.delay);
+        let (id, pace) = (self.id, self.pace.clone());
         Box::pin(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            match pace {
+                Pace::Now => {}
+                // The balancing test's subject: an instance that is slow, not one that is held.
+                Pace::After(delay) => tokio::time::sleep(delay).await,
+                Pace::AtGate(gate) => gate.pass().await,
             }
             id
         })
@@ -91,7 +108,7 @@ actormesh::remote_actor!(Worker = "groups.Worker" { Work, Ping, Pings, Quit });
 fn worker(id: u64) -> Worker {
     Worker {
         id,
-        delay: Duration::ZERO,
+        pace: Pace::Now,
         pings: 0,
     }
 }
@@ -173,26 +190,33 @@ async fn membership_follows_joins_stops_and_node_death() {
     // An instance that stops leaves by itself; an explicit leave works too.
     nodes[1].leave_group("workers", &ninth).await.unwrap();
     refs[3].ask(Quit).await.unwrap(); // worker 3, on node n0, stops
-    let mut shrunk = false;
-    for _ in 0..200 {
-        if group.instances().len() == 7 {
-            shrunk = true;
-            break;
+                                      // A group view has no change event to await: look at it.
+    let ids = |group: &GroupRef<Worker>| -> Vec<_> {
+        group
+            .instances()
+            .iter()
+            .map(|r| (r.node().to_string(), r.id()))
+            .collect()
+    };
+    eventually_now("the group shrinks to 7", Duration::from_secs(5), || {
+        let seen = ids(&group);
+        if seen.len() == 7 {
+            Ok(())
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(shrunk, "left: {}", group.instances().len());
+    })
+    .await;
     // Node n2 dies: its instances (2 and 5) vanish from the group.
     assert!(discovery.fail("groups", nodes[2].id()));
-    let mut gone = false;
-    for _ in 0..200 {
+    eventually_now("n2's instances leave", Duration::from_secs(5), || {
         if group.instances().iter().all(|r| r.node() != nodes[2].id()) {
-            gone = true;
-            break;
+            Ok(())
+        } else {
+            Err(ids(&group))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(gone);
+    })
+    .await;
     assert_eq!(group.instances().len(), 5);
     shutdown(nodes).await;
 }
@@ -203,6 +227,7 @@ async fn idempotent_callers_see_no_error_when_a_node_dies() {
     eight_workers(&nodes).await;
     let group = nodes[0].group::<Worker>("workers").await.unwrap();
     let caller = group.clone();
+    let (progress, mut answers) = tokio::sync::watch::channel(0);
     let load = tokio::spawn(async move {
         let mut answered = 0;
         for _ in 0..2_000 {
@@ -211,10 +236,14 @@ async fn idempotent_callers_see_no_error_when_a_node_dies() {
                 .await
                 .expect("idempotent asks never fail here");
             answered += 1;
+            progress.send_replace(answered);
         }
         answered
     });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::timeout(Duration::from_secs(10), answers.wait_for(|&n| n >= 100))
+        .await
+        .expect("the load runs")
+        .expect("the load goes on");
     // Node n1 crashes with asks in flight to its workers (1, 4, 7).
     assert!(discovery.fail("groups", nodes[1].id()));
     assert_eq!(load.await.unwrap(), 2_000);
@@ -286,7 +315,7 @@ async fn least_outstanding_and_p2c_avoid_a_slow_instance() {
     let (_d, nodes) = cluster(2).await;
     let slow = nodes[1].spawn(Worker {
         id: 99,
-        delay: Duration::from_millis(50),
+        pace: Pace::After(Duration::from_millis(50)),
         pings: 0,
     });
     nodes[1].join_group("mixed", &slow).await.unwrap();
@@ -335,9 +364,10 @@ async fn least_outstanding_and_p2c_avoid_a_slow_instance() {
 #[actix::test]
 async fn saturation_waits_or_fails_as_configured() {
     let (_d, nodes) = cluster(1).await;
+    let gate = Gate::closed();
     let w = nodes[0].spawn(Worker {
         id: 1,
-        delay: Duration::from_millis(200),
+        pace: Pace::AtGate(gate.clone()),
         pings: 0,
     });
     nodes[0].join_group("one", &w).await.unwrap();
@@ -352,9 +382,10 @@ async fn saturation_waits_or_fails_as_configured() {
         .unwrap();
     let busy = failing.clone();
     let first = tokio::spawn(async move { busy.ask(Work).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    gate.arrived(1).await; // the first ask is in flight, held in the handler
     let err = failing.ask(Work).await.unwrap_err();
     assert!(matches!(err, Error::Overloaded { .. }), "{err:?}");
+    gate.let_through(1);
     assert_eq!(first.await.unwrap().unwrap(), 1);
     let waiting = nodes[0]
         .group_with::<Worker>("one", GroupConfig::new().max_in_flight(1))
@@ -362,8 +393,14 @@ async fn saturation_waits_or_fails_as_configured() {
         .unwrap();
     let busy = waiting.clone();
     let first = tokio::spawn(async move { busy.ask(Work).await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(waiting.ask(Work).await.unwrap(), 1, "waited for room");
+    gate.arrived(2).await;
+    let mut second = Box::pin(waiting.ask(Work));
+    assert!(
+        poll_once(&mut second).await.is_none(),
+        "no room: the ask waits instead of failing"
+    );
+    gate.open();
+    assert_eq!(second.await.unwrap(), 1, "waited for room");
     assert_eq!(first.await.unwrap().unwrap(), 1);
     let empty = nodes[0].group::<Worker>("nobody").await.unwrap();
     assert!(matches!(
@@ -376,9 +413,11 @@ async fn saturation_waits_or_fails_as_configured() {
 #[actix::test]
 async fn a_failing_instance_is_ejected_and_probed_back() {
     let (_d, nodes) = cluster(1).await;
+    // Never opened while the test runs: the instance is frozen.
+    let freeze = Gate::closed();
     let frozen = nodes[0].spawn(Worker {
         id: 66,
-        delay: Duration::from_secs(3600),
+        pace: Pace::AtGate(freeze.clone()),
         pings: 0,
     });
     let healthy = nodes[0].spawn(worker(1));
@@ -414,19 +453,19 @@ async fn a_failing_instance_is_ejected_and_probed_back() {
         started.elapsed() < Duration::from_millis(250),
         "no ask waited on the frozen instance"
     );
-    // After the ejection, a probe goes to it again (and fails again).
-    tokio::time::sleep(Duration::from_millis(350)).await;
-    let mut probed = false;
-    for _ in 0..4 {
-        if group
-            .ask_timeout(Work, Duration::from_millis(30))
-            .await
-            .is_err()
-        {
-            probed = true;
-            break;
-        }
-    }
-    assert!(probed, "the ejected instance was probed after its ejection");
+    // After the ejection, a probe goes to it again (and fails again): asks reach the healthy
+    // instance until one is the probe.
+    eventually(
+        "the ejected instance is probed after its ejection",
+        Duration::from_secs(5),
+        || async {
+            match group.ask_timeout(Work, Duration::from_millis(30)).await {
+                Err(e) => Ok(e),
+                Ok(id) => Err(format!("answered by {id}")),
+            }
+        },
+    )
+    .await;
+    freeze.open();
     shutdown(nodes).await;
 }

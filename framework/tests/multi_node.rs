@@ -136,21 +136,26 @@ async fn named_lookup_and_duplicate_names() {
     let err = b.register_name("other", &found).await.unwrap_err();
     assert!(matches!(err, Error::NotLocal { .. }), "{err:?}");
     // When the actor stops, its name goes with it.
+    let (recipient, mut seen) = watcher();
+    first.watch(recipient);
     first.ask(Stop).await.unwrap();
-    let gone = eventually(Duration::from_secs(5), || a.actor_count() == 0).await;
-    assert!(gone);
-    let mut freed = false;
-    for _ in 0..100 {
-        if matches!(
-            b.lookup::<Counter>("svc").await,
-            Err(Error::NameNotFound(_))
-        ) {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(freed, "the name of a stopped actor is released");
+    tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the stopped actor is reported terminated")
+        .unwrap();
+    assert_eq!(a.actor_count(), 0);
+    // The name leaves the registry with the actor (discovery has no event for names).
+    eventually(
+        "the name of a stopped actor is released",
+        Duration::from_secs(5),
+        || async {
+            match b.lookup::<Counter>("svc").await {
+                Err(Error::NameNotFound(_)) => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
     b.register_name("svc", &second).await.unwrap();
     b.shutdown().await;
     a.shutdown().await;
@@ -196,17 +201,15 @@ async fn watch_local_and_remote_actor_death() {
 #[actix::test]
 async fn node_down_fails_pending_and_later_asks_fast() {
     let (discovery, a, b) = pair().await;
-    let remote = counter_seen_from(&b, &a, "doomed").await;
+    let (remote, gate) = gated_counter_seen_from(&b, &a, "doomed").await;
     let (recipient, mut seen) = watcher();
     remote.watch(recipient);
     assert_eq!(remote.ask(Add(1)).await.unwrap(), 1);
-    // An ask that is stuck in a slow handler when the node is declared down.
+    // An ask that is being handled (held at the gate) when the node is declared down.
     let slow = remote.clone();
-    let pending = tokio::spawn(async move {
-        slow.ask_timeout(Sleep(1_500), Duration::from_secs(30))
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pending =
+        tokio::spawn(async move { slow.ask_timeout(Hold, Duration::from_secs(30)).await });
+    gate.arrived(1).await;
     let started = std::time::Instant::now();
     assert!(discovery.fail("test", b.id()));
     let err = pending.await.unwrap().unwrap_err();
@@ -224,6 +227,7 @@ async fn node_down_fails_pending_and_later_asks_fast() {
         .unwrap()
         .unwrap();
     assert_eq!(t.reason, TerminationReason::NodeDown);
+    gate.open();
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -231,12 +235,19 @@ async fn node_down_fails_pending_and_later_asks_fast() {
 #[actix::test]
 async fn graceful_shutdown_drains_inflight_asks_then_leaves() {
     let (_d, a, b) = pair().await;
-    let remote = counter_seen_from(&b, &a, "draining").await;
+    let (remote, gate) = gated_counter_seen_from(&b, &a, "draining").await;
     let mut events = a.subscribe();
     let slow = remote.clone();
-    let inflight = tokio::spawn(async move { slow.ask(Sleep(300)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    b.shutdown().await;
+    let inflight = tokio::spawn(async move { slow.ask(Hold).await });
+    gate.arrived(1).await;
+    // The shutdown starts while the ask is being handled: it waits for the answer.
+    let mut shutdown = Box::pin(b.shutdown());
+    assert!(
+        poll_once(&mut shutdown).await.is_none(),
+        "the shutdown waits for the ask in flight"
+    );
+    gate.open();
+    shutdown.await;
     assert_eq!(
         inflight.await.unwrap(),
         Ok(()),
@@ -261,9 +272,10 @@ async fn graceful_shutdown_drains_inflight_asks_then_leaves() {
 #[actix::test]
 async fn ask_timeout_is_typed_and_late_reply_counted() {
     let (_d, a, b) = pair().await;
-    let remote = counter_seen_from(&b, &a, "slow").await;
+    // Both handlers are held at the gate until the callers have given up.
+    let (remote, gate) = gated_counter_seen_from(&b, &a, "slow").await;
     let err = remote
-        .ask_timeout(Sleep(300), Duration::from_millis(50))
+        .ask_timeout(Hold, Duration::from_millis(50))
         .await
         .unwrap_err();
     assert_eq!(
@@ -272,9 +284,9 @@ async fn ask_timeout_is_typed_and_late_reply_counted() {
             after: Duration::from_millis(50)
         }
     );
-    let local = a.spawn(Counter::default());
+    let local = a.spawn(Counter::gated(&gate));
     let err = local
-        .ask_timeout(Sleep(300), Duration::from_millis(50))
+        .ask_timeout(Hold, Duration::from_millis(50))
         .await
         .unwrap_err();
     assert_eq!(
@@ -283,14 +295,20 @@ async fn ask_timeout_is_typed_and_late_reply_counted() {
             after: Duration::from_millis(50)
         }
     );
+    gate.open();
     // The remote node dropped the expired work or the reply arrived late: either is counted.
-    let counted = eventually(Duration::from_secs(5), || {
-        let s = a.stats();
-        let t = b.stats();
-        s.dropped(DropReason::LateReply) + t.dropped(DropReason::DeadlineExpired) > 0
+    eventually_now("the expired ask counted", Duration::from_secs(5), || {
+        let (late, expired) = (
+            a.stats().dropped(DropReason::LateReply),
+            b.stats().dropped(DropReason::DeadlineExpired),
+        );
+        if late + expired > 0 {
+            Ok(())
+        } else {
+            Err((late, expired))
+        }
     })
     .await;
-    assert!(counted);
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -462,18 +480,14 @@ async fn full_send_queue_hands_the_message_back() {
         "a refused tell is handed back, not dropped"
     );
     // An ask while the queue is full fails the same way; once drained, sending works again.
-    let mut answered = false;
-    for _ in 0..200 {
+    eventually("the queue drains", Duration::from_secs(5), || async {
         match remote.ask(Get).await {
-            Ok(_) => {
-                answered = true;
-                break;
-            }
-            Err(Error::MailboxFull { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Ok(_) => Ok(()),
+            Err(full @ Error::MailboxFull { .. }) => Err(full),
             Err(other) => panic!("unexpected {other:?}"),
         }
-    }
-    assert!(answered, "the queue drains");
+    })
+    .await;
     b.shutdown().await;
     a.shutdown().await;
 }
@@ -507,16 +521,17 @@ async fn an_ask_queued_behind_a_stop_gets_actor_stopped_at_once() {
 #[actix::test]
 async fn work_whose_caller_gave_up_is_dropped_unhandled() {
     let (_d, a, b) = pair().await;
-    let remote = counter_seen_from(&b, &a, "busy").await;
+    let (remote, gate) = gated_counter_seen_from(&b, &a, "busy").await;
     let busy = remote.clone();
-    let blocker = tokio::spawn(async move { busy.ask(Busy(300)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // Queued behind the busy handler; the caller gives up long before it could run.
+    let blocker = tokio::spawn(async move { busy.ask(Block).await });
+    gate.arrived(1).await;
+    // Queued behind the busy handler; the caller gives up before it could run.
     let err = remote
         .ask_timeout(Add(1), Duration::from_millis(50))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    gate.open();
     blocker.await.unwrap().unwrap();
     assert_eq!(
         remote.ask(Get).await.unwrap(),
@@ -540,21 +555,20 @@ async fn a_peer_that_cannot_be_reached_fails_fast_between_reconnects() {
     assert_eq!(remote.ask(Add(1)).await.unwrap(), 1);
     b.shutdown().await;
     // Once a connection attempt has failed, sends fail at once with its error instead of
-    // waiting in the queue for the next attempt.
-    let mut refused = false;
-    for _ in 0..500 {
-        if let Err(e) = remote.tell(Add(1)) {
-            assert!(
-                matches!(e.error, Error::NodeUnreachable { .. }),
-                "{:?}",
-                e.error
-            );
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "b's address is known unreachable within 10 s");
+    // waiting in the queue for the next attempt (the link's state has no event: look).
+    let refused = eventually_now(
+        "b's address is known unreachable",
+        Duration::from_secs(10),
+        || match remote.tell(Add(1)) {
+            Err(e) => Ok(e.error),
+            Ok(()) => Err("a tell to b is still queued"),
+        },
+    )
+    .await;
+    assert!(
+        matches!(refused, Error::NodeUnreachable { .. }),
+        "{refused:?}"
+    );
     let started = std::time::Instant::now();
     let err = remote
         .ask_timeout(Get, Duration::from_secs(10))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, Context, Handler, Message};
 use actormesh::prelude::*;
 use actormesh::{Restart, Supervision, TerminationReason};
-use common::{watcher, Add, Counter};
+use common::{eventually, watcher, Add, Counter};
 use serde::{Deserialize, Serialize};
 
 #[derive(Message, Serialize, Deserialize, Debug)]
@@ -83,15 +83,13 @@ impl Handler<Quit> for Flaky {
 
 actormesh::remote_actor!(Flaky = "sup.Flaky" { Value, Incr, Crash, Quit });
 
-/// Asks `Value` until it answers (the actor is back), for at most 5 s.
+/// Asks `Value` until it answers (the actor is back), for at most 5 s. A restart has no event
+/// (its watchers are not told), so the reference is tried until it answers.
 async fn value_when_back(target: &ActorRef<Flaky>) -> u64 {
-    for _ in 0..500 {
-        if let Ok(v) = target.ask(Value).await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the actor did not come back within 5 s");
+    eventually("the actor comes back", Duration::from_secs(5), || {
+        target.ask(Value)
+    })
+    .await
 }
 
 fn fast(restart: Restart) -> Supervision {
