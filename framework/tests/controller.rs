@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::{Actor, Context, Handler, Message};
 use actormesh::prelude::*;
 use actormesh::{Discovery, GroupSpec, PlacementPolicy};
-use common::{eventually_now, Gate};
+use common::Gate;
 use serde::{Deserialize, Serialize};
 
 #[derive(Message, Serialize, Deserialize, Clone, Debug)]
@@ -110,17 +110,18 @@ async fn settle(
     n: usize,
     gone: Option<&NodeId>,
 ) -> BTreeMap<String, usize> {
-    let what = format!("the group settles at {n} replicas, none on {gone:?}");
-    eventually_now(&what, Duration::from_secs(15), || {
-        let seen = per_node(observer);
-        let count: usize = seen.values().sum();
-        if count == n && gone.is_none_or(|g| !seen.contains_key(g.as_str())) {
-            Ok(seen)
-        } else {
-            Err(seen)
-        }
-    })
-    .await
+    observer
+        .wait_until(Duration::from_secs(15), |seen| {
+            seen.len() == n && gone.is_none_or(|g| seen.iter().all(|r| r.node() != g))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the group settles at {n} replicas, none on {gone:?}: {e}; saw {:?}",
+                per_node(observer)
+            )
+        });
+    per_node(observer)
 }
 
 #[actix::test]
@@ -246,20 +247,20 @@ async fn a_singleton_has_one_instance_and_moves_when_its_node_dies() {
     let observer = watcher_node.group::<Replica>("only").await.unwrap();
     settle(&observer, 1, None).await;
     assert!(discovery.fail("ctl", &host));
+    // Every change of the observer's view is looked at: never two instances at once.
     let mut max_seen = 0;
-    eventually_now(
-        "the singleton moved off the dead node",
-        Duration::from_secs(10),
-        || {
-            let instances = observer.instances();
+    observer
+        .wait_until(Duration::from_secs(10), |instances| {
             max_seen = max_seen.max(instances.len());
-            match instances.as_slice() {
-                [one] if one.node() != &host => Ok(()),
-                _ => Err(per_node(&observer)),
-            }
-        },
-    )
-    .await;
+            matches!(instances, [one] if one.node() != &host)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the singleton moved off the dead node: {e}; saw {:?}",
+                per_node(&observer)
+            )
+        });
     assert!(max_seen <= 1, "never two instances");
     for n in nodes {
         n.shutdown().await;

@@ -394,19 +394,10 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     }
     // b leaves: its two instances leave the group with it.
     b.shutdown().await;
-    eventually_now(
-        "b's instances leave the group",
-        Duration::from_secs(5),
-        || {
-            let nodes: Vec<_> = group.instances().iter().map(|r| r.node().clone()).collect();
-            if nodes.len() == 2 {
-                Ok(())
-            } else {
-                Err(nodes)
-            }
-        },
-    )
-    .await;
+    group
+        .wait_until(Duration::from_secs(5), |seen| seen.len() == 2)
+        .await
+        .unwrap_or_else(|e| panic!("b's instances leave the group: {e}"));
     assert_eq!(keys(&etcd, "/actormesh/g/groups/").await.len(), 2);
     a.shutdown().await;
 }

@@ -9,7 +9,7 @@ use actix::{Actor, Context, Handler, Message, ResponseFuture};
 use actormesh::balance::{ConsistentHash, LeastOutstanding, PowerOfTwo};
 use actormesh::prelude::*;
 use actormesh::Saturation;
-use common::{eventually, eventually_now, poll_once, Gate};
+use common::{eventually, poll_once, Gate};
 use serde::{Deserialize, Serialize};
 
 /// Answers which worker handled it, when the worker's [`Pace`] lets it.
@@ -198,25 +198,18 @@ async fn membership_follows_joins_stops_and_node_death() {
             .map(|r| (r.node().to_string(), r.id()))
             .collect()
     };
-    eventually_now("the group shrinks to 7", Duration::from_secs(5), || {
-        let seen = ids(&group);
-        if seen.len() == 7 {
-            Ok(())
-        } else {
-            Err(seen)
-        }
-    })
-    .await;
+    group
+        .wait_until(Duration::from_secs(5), |seen| seen.len() == 7)
+        .await
+        .unwrap_or_else(|e| panic!("the group shrinks to 7: {e}; saw {:?}", ids(&group)));
     // Node n2 dies: its instances (2 and 5) vanish from the group.
     assert!(discovery.fail("groups", nodes[2].id()));
-    eventually_now("n2's instances leave", Duration::from_secs(5), || {
-        if group.instances().iter().all(|r| r.node() != nodes[2].id()) {
-            Ok(())
-        } else {
-            Err(ids(&group))
-        }
-    })
-    .await;
+    group
+        .wait_until(Duration::from_secs(5), |seen| {
+            seen.iter().all(|r| r.node() != nodes[2].id())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("n2's instances leave: {e}; saw {:?}", ids(&group)));
     assert_eq!(group.instances().len(), 5);
     shutdown(nodes).await;
 }
@@ -467,5 +460,32 @@ async fn a_failing_instance_is_ejected_and_probed_back() {
     )
     .await;
     freeze.open();
+    shutdown(nodes).await;
+}
+
+/// `GroupRef::wait_until` wakes on every change of the view (a join here, from another node)
+/// and ends in `Error::Timeout` when the condition never holds.
+#[actix::test]
+async fn wait_until_follows_the_view_and_times_out() {
+    let (_d, nodes) = cluster(2).await;
+    let group = nodes[0].group::<Worker>("waited").await.unwrap();
+    let joiner = {
+        let node = nodes[1].clone();
+        actix::spawn(async move {
+            let w = node.spawn(worker(1));
+            node.join_group("waited", &w).await.unwrap();
+        })
+    };
+    group
+        .wait_until(Duration::from_secs(5), |seen| {
+            seen.len() == 1 && seen[0].node() == nodes[1].id()
+        })
+        .await
+        .unwrap();
+    joiner.await.unwrap();
+    let never = group
+        .wait_until(Duration::from_millis(50), |seen| seen.len() == 2)
+        .await;
+    assert!(matches!(never, Err(Error::Timeout { .. })), "{never:?}");
     shutdown(nodes).await;
 }

@@ -433,6 +433,40 @@ impl<A: RemoteActor> GroupRef<A> {
         }
     }
 
+    /// Waits until the instances this caller sees satisfy `condition`, for at most
+    /// `timeout` ([`Error::Timeout`] then).
+    ///
+    /// `condition` gets the current instances at once, then again after every change of this
+    /// caller's view of the group (a member joined or left); nothing is polled. For start-up
+    /// and tests: "until the group has three instances, none of them on node `n2`".
+    ///
+    /// ```no_run
+    /// # async fn run(group: actormesh::GroupRef<impl actormesh::RemoteActor>, dead: actormesh::NodeId) -> actormesh::Result<()> {
+    /// use std::time::Duration;
+    /// group
+    ///     .wait_until(Duration::from_secs(5), |instances| {
+    ///         instances.len() == 3 && instances.iter().all(|i| i.node() != &dead)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&[ActorRef<A>]) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.changed.notified();
+            if condition(&self.instances()) {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::Timeout { after: timeout });
+            }
+        }
+    }
+
     /// Sends `message` to the instance the balancer picks, without waiting (at-most-once).
     pub fn tell<M>(&self, message: M) -> Result<()>
     where
