@@ -23,6 +23,11 @@ impl NodeShared {
         link
     }
 
+    /// The address of member `node`, if it is one.
+    pub(crate) fn member_addr(&self, node: &NodeId) -> Option<SocketAddr> {
+        read(&self.view).get(node).map(|m| m.addr)
+    }
+
     /// Applies one membership change to the view and the links.
     pub(crate) fn apply(&self, event: MembershipEvent) {
         let change = write(&self.view).apply(&event);

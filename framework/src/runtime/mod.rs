@@ -194,11 +194,6 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl NodeShared {
-    /// A placement policy registered with [`NodeBuilder::placement`].
-    pub(crate) fn placement(&self, name: &str) -> Option<Arc<dyn Placement>> {
-        self.placements.get(name).cloned()
-    }
-
     /// The members of the cluster as this node sees them.
     pub(crate) fn members(&self) -> Vec<NodeInfo> {
         read(&self.view).members().cloned().collect()

@@ -1,6 +1,53 @@
-//! The autoscaler's decision: the replica count a group should move to, from its load.
+//! The autoscaler: the replica count an autoscaled group should move to, from its load.
+//!
+//! The load of a group is the sum of the asks in flight on the live nodes that run its
+//! replicas (from their [`LoadReport`]s). The autoscaler aims at the spec's target per replica,
+//! within its bounds, acts only beyond the hysteresis band around the target, and not again
+//! within the cooldown after a change (measured on the controller's `now`).
 
-use crate::core::model::Autoscale;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::core::model::{Autoscale, GroupSpec, LoadReport, NodeInfo};
+use crate::id::NodeId;
+
+use super::reconcile::GroupState;
+use super::Time;
+
+/// The autoscaled groups whose replica count should change at `now`, and to what.
+pub(super) fn changes(
+    specs: &BTreeMap<String, GroupSpec>,
+    groups: &BTreeMap<String, GroupState>,
+    live: &BTreeMap<NodeId, NodeInfo>,
+    loads: &BTreeMap<NodeId, LoadReport>,
+    scaled_at: &BTreeMap<String, Time>,
+    now: Time,
+) -> Vec<(String, u32)> {
+    let mut changes = Vec::new();
+    for (group, spec) in specs {
+        let (Some(policy), Some(state)) = (spec.autoscale, groups.get(group)) else {
+            continue;
+        };
+        let hosts: BTreeSet<&NodeId> = state
+            .members
+            .keys()
+            .map(|(n, _)| n)
+            .filter(|n| live.contains_key(*n))
+            .collect();
+        let load: f64 = hosts
+            .iter()
+            .filter_map(|n| loads.get(*n))
+            .map(|l| l.inflight_asks as f64)
+            .sum();
+        let cooling = scaled_at
+            .get(group)
+            .is_some_and(|at| now.saturating_sub(*at) < Duration::from_millis(policy.cooldown_ms));
+        if let Some(to) = decide_scale(&policy, spec.replicas, load, cooling) {
+            changes.push((group.clone(), to));
+        }
+    }
+    changes
+}
 
 /// The replica count an autoscaled group should move to, if any: aims at the target load
 /// per replica, within bounds, only beyond the hysteresis band and not while cooling down.
@@ -72,5 +119,12 @@ mod tests {
             ..p
         };
         assert_eq!(decide_scale(&zero, 4, 24.0, false), None);
+    }
+
+    #[test]
+    fn out_of_bounds_is_corrected_even_while_cooling() {
+        let p = policy();
+        assert_eq!(decide_scale(&p, 12, 0.0, true), Some(10));
+        assert_eq!(decide_scale(&p, 0, 0.0, true), Some(2));
     }
 }
