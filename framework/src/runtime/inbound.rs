@@ -215,4 +215,18 @@ impl crate::transport::server::Acceptor for NodeShared {
     fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>) {
         NodeShared::on_request_frame(self, frame, replies)
     }
+
+    fn spawn_reader<F: std::future::Future<Output = ()> + Send + 'static>(
+        self: &Arc<Self>,
+        reader: F,
+    ) {
+        match super::local::current(self) {
+            Some(set) => {
+                set.spawn_local(reader);
+            }
+            None => {
+                tokio::spawn(reader);
+            }
+        }
+    }
 }

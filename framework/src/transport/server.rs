@@ -44,6 +44,12 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     fn track_inbound(&self, outbox: &Arc<Outbox>);
     /// Handles one frame of requests; replies go to `replies`.
     fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>);
+    /// Runs the task that reads one accepted link (next to the node's actors if it can, so
+    /// that handing a message to an actor wakes it without crossing task sets).
+    fn spawn_reader<F: std::future::Future<Output = ()> + Send + 'static>(
+        self: &Arc<Self>,
+        reader: F,
+    );
 }
 
 /// Starts the transport server on `listener`; it stops with the node.
@@ -215,7 +221,7 @@ fn accept<N: Acceptor>(
     let outbox = Arc::new(Outbox::new(max_frame, queue_bytes));
     node.track_inbound(&outbox);
     tracing::debug!(node = %node.node_id(), caller = %from, "accepted a link");
-    tokio::spawn(read_link(
+    node.spawn_reader(read_link(
         node.clone(),
         request.into_inner(),
         outbox.clone(),
