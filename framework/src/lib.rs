@@ -69,6 +69,8 @@ mod id;
 mod message;
 mod node;
 mod runtime;
+#[cfg(test)]
+mod sim;
 mod stats;
 pub mod supervise;
 mod trace;

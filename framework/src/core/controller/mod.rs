@@ -4,13 +4,10 @@
 //! campaigns for the cluster's leadership ([`Discovery::campaign`](crate::Discovery::campaign));
 //! the leader follows the specs, the groups' members and the nodes, and closes the difference:
 //! it asks nodes to start replicas where the spec's [`placement`](crate::placement) policy
-//! says, and retires the excess (a retired replica leaves its group first, then stops after
-//! the messages already queued for it). When a node dies, its replicas leave their groups with
-//! it and the leader starts replacements on the survivors. When the leader dies, another node
-//! takes over.
-//!
-//! Every order carries the leader's fencing token, and a node checks it against the current
-//! leader before acting: a deposed leader cannot act.
+//! says, and retires the excess. When a node dies, its replicas leave their groups with it and
+//! the leader starts replacements on the survivors. When the leader dies, another node takes
+//! over. Every order carries the leader's fencing token, and a node checks it against the
+//! current leader before acting: a deposed leader cannot act.
 //!
 //! # How it is built
 //!
@@ -29,14 +26,18 @@
 //!    its load, records it (`Order::PutSpec`) and waits out the cooldown before the next
 //!    change;
 //! 3. reconciles every followed group with its spec: counts the members on live nodes that
-//!    are not retiring and the replicas on their way, then asks for the missing replicas where the spec's placement policy says
-//!    (`Order::Spawn`), or, when nothing is on its way, retires the excess
-//!    (`Order::Retire`): on each node the policy picks, the replica with the highest actor id.
+//!    are not retiring (a singleton's members count until they leave, whether their node is
+//!    seen up or not) and the replicas on their way, then asks for the missing replicas
+//!    where the spec's placement policy says (`Order::Spawn`), or, when nothing is on its
+//!    way, retires the excess (`Order::Retire`): on each node the policy picks, the
+//!    replica with the highest actor id.
 //!
 //! A replica asked for counts as *pending* for `PENDING` (or until it shows up as a member,
 //! or the ask fails), so that the controller neither asks twice nor waits forever; a replica
 //! asked to retire is not counted for as long; a node that cannot run the spec's actor type is
-//! left alone for as long. A singleton never has more than one replica.
+//! left alone for as long. A singleton never has more than one replica, and its pending
+//! spawns are not dropped when their node goes down (the node may come back and carry the
+//! order out): they end with their answer or the pending window.
 //!
 //! Every order carries the fencing token of the leadership the controller was created for;
 //! the receiving node refuses an order whose token is not the current leader's, so that a

@@ -109,9 +109,13 @@ pub(super) fn reconcile(ctl: &mut Controller, now: Time, orders: &mut Vec<Order>
         let Some(state) = ctl.groups.get_mut(group) else {
             continue;
         };
-        state
-            .pending
-            .retain(|(n, _, at)| live.contains_key(n) && now.saturating_sub(*at) < PENDING);
+        // A spawn asked of a node that went down may still complete: the node can come
+        // back (registered again after a lost lease) and carry the order out. For a
+        // singleton that would be a second instance, so its pending spawns wait for their
+        // answer (the shell always gives one) or for the pending window to pass.
+        state.pending.retain(|(n, _, at)| {
+            (spec.singleton || live.contains_key(n)) && now.saturating_sub(*at) < PENDING
+        });
         state
             .retiring
             .retain(|_, at| now.saturating_sub(*at) < PENDING);
@@ -121,17 +125,26 @@ pub(super) fn reconcile(ctl: &mut Controller, now: Time, orders: &mut Vec<Order>
         // Members on nodes that are not up do not count, but they are not forgotten either:
         // their keys go with their node's lease (and leave), or come back with the node when
         // it registers again, and the group's events and the membership's come on different
-        // streams, so a member may well be seen before its node is.
-        let active: Vec<&GroupMember> = state
+        // streams, so a member may well be seen before its node is. A singleton's members
+        // count until they leave, up or not: a node seen down late may have registered again
+        // already and run the singleton under its new lease, and the members of a node that
+        // is really gone leave at the same moment as the node.
+        let counted: Vec<&GroupMember> = state
             .members
             .iter()
-            .filter(|((n, _), _)| live.contains_key(n))
+            .filter(|((n, _), _)| spec.singleton || live.contains_key(n))
             .filter(|(k, _)| !state.retiring.contains_key(*k))
             .map(|(_, m)| m)
             .collect();
-        let have = active.len() as u32 + state.pending.len() as u32;
+        // Only members on live nodes can be retired.
+        let active: Vec<&GroupMember> = counted
+            .iter()
+            .copied()
+            .filter(|m| live.contains_key(&m.node))
+            .collect();
+        let have = counted.len() as u32 + state.pending.len() as u32;
         let mut per_node: BTreeMap<&NodeId, u32> = BTreeMap::new();
-        for m in &active {
+        for m in &counted {
             *per_node.entry(&m.node).or_default() += 1;
         }
         for (n, _, _) in &state.pending {

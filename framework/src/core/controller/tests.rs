@@ -219,6 +219,78 @@ fn a_member_seen_before_its_node_is_up_counts_once_the_node_is() {
     );
 }
 
+/// Found by the simulation: a singleton spawn asked of a node that then went down was
+/// carried out when the node came back (it had only lost its lease), while the controller,
+/// which had dropped the ask with the node, had already started the singleton elsewhere.
+#[test]
+fn a_singleton_spawn_asked_of_a_node_that_went_down_is_awaited() {
+    let mut ctl = with_nodes(2);
+    let mut single = spec("s", 1);
+    single.singleton = true;
+    let on = |n| Order::Spawn {
+        node: id(n),
+        group: "s".to_owned(),
+        actor_type: "T".to_owned(),
+        args: vec![1, 2],
+        singleton: true,
+        fence: FENCE,
+    };
+    let failed = Event::SpawnFailed {
+        group: "s".to_owned(),
+        node: id(0),
+        unable: false,
+    };
+    run(
+        &mut ctl,
+        vec![
+            (0, Event::SpecPut(single), vec![follow("s")]),
+            (0, members("s", vec![]), vec![on(0)]),
+            (10, Event::MemberDown(id(0)), vec![]),
+            // The ask failed (or timed out): now it is safe to ask another node.
+            (5_000, failed, vec![on(1)]),
+        ],
+    );
+    // Without an answer, the pending window ends it.
+    let mut ctl = with_nodes(2);
+    let mut single = spec("s", 1);
+    single.singleton = true;
+    ctl.step(Event::SpecPut(single), ms(0));
+    assert_eq!(ctl.step(members("s", vec![]), ms(0)), vec![on(0)]);
+    assert_eq!(ctl.step(Event::MemberDown(id(0)), ms(10)), vec![]);
+    assert_eq!(ctl.step(Event::Tick, ms(9_999)), vec![]);
+    assert_eq!(ctl.step(Event::Tick, ms(10_000)), vec![on(1)]);
+}
+
+/// Found by the simulation: a node lost its lease and registered again, the new leader
+/// started the singleton there, then saw the node's old entry go (the membership stream was
+/// slower than the group's) and started a second instance elsewhere.
+#[test]
+fn a_singleton_member_counts_until_it_leaves_even_on_a_node_seen_down() {
+    let mut ctl = with_nodes(2);
+    let mut single = spec("s", 1);
+    single.singleton = true;
+    let on = |n| Order::Spawn {
+        node: id(n),
+        group: "s".to_owned(),
+        actor_type: "T".to_owned(),
+        args: vec![1, 2],
+        singleton: true,
+        fence: FENCE,
+    };
+    run(
+        &mut ctl,
+        vec![
+            (0, Event::SpecPut(single), vec![follow("s")]),
+            (0, members("s", vec![member(0, 28)]), vec![]),
+            (10, Event::MemberDown(id(0)), vec![]),
+            (20, Event::MemberUp(node(0)), vec![]),
+            (30, Event::MemberDown(id(0)), vec![]),
+            // Really gone: its member leaves with it, and only then is another started.
+            (40, left("s", 0, 28), vec![on(1)]),
+        ],
+    );
+}
+
 #[test]
 fn a_replica_asked_for_is_asked_again_after_ten_seconds_unseen() {
     let mut ctl = with_nodes(1);
