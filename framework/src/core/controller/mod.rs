@@ -11,7 +11,8 @@
 //!
 //! # How it is built
 //!
-//! The decisions are a pure state machine, in this module (crate-internal). The leader of the cluster runs one `Controller` for as long as it leads. Its shell feeds
+//! The decisions are a pure state machine, in this module (crate-internal). The leader of
+//! the cluster runs one `Controller` for as long as it leads. Its shell feeds
 //! it every `Event` it observes (specs, nodes, group members, load reports, the outcomes of
 //! its own orders, and a `Event::Tick` every 500 ms) together with the current time, and
 //! carries out the `Order`s that `Controller::step` returns. The controller itself does no
