@@ -51,7 +51,8 @@
 //! ```
 
 // Layers, top to bottom (imports point down only; `python3 ../shared/tools/rs_cycles.py
-// framework/src` checks that no file imports a file that imports it back):
+// framework/src` checks that no file imports a file that imports it back; the test-only
+// `sim/` still has one circle, see ARCHITECTURE.md):
 //
 //   public API   actor_ref.rs, group/, node/, message.rs, supervise.rs
 //   runtime      runtime/: the node's actor table, inbound requests, orders, membership view,
