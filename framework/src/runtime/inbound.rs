@@ -39,7 +39,7 @@ impl NodeShared {
                 trace,
             } => {
                 let target = ActorId(target);
-                let outcome = match self.handle_of(target) {
+                let outcome = match self.deliverable(target) {
                     None => Err(WireError::ActorNotFound),
                     Some(handle) => handle.dispatch(
                         message,
@@ -74,7 +74,7 @@ impl NodeShared {
                 }
                 let deadline =
                     tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
-                let outcome = match self.handle_of(target) {
+                let outcome = match self.deliverable(target) {
                     None => Err(WireError::ActorNotFound),
                     Some(handle) => handle.dispatch(
                         message,

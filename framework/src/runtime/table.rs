@@ -154,9 +154,25 @@ impl NodeShared {
         read(&self.actors).handles.get(&id).cloned()
     }
 
-    /// The typed address of a local actor: `Ok(None)` when it is gone.
+    /// The dispatch handle of local actor `id` for a new message: `None` once its stop was
+    /// requested as well as when it is gone. Its stop is queued in its mailbox, so a message
+    /// queued after it would be dropped unhandled; refusing it here tells the sender that
+    /// nothing was done (`ActorNotFound`) instead of "stopped before replying". Inbound
+    /// requests check and enqueue on the node's thread with no await between them, and
+    /// stops ordered by the controller or a peer are requested on that thread too, so none
+    /// slips in between.
+    pub(crate) fn deliverable(&self, id: ActorId) -> Option<Arc<dyn LocalDispatch>> {
+        let actors = read(&self.actors);
+        if actors.extras.get(&id).is_some_and(|e| e.stop_requested) {
+            return None;
+        }
+        actors.handles.get(&id).cloned()
+    }
+
+    /// The typed address of a local actor for a new message: `Ok(None)` when it is gone or
+    /// its stop was requested.
     pub(crate) fn local_addr<A: RemoteActor>(&self, id: ActorId) -> Result<Option<Addr<A>>> {
-        let Some(handle) = self.handle_of(id) else {
+        let Some(handle) = self.deliverable(id) else {
             return Ok(None);
         };
         match handle.as_any().downcast_ref::<Typed<A>>() {
