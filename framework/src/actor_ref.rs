@@ -219,10 +219,21 @@ impl<A: RemoteActor> ActorRef<A> {
         }
     }
 
+    /// The actor was not running: the message was not handled.
     fn not_found(&self) -> Error {
         Error::ActorNotFound {
             node: self.node().clone(),
             actor: self.id,
+            actor_type: A::NAME,
+        }
+    }
+
+    /// The actor stopped while it held the message.
+    fn stopped(&self) -> Error {
+        Error::ActorStopped {
+            node: self.node().clone(),
+            actor: self.id,
+            actor_type: A::NAME,
         }
     }
 
@@ -281,7 +292,7 @@ impl<A: RemoteActor> ActorRef<A> {
         match node.local_addr::<A>(self.id) {
             Ok(Some(addr)) => tell_local(self.id, &addr, node, message, trace, true),
             _ => Err(TellError {
-                error: Error::ActorStopped { actor: self.id },
+                error: self.not_found(),
                 message,
             }),
         }
@@ -310,7 +321,7 @@ impl<A: RemoteActor> ActorRef<A> {
         if let Some(current) = self.current_incarnation() {
             return match current {
                 Some(local) => Box::pin(local.ask_timeout(message, timeout)).await,
-                None => Err(Error::ActorStopped { actor: self.id }),
+                None => Err(self.not_found()),
             };
         }
         let span = send_span(self.node(), self.id, M::NAME, "ask");
@@ -335,7 +346,7 @@ impl<A: RemoteActor> ActorRef<A> {
         match &self.target {
             Target::Local { addr, node } => {
                 if !addr.connected() {
-                    return Err(Error::ActorStopped { actor: self.id });
+                    return Err(self.not_found());
                 }
                 node.asks_handled
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -348,9 +359,12 @@ impl<A: RemoteActor> ActorRef<A> {
                 });
                 match outcome_until(deadline, wait).await {
                     Outcome::Value(v) => Ok(v),
-                    Outcome::Stopped => Err(Error::ActorStopped { actor: self.id }),
+                    Outcome::Stopped => Err(self.stopped()),
+                    Outcome::NotHandled => Err(self.not_found()),
                     Outcome::Panicked(text) => Err(Error::HandlerPanicked {
+                        node: self.node().clone(),
                         actor: self.id,
+                        actor_type: A::NAME,
                         message: text,
                     }),
                     Outcome::Expired => Err(Error::Timeout { after: timeout }),
@@ -361,7 +375,7 @@ impl<A: RemoteActor> ActorRef<A> {
                 let target = self.id.0;
                 let bytes = link
                     .request(
-                        self.id,
+                        (self.id, A::NAME),
                         timeout,
                         |id| Header::Ask {
                             id,
@@ -459,7 +473,11 @@ where
     if !addr.connected() {
         node.stats.dropped(DropReason::ActorStopped, 1);
         return Err(TellError {
-            error: Error::ActorStopped { actor: id },
+            error: Error::ActorNotFound {
+                node: node.info.id.clone(),
+                actor: id,
+                actor_type: A::NAME,
+            },
             message,
         });
     }

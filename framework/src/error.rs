@@ -17,19 +17,28 @@ pub enum Error {
         /// The timeout that elapsed.
         after: Duration,
     },
-    /// The target actor is not (or no longer) running on its node.
-    #[error("actor {actor} is not running on node {node} (it stopped or never existed); look it up again or spawn a new one")]
+    /// The target actor was not running when the message reached it (it had stopped, was
+    /// between restarts, or never existed): **the message was not handled**, so sending it
+    /// again cannot apply it twice.
+    #[error("actor {actor_type} {actor} on node {node} was not running (stopped, between restarts, or never existed): the message was not handled; look the actor up again, or retry once it has restarted")]
     ActorNotFound {
         /// The node that was asked.
         node: NodeId,
         /// The actor that was addressed.
         actor: ActorId,
+        /// The declared type name of the actor (`remote_actor!`), as the caller knows it.
+        actor_type: &'static str,
     },
-    /// The target actor stopped before it replied.
-    #[error("actor {actor} stopped before replying; the message may have been lost with it")]
+    /// The target actor stopped while it held the message (handling it, or holding its
+    /// reply), before it replied: the message **may or may not have been handled**.
+    #[error("actor {actor_type} {actor} on node {node} stopped while handling the message, before replying: it may or may not have been handled")]
     ActorStopped {
+        /// The node of the actor.
+        node: NodeId,
         /// The actor that stopped.
         actor: ActorId,
+        /// The declared type name of the actor.
+        actor_type: &'static str,
     },
     /// The target's node could not be reached (connection refused, reset or lost). It may come back.
     #[error("node {node} is unreachable: {reason}; the message may or may not have been delivered, retry if it is idempotent")]
@@ -88,11 +97,22 @@ pub enum Error {
         /// The type that is registered.
         found: String,
     },
-    /// The handler panicked while processing the message. The actor was stopped.
-    #[error("the handler of actor {actor} panicked: {message}; the actor was stopped")]
+    /// The handler panicked while handling this message. The message was not completed (its
+    /// effects up to the panic stay), the actor was stopped (and restarted if supervised).
+    ///
+    /// A message that crashes its handler is treated as the message's fault, not the
+    /// instance's: [`GroupRef::ask_idempotent`](crate::GroupRef::ask_idempotent) does not
+    /// retry it on another instance (unless
+    /// [`GroupConfig::retry_on_panic`](crate::GroupConfig::retry_on_panic) says so) and no
+    /// instance is ejected for it.
+    #[error("the handler of actor {actor_type} {actor} on node {node} panicked: {message}; the actor was stopped (restarted if supervised) and the message is not retried elsewhere")]
     HandlerPanicked {
+        /// The node of the actor.
+        node: NodeId,
         /// The actor whose handler panicked.
         actor: ActorId,
+        /// The declared type name of the actor.
+        actor_type: &'static str,
         /// The panic payload, if it was a string.
         message: String,
     },

@@ -190,10 +190,46 @@ pub(crate) enum ReplyTo<M: Message> {
     Remote(RemoteReply),
 }
 
-/// Where the result of a local ask goes, and where a panic report goes instead.
+/// Where the result of a local ask goes, and where the caller learns why there is none.
+///
+/// Dropped before its handler started (the message was dropped in the mailbox of an actor
+/// that stopped), it tells the caller that the message was not handled.
 pub(crate) struct Reply<M: Message> {
-    pub(crate) result: OneshotSender<M::Result>,
-    pub(crate) panic: tokio::sync::oneshot::Sender<String>,
+    pub(crate) result: Option<OneshotSender<M::Result>>,
+    pub(crate) fate: Option<tokio::sync::oneshot::Sender<Fate>>,
+}
+
+/// Why a local ask has no result.
+pub(crate) enum Fate {
+    /// The handler panicked, with this text.
+    Panicked(String),
+    /// The handler never ran.
+    NotHandled,
+}
+
+impl<M: Message> Reply<M> {
+    /// The handler starts: the result sender goes to it.
+    fn start(mut self) -> Option<OneshotSender<M::Result>> {
+        self.result.take()
+    }
+
+    /// The handler panicked.
+    fn panicked(mut self, text: String) {
+        self.result = None;
+        if let Some(fate) = self.fate.take() {
+            let _ = fate.send(Fate::Panicked(text));
+        }
+    }
+}
+
+impl<M: Message> Drop for Reply<M> {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            if let Some(fate) = self.fate.take() {
+                let _ = fate.send(Fate::NotHandled);
+            }
+        }
+    }
 }
 
 /// Whether this node would record `actormesh.handle` spans (a subscriber wants them).
@@ -265,7 +301,7 @@ where
     match outcome {
         Ok(response) => match reply {
             None => response.handle(ctx, None),
-            Some(ReplyTo::Caller(r)) => response.handle(ctx, Some(r.result)),
+            Some(ReplyTo::Caller(r)) => response.handle(ctx, r.start()),
             Some(ReplyTo::Remote(remote)) => {
                 let (tx, mut rx) = tokio::sync::oneshot::channel();
                 response.handle(ctx, Some(tx));
@@ -286,9 +322,7 @@ where
                 "handler panicked; stopping the actor"
             );
             match reply {
-                Some(ReplyTo::Caller(r)) => {
-                    let _ = r.panic.send(text);
-                }
+                Some(ReplyTo::Caller(r)) => r.panicked(text),
                 Some(ReplyTo::Remote(remote)) => {
                     remote.send::<()>(Err(WireError::HandlerPanicked(text)))
                 }
@@ -377,7 +411,8 @@ where
     let message: M =
         with_decode_node(inbound.node, || decode_payload(payload)).map_err(WireError::Codec)?;
     if !addr.connected() {
-        return Err(WireError::ActorStopped);
+        // Stopped or between restarts: the message is not handled.
+        return Err(WireError::ActorNotFound);
     }
     match inbound.ask {
         None if !inbound.wrap && inbound.trace.is_none() && !handle_spans_enabled() => {

@@ -489,3 +489,141 @@ async fn wait_until_follows_the_view_and_times_out() {
     assert!(matches!(never, Err(Error::Timeout { .. })), "{never:?}");
     shutdown(nodes).await;
 }
+
+/// A message that makes a moderator's handler panic (a "query of death").
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "u64")]
+struct Poison;
+impl RemoteMessage for Poison {
+    const NAME: &'static str = "groups.Poison";
+}
+impl Idempotent for Poison {}
+
+/// Handler panics of every moderator of the test below, by their `tag`.
+static PANICS: std::sync::Mutex<Vec<u64>> = std::sync::Mutex::new(Vec::new());
+
+struct Moderator {
+    tag: u64,
+}
+
+impl Actor for Moderator {
+    type Context = Context<Self>;
+}
+
+impl Spawnable for Moderator {
+    type Args = u64;
+    fn from_args(tag: u64, _: &mut Context<Self>) -> Self {
+        Moderator { tag }
+    }
+}
+
+impl Handler<Work> for Moderator {
+    type Result = u64;
+    fn handle(&mut self, _: Work, _: &mut Context<Self>) -> u64 {
+        self.tag
+    }
+}
+
+impl Handler<Poison> for Moderator {
+    type Result = u64;
+    fn handle(&mut self, _: Poison, _: &mut Context<Self>) -> u64 {
+        PANICS.lock().unwrap().push(self.tag);
+        panic!("moderator {} cannot take this post", self.tag);
+    }
+}
+
+actormesh::remote_actor!(Moderator = "groups.Moderator" { Work, Poison });
+
+/// A message that crashes its handler reaches one instance only, its caller gets the panic as
+/// a typed error at once, and no instance is ejected for it; `retry_on_panic` is opt-in and
+/// bounded.
+#[actix::test]
+async fn a_message_that_panics_its_handler_is_not_retried_and_ejects_no_one() {
+    let (_d, nodes) = cluster(3).await;
+    let supervision = actormesh::Supervision::new(actormesh::Restart::OnFailure)
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .intensity(100, Duration::from_secs(60));
+    let mut moderators = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let moderator = node.spawn_supervised::<Moderator>(i as u64, supervision);
+        node.join_group("moderators", &moderator).await.unwrap();
+        moderators.push(moderator);
+    }
+    // Asked directly, not through the group (whose health records are under test).
+    let all_running = || async {
+        for m in &moderators {
+            eventually(
+                "the moderator runs again",
+                Duration::from_secs(5),
+                || async { m.ask(Work).await },
+            )
+            .await;
+        }
+    };
+    // Ejection after 2 failures in a row, so that blaming the instances would show.
+    let config = GroupConfig::new().ejection(actormesh::Ejection {
+        consecutive_failures: 2,
+        base: Duration::from_secs(30),
+        max: Duration::from_secs(30),
+    });
+    let group = nodes[0]
+        .group_with::<Moderator>("moderators", config)
+        .await
+        .unwrap();
+    group
+        .wait_for_instances(3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // Round robin: the first instance gets two poisoned asks in a row, which would eject it
+    // if a panic were blamed on the instance.
+    for round in 1..=4 {
+        all_running().await;
+        match group.ask_idempotent(Poison).await {
+            Err(Error::HandlerPanicked {
+                actor_type,
+                message,
+                ..
+            }) => {
+                assert_eq!(actor_type, "groups.Moderator");
+                assert!(message.contains("cannot take this post"), "{message}");
+            }
+            other => panic!("expected the handler's panic, got {other:?}"),
+        }
+        assert_eq!(
+            PANICS.lock().unwrap().len(),
+            round,
+            "one instance per poisoned ask: {:?}",
+            PANICS.lock().unwrap()
+        );
+    }
+    // Every instance still takes work: none was ejected.
+    all_running().await;
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        seen.insert(group.ask_idempotent(Work).await.unwrap());
+    }
+    assert_eq!(seen.len(), 3, "every instance answers: {seen:?}");
+
+    // Opted in: one more instance sees it, no more.
+    PANICS.lock().unwrap().clear();
+    let retrying = nodes[0]
+        .group_with::<Moderator>(
+            "moderators",
+            GroupConfig::new().retries(2).retry_on_panic(1),
+        )
+        .await
+        .unwrap();
+    retrying
+        .wait_for_instances(3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    all_running().await;
+    assert!(matches!(
+        retrying.ask_idempotent(Poison).await,
+        Err(Error::HandlerPanicked { .. })
+    ));
+    let panicked = PANICS.lock().unwrap().clone();
+    assert_eq!(panicked.len(), 2, "{panicked:?}");
+    assert_ne!(panicked[0], panicked[1], "retried on another instance");
+    shutdown(nodes).await;
+}

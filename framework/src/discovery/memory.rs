@@ -169,6 +169,10 @@ impl MemoryDiscovery {
 }
 
 impl Discovery for MemoryDiscovery {
+    fn read_members<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<NodeInfo>> {
+        Box::pin(async move { Ok(self.members(cluster)) })
+    }
+
     fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
         Box::pin(async move {
             let mut st = self.lock();

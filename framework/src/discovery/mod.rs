@@ -148,6 +148,13 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// The group specs of `cluster` and every change after.
     fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView>;
 
+    /// The live members of `cluster` as the store holds them now: a fresh read, not a
+    /// follower's view. Specs and members are followed on separate watches, so a node's view
+    /// of the members may lag behind a spec it has already seen; the controller reads the
+    /// members afresh when a spec arrives so that it never places replicas on a view older
+    /// than the spec.
+    fn read_members<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<NodeInfo>>;
+
     /// Waits until `node` (registered with [`Discovery::join`]) leads `cluster`. Only one
     /// node leads at a time; when the leader goes, one of the waiting nodes takes over with a
     /// larger token. Drop the future to stop campaigning.

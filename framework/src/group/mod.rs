@@ -64,6 +64,7 @@ pub struct GroupConfig {
     saturation: Saturation,
     ejection: Ejection,
     retries: u32,
+    retry_on_panic: u32,
     attempt_timeout: Option<Duration>,
 }
 
@@ -75,6 +76,7 @@ impl Default for GroupConfig {
             saturation: Saturation::Wait,
             ejection: Ejection::default(),
             retries: 2,
+            retry_on_panic: 0,
             attempt_timeout: None,
         }
     }
@@ -114,6 +116,18 @@ impl GroupConfig {
     /// How many other instances an idempotent ask may be retried on (default 2).
     pub fn retries(mut self, retries: u32) -> Self {
         self.retries = retries;
+        self
+    }
+
+    /// How many other instances an idempotent ask whose handler panicked may be retried on
+    /// (default 0, and never more than [`GroupConfig::retries`] in all).
+    ///
+    /// A message that crashes its handler usually crashes every instance it reaches (a
+    /// "query of death"), so by default its caller gets [`Error::HandlerPanicked`] at once
+    /// and no other instance sees it. Raise this only for handlers that can panic for
+    /// reasons of their instance (a corrupted cache, say), not of the message.
+    pub fn retry_on_panic(mut self, retries: u32) -> Self {
+        self.retry_on_panic = retries;
         self
     }
 
@@ -209,6 +223,10 @@ impl<A: RemoteActor> Drop for InFlight<'_, A> {
 }
 
 /// Errors that say the instance (or its node) failed, not the caller or the message.
+///
+/// A handler panic is not one: it is blamed on the message (see
+/// [`GroupConfig::retry_on_panic`]), so it neither ejects the instance nor moves the
+/// message on to another by default.
 fn instance_failed(e: &Error) -> bool {
     matches!(
         e,
@@ -217,7 +235,6 @@ fn instance_failed(e: &Error) -> bool {
             | Error::NodeDown { .. }
             | Error::ActorStopped { .. }
             | Error::ActorNotFound { .. }
-            | Error::HandlerPanicked { .. }
     )
 }
 
@@ -551,13 +568,22 @@ impl<A: RemoteActor> GroupRef<A> {
         let (target, mut slot) = self.shared.pick_until(key, &[], deadline).await?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let result = target.ask_timeout(message, remaining).await;
-        slot.ok = Some(!matches!(&result, Err(e) if instance_failed(e)));
+        slot.ok = match &result {
+            // The message's fault, not the instance's: no health record either way.
+            Err(Error::HandlerPanicked { .. }) => None,
+            Err(e) => Some(!instance_failed(e)),
+            Ok(_) => Some(true),
+        };
         result
     }
 
-    /// Asks one instance and, if it fails (node down or unreachable, actor gone, handler
-    /// panic, attempt timeout), retries on other instances, up to [`GroupConfig::retries`]
-    /// times, all within the node's ask timeout.
+    /// Asks one instance and, if it fails (node down or unreachable, actor gone or stopped,
+    /// attempt timeout), retries on other instances, up to [`GroupConfig::retries`] times,
+    /// all within the node's ask timeout.
+    ///
+    /// A handler panic is not retried: the caller gets [`Error::HandlerPanicked`] at once and
+    /// no other instance sees the message ("query of death" protection; see
+    /// [`GroupConfig::retry_on_panic`] to opt in to bounded retries).
     pub async fn ask_idempotent<M>(&self, message: M) -> Result<M::Result>
     where
         A: Handler<Deliver<M>>,
@@ -582,6 +608,7 @@ impl<A: RemoteActor> GroupRef<A> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut failed: Vec<(NodeId, ActorId)> = Vec::new();
         let mut last_error = None;
+        let mut panic_retries = self.shared.config.retry_on_panic;
         for _ in 0..=self.shared.config.retries {
             let picked = match self.shared.pick_until(None, &failed, deadline).await {
                 Ok(picked) => picked,
@@ -603,6 +630,18 @@ impl<A: RemoteActor> GroupRef<A> {
                 Ok(value) => {
                     slot.ok = Some(true);
                     return Ok(value);
+                }
+                Err(e @ Error::HandlerPanicked { .. }) => {
+                    // The instance is not blamed (no health record), and the message goes no
+                    // further unless the caller opted in.
+                    slot.ok = None;
+                    if panic_retries == 0 {
+                        return Err(e);
+                    }
+                    panic_retries -= 1;
+                    tracing::debug!(group = %self.shared.name, error = %e, "idempotent ask panicked its handler; retrying on another instance as configured");
+                    failed.push((target.node().clone(), target.id()));
+                    last_error = Some(e);
                 }
                 Err(e) if instance_failed(&e) => {
                     slot.ok = Some(false);

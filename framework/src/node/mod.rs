@@ -84,18 +84,7 @@ impl Node {
 
     /// Waits until `node` is a member in this node's view, for at most `timeout`.
     pub async fn wait_for_node(&self, node: &NodeId, timeout: Duration) -> Result<NodeInfo> {
-        let mut events = self.subscribe();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(info) = read(&self.shared.view).get(node) {
-                return Ok(info.clone());
-            }
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Err(_) => return Err(Error::UnknownNode(node.clone())),
-                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Error::Shutdown),
-                Ok(_) => {}
-            }
-        }
+        self.shared.wait_for_member(node, timeout).await
     }
 
     /// Creates or replaces the desired state of a group; the cluster's controller (nodes
@@ -187,7 +176,7 @@ impl Node {
         let link = shared.link_to(node, addr);
         let reply = link
             .request(
-                ActorId(0),
+                (ActorId(0), A::NAME),
                 shared.config.ask_timeout,
                 |id| Header::Spawn {
                     id,
@@ -221,6 +210,7 @@ impl Node {
             return Err(Error::ActorNotFound {
                 node: shared.info.id.clone(),
                 actor: actor.id(),
+                actor_type: A::NAME,
             });
         }
         let entry = shared.name_entry(actor.id(), A::NAME);
@@ -241,6 +231,7 @@ impl Node {
             return Err(Error::ActorNotFound {
                 node: shared.info.id.clone(),
                 actor: actor.id(),
+                actor_type: A::NAME,
             });
         }
         Ok(())
@@ -289,6 +280,7 @@ impl Node {
             return Err(Error::ActorNotFound {
                 node: shared.info.id.clone(),
                 actor: actor.id(),
+                actor_type: A::NAME,
             });
         }
         let member = shared.group_member(actor.id(), A::NAME, weight);
@@ -308,6 +300,7 @@ impl Node {
             return Err(Error::ActorNotFound {
                 node: shared.info.id.clone(),
                 actor: actor.id(),
+                actor_type: A::NAME,
             });
         }
         Ok(())

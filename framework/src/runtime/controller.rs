@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::NodeShared;
+use super::{read, NodeShared};
 use crate::core::controller::{Controller, Event, Order};
 use crate::core::model::{GroupEvent, MembershipEvent, SpecEvent};
 use crate::core::wire::envelope::{decode_payload, Header, WireError};
@@ -83,6 +83,9 @@ async fn lead(node: &Arc<NodeShared>, mut leadership: Leadership) {
         members.insert(info.id.clone());
         orders.extend(core.step(Event::MemberUp(info), origin.elapsed()));
     }
+    if !specs.specs.is_empty() {
+        orders.extend(catch_up(node, &mut core, &mut members, origin).await);
+    }
     for spec in specs.specs.drain(..) {
         orders.extend(core.step(Event::SpecPut(spec), origin.elapsed()));
     }
@@ -117,10 +120,46 @@ async fn lead(node: &Arc<NodeShared>, mut leadership: Leadership) {
             },
             _ = tick.tick() => vec![Event::Tick],
         };
+        if events.iter().any(|e| matches!(e, Event::SpecPut(_))) {
+            orders.extend(catch_up(node, &mut core, &mut members, origin).await);
+        }
         for event in events {
             orders.extend(core.step(event, origin.elapsed()));
         }
     }
+}
+
+/// The members a fresh read of discovery holds that the controller was not told of yet, as
+/// `MemberUp` events (recorded as told). Specs and members arrive on separate watches: without
+/// this, a spec written just after a node joined could be placed on a view that lacks the
+/// node, and the replicas would crowd on the nodes the view had. A failed read leaves the
+/// view as it is (the watch catches up; placement is only less even).
+async fn catch_up_events(node: &NodeShared, told: &mut BTreeSet<NodeId>) -> Vec<Event> {
+    match node.discovery().read_members(&node.info.cluster).await {
+        Ok(now) => now
+            .into_iter()
+            .filter(|m| told.insert(m.id.clone()))
+            .map(Event::MemberUp)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(node = %node.info.id, error = %e, "could not read the members afresh before placing a spec; using the node's view");
+            Vec::new()
+        }
+    }
+}
+
+/// [`catch_up_events`], stepped into the controller.
+async fn catch_up(
+    node: &NodeShared,
+    core: &mut Controller,
+    told: &mut BTreeSet<NodeId>,
+    origin: Instant,
+) -> Vec<Order> {
+    let mut orders = Vec::new();
+    for event in catch_up_events(node, told).await {
+        orders.extend(core.step(event, origin.elapsed()));
+    }
+    orders
 }
 
 fn membership_event(event: MembershipEvent) -> Event {
@@ -291,13 +330,19 @@ async fn spawn_replica(
             .await
             .map_err(|e| matches!(e, WireError::UnknownActorType { .. }));
     }
-    let Some(addr) = node.member_addr(target) else {
+    // A member the controller learnt of from a fresh read (see `catch_up_events`) may not be in
+    // this node's view yet: wait for the view, unless the node is known gone.
+    if read(&node.view).has_departed(target) {
+        return Err(false);
+    }
+    let Ok(info) = node.wait_for_member(target, node.config.ask_timeout).await else {
         return Err(false);
     };
+    let addr = info.addr;
     let reply = node
         .link_to(target, addr)
         .request(
-            ActorId(0),
+            (ActorId(0), "(replica being spawned)"),
             node.config.ask_timeout,
             |id| Header::SpawnReplica {
                 id,
@@ -339,7 +384,7 @@ async fn retire(
     };
     node.link_to(target, addr)
         .request(
-            actor,
+            (actor, "(replica being retired)"),
             node.config.ask_timeout,
             |id| Header::Retire {
                 id,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Inbound, LocalDispatch};
 use crate::core::wire::envelope::WireError;
-use crate::message::{Declaration, RemoteActor, Reply};
+use crate::message::{Declaration, Fate, RemoteActor, Reply};
 
 /// The typed handle behind [`LocalDispatch`].
 pub(crate) struct Typed<A: RemoteActor> {
@@ -61,7 +61,10 @@ impl<A: RemoteActor> LocalDispatch for Typed<A> {
 /// How an ask ended, before it is turned into a local or a wire error.
 pub(crate) enum Outcome<T> {
     Value(T),
+    /// The actor stopped while it held the message (its handler had started).
     Stopped,
+    /// The actor never started handling the message.
+    NotHandled,
     Panicked(String),
     Expired,
 }
@@ -72,13 +75,17 @@ pub(crate) fn reply_channel<M: Message>() -> (
     impl std::future::Future<Output = Outcome<M::Result>>,
 ) {
     let (result_tx, result_rx): (OneshotSender<M::Result>, _) = oneshot::channel();
-    let (panic_tx, panic_rx) = oneshot::channel::<String>();
+    let (fate_tx, fate_rx) = oneshot::channel::<Fate>();
     let wait = async move {
         // A panicking handler drops the result sender right after reporting: look at the
-        // panic report first so the caller learns of the panic, not just of a stop.
+        // fate first so the caller learns of the panic (or that nothing ran), not just of a
+        // stop.
         tokio::select! {
             biased;
-            Ok(text) = panic_rx => Outcome::Panicked(text),
+            Ok(fate) = fate_rx => match fate {
+                Fate::Panicked(text) => Outcome::Panicked(text),
+                Fate::NotHandled => Outcome::NotHandled,
+            },
             result = result_rx => match result {
                 Ok(value) => Outcome::Value(value),
                 Err(_) => Outcome::Stopped,
@@ -87,8 +94,8 @@ pub(crate) fn reply_channel<M: Message>() -> (
     };
     (
         Reply {
-            result: result_tx,
-            panic: panic_tx,
+            result: Some(result_tx),
+            fate: Some(fate_tx),
         },
         wait,
     )

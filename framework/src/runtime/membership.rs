@@ -3,10 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use super::{lock, read, write, NodeShared};
-use crate::core::model::MembershipEvent;
+use crate::core::model::{MembershipEvent, NodeInfo};
 use crate::core::view::ViewChange;
+use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::transport::link::PeerLink;
 
@@ -26,6 +30,26 @@ impl NodeShared {
     /// The address of member `node`, if it is one.
     pub(crate) fn member_addr(&self, node: &NodeId) -> Option<SocketAddr> {
         read(&self.view).get(node).map(|m| m.addr)
+    }
+
+    /// Waits until `node` is a member in this node's view, for at most `timeout`.
+    pub(crate) async fn wait_for_member(
+        &self,
+        node: &NodeId,
+        timeout: Duration,
+    ) -> Result<NodeInfo> {
+        let mut events = self.events.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(info) = read(&self.view).get(node) {
+                return Ok(info.clone());
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return Err(Error::UnknownNode(node.clone())),
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(Error::Shutdown),
+                Ok(_) => {}
+            }
+        }
     }
 
     /// Applies one membership change to the view and the links.

@@ -14,8 +14,9 @@ use crate::stats::DropReason;
 /// The return address of an ask from another node, carried into the actor with the message.
 ///
 /// Exactly one reply leaves for every ask: the handler's result, its panic, the expiry of
-/// the caller's deadline, or, if the message is dropped unhandled (the actor stopped), an
-/// "actor stopped" reply sent when this is dropped.
+/// the caller's deadline, "stopped while handling" when an asynchronous handler's result
+/// never came, or, if the message is dropped before its handler ran (the actor stopped with
+/// it in its mailbox), "not running, not handled" sent when this is dropped.
 pub(crate) struct RemoteReply {
     pub(crate) id: u64,
     pub(crate) outbox: Arc<Outbox>,
@@ -65,7 +66,7 @@ impl Drop for RemoteReply {
                 guard.node(),
                 &self.outbox,
                 self.id,
-                Err(WireError::ActorStopped),
+                Err(WireError::ActorNotFound),
             );
         }
     }

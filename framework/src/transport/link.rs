@@ -55,7 +55,7 @@ pub(crate) struct PeerLink {
     pub(crate) addr: SocketAddr,
     config: Arc<LinkConfig>,
     outbox: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, (ActorId, Duration, PendingReply)>>,
+    pending: Mutex<HashMap<u64, ((ActorId, &'static str), Duration, PendingReply)>>,
     watches: Mutex<HashMap<u64, (ActorId, Recipient<Terminated>)>>,
     next_id: AtomicU64,
     state: AtomicU8,
@@ -162,7 +162,7 @@ impl PeerLink {
     /// Queues a request and waits for its reply payload.
     pub(crate) async fn request(
         &self,
-        actor: ActorId,
+        actor: (ActorId, &'static str),
         timeout: Duration,
         header: impl FnOnce(u64) -> Header,
         payload: impl FnOnce(&mut BytesMut) -> Result<(), String>,
@@ -481,11 +481,24 @@ impl PeerLink {
         }
     }
 
-    fn wire_error(&self, actor: ActorId, timeout: Duration, e: WireError) -> Error {
+    fn wire_error(
+        &self,
+        (actor, actor_type): (ActorId, &'static str),
+        timeout: Duration,
+        e: WireError,
+    ) -> Error {
         let node = self.node.clone();
         match e {
-            WireError::ActorNotFound => Error::ActorNotFound { node, actor },
-            WireError::ActorStopped => Error::ActorStopped { actor },
+            WireError::ActorNotFound => Error::ActorNotFound {
+                node,
+                actor,
+                actor_type,
+            },
+            WireError::ActorStopped => Error::ActorStopped {
+                node,
+                actor,
+                actor_type,
+            },
             WireError::UnknownMessage {
                 actor_type,
                 message,
@@ -497,7 +510,12 @@ impl PeerLink {
                 Error::UnknownActorType { node, actor_type }
             }
             WireError::Codec(text) => Error::Codec(text),
-            WireError::HandlerPanicked(message) => Error::HandlerPanicked { actor, message },
+            WireError::HandlerPanicked(message) => Error::HandlerPanicked {
+                node,
+                actor,
+                actor_type,
+                message,
+            },
             WireError::DeadlineExpired => Error::Timeout { after: timeout },
             WireError::ShuttingDown => Error::NodeDown { node },
             WireError::Fenced => Error::Discovery(format!(

@@ -25,9 +25,10 @@ pub(crate) const LEN_PREFIX: usize = 4;
 /// Why a remote operation failed, as carried in a reply.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub(crate) enum WireError {
-    /// No actor with that id on the node.
+    /// No running actor with that id on the node (gone, stopping or between restarts): the
+    /// message was not handled.
     ActorNotFound,
-    /// The actor stopped before replying.
+    /// The actor stopped while it held the message (its handler had started), before replying.
     ActorStopped,
     /// The actor does not accept the message type.
     UnknownMessage { actor_type: String, message: u64 },

@@ -20,6 +20,19 @@ use crate::error::Error;
 use crate::id::NodeId;
 
 impl Discovery for EtcdDiscovery {
+    fn read_members<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<NodeInfo>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.keys(cluster).nodes();
+            let (_, nodes) = inner.read_prefix::<NodeRecord>(&prefix).await?;
+            Ok(nodes
+                .into_values()
+                .filter(|r| r.state == NodeState::Up)
+                .map(|r| r.info)
+                .collect())
+        })
+    }
+
     fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
         Box::pin(async move {
             if me.id.as_str().contains('/') || me.cluster.contains('/') {
