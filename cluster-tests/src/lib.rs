@@ -347,7 +347,7 @@ impl Handler<Bump> for Replica {
 
 impl Spawnable for Replica {
     type Args = String;
-    fn from_args(tag: String, _: &mut Context<Self>) -> Self {
+    fn from_args(tag: String, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Replica::new(tag)
     }
 }

@@ -40,7 +40,7 @@ impl Handler<Pid> for Beacon {
 }
 impl Spawnable for Beacon {
     type Args = String;
-    fn from_args(_: String, _: &mut Context<Self>) -> Self {
+    fn from_args(_: String, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Beacon
     }
 }

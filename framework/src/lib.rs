@@ -62,6 +62,7 @@
 //   core         core/: the I/O-free data model and decisions (wire, balance, placement,
 //                controller, views, health); id.rs, error.rs, stats.rs, trace.rs are leaves
 mod actor_ref;
+mod context;
 mod core;
 pub mod discovery;
 mod error;
@@ -80,6 +81,7 @@ mod transport;
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};
 pub use actor_ref::ActorRef;
+pub use context::SpawnContext;
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
@@ -96,7 +98,7 @@ pub use supervise::{Restart, Supervision};
 pub mod prelude {
     pub use crate::{
         ActorRef, Error, GroupConfig, GroupRef, Idempotent, MemoryDiscovery, Node, NodeId,
-        RemoteActor, RemoteMessage, Spawnable, Terminated,
+        RemoteActor, RemoteMessage, SpawnContext, Spawnable, Terminated,
     };
 }
 

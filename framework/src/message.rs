@@ -76,8 +76,10 @@ pub trait Spawnable: RemoteActor {
     /// The constructor arguments, sent over the wire.
     type Args: WireValue;
 
-    /// Builds the actor from its arguments, on the node that runs it.
-    fn from_args(args: Self::Args, ctx: &mut Context<Self>) -> Self;
+    /// Builds the actor from its arguments, on the node that runs it. `ctx` gives the actix
+    /// context, the node and the actor's own reference: keep clones of what the actor needs
+    /// later (see [`SpawnContext`](crate::SpawnContext)).
+    fn from_args(args: Self::Args, ctx: &mut crate::context::SpawnContext<'_, Self>) -> Self;
 }
 
 /// Declares an actix actor type remotely addressable, with its stable name and every message

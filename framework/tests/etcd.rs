@@ -516,7 +516,7 @@ async fn a_singleton_stops_itself_when_its_node_is_cut_off_from_etcd() {
     }
     impl Spawnable for Lone {
         type Args = ();
-        fn from_args(_: (), _: &mut Context<Self>) -> Self {
+        fn from_args(_: (), _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
             Lone
         }
     }

@@ -512,7 +512,7 @@ impl Actor for Moderator {
 
 impl Spawnable for Moderator {
     type Args = u64;
-    fn from_args(tag: u64, _: &mut Context<Self>) -> Self {
+    fn from_args(tag: u64, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Moderator { tag }
     }
 }

@@ -48,7 +48,7 @@ impl Actor for Flaky {
 
 impl Spawnable for Flaky {
     type Args = u64;
-    fn from_args(start: u64, _: &mut Context<Self>) -> Self {
+    fn from_args(start: u64, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Flaky { value: start }
     }
 }

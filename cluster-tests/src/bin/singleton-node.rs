@@ -62,7 +62,7 @@ impl Handler<Pid> for Beacon {
 
 impl Spawnable for Beacon {
     type Args = String;
-    fn from_args(log: String, _: &mut Context<Self>) -> Self {
+    fn from_args(log: String, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Beacon {
             log,
             incarnation: rand_incarnation(),

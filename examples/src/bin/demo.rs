@@ -56,7 +56,7 @@ impl Handler<Total> for Counter {
 
 impl Spawnable for Counter {
     type Args = u64;
-    fn from_args(start: u64, _: &mut Context<Self>) -> Self {
+    fn from_args(start: u64, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Counter { total: start }
     }
 }

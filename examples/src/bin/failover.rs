@@ -59,7 +59,7 @@ impl Handler<Where> for Replica {
 impl Spawnable for Replica {
     /// Unused: a replica reports the node id its process was started with.
     type Args = String;
-    fn from_args(_: String, _: &mut Context<Self>) -> Self {
+    fn from_args(_: String, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Replica {
             node: std::env::args().nth(3).unwrap_or_default(),
         }

@@ -113,7 +113,7 @@ actormesh::remote_actor!(Idle = "spawning.Idle" { Ping });
 
 impl Spawnable for Idle {
     type Args = ();
-    fn from_args(_: (), _: &mut Context<Self>) -> Self {
+    fn from_args(_: (), _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Idle
     }
 }

@@ -9,19 +9,29 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::Node;
+use crate::context::spawn_from_wire;
 use crate::core::view::MembershipView;
 use crate::core::wire::PROTOCOL_VERSION;
 use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
 use crate::message::Spawnable;
-use crate::runtime::spawn::spawn_from_wire;
 use crate::runtime::{write, ActorTable, Config, NodeShared, SpawnFn};
 use crate::stats::Stats;
 use crate::transport::link::LinkConfig;
 
 /// Configures a [`Node`]; [`NodeBuilder::start`] starts it.
 ///
+/// Values given with [`NodeBuilder::data`], by type.
+#[derive(Default)]
+struct DataMap(HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for DataMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} value(s)", self.0.len())
+    }
+}
+
 /// Every setting has a default: a random node id, cluster `actormesh`, listening on
 /// `127.0.0.1` with a port chosen by the system, and a private [`MemoryDiscovery`] (a cluster of
 /// one, unless you hand the same discovery to several nodes).
@@ -34,6 +44,7 @@ pub struct NodeBuilder {
     discovery: Option<Arc<dyn Discovery>>,
     labels: BTreeMap<String, String>,
     spawnables: HashMap<&'static str, SpawnFn>,
+    data: DataMap,
     placements: HashMap<String, Arc<dyn crate::core::placement::Placement>>,
     ask_timeout: Duration,
     connect_timeout: Duration,
@@ -54,6 +65,7 @@ impl NodeBuilder {
             discovery: None,
             labels: BTreeMap::new(),
             spawnables: HashMap::new(),
+            data: DataMap::default(),
             placements: HashMap::new(),
             ask_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
@@ -63,6 +75,21 @@ impl NodeBuilder {
             load_interval: Duration::from_secs(5),
             controller: false,
         }
+    }
+
+    /// Gives the node a value its actors can read with [`Node::data`] (one value per type; a
+    /// second call with the same type replaces the first).
+    ///
+    /// This is how process-local dependencies (a database pool, a configuration, a client)
+    /// reach actors that the node builds itself: deployed replicas, supervised restarts and
+    /// `spawn_on` from other nodes, whose constructor arguments travel over the wire and so
+    /// cannot carry them. Read them in [`Spawnable::from_args`](crate::Spawnable::from_args)
+    /// through [`SpawnContext::node`](crate::SpawnContext::node).
+    pub fn data<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.data
+            .0
+            .insert(std::any::TypeId::of::<T>(), Arc::new(value));
+        self
     }
 
     /// The cluster's name. Nodes of different clusters never talk to each other.
@@ -239,6 +266,7 @@ impl NodeBuilder {
             view: RwLock::new(MembershipView::new(id.clone(), [])),
             declarations: RwLock::new(HashMap::new()),
             spawnables: self.spawnables,
+            data: self.data.0,
             placements: self.placements,
             arbiter,
             stopping: AtomicBool::new(false),

@@ -13,10 +13,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Context;
 use tokio::sync::broadcast;
 
 use crate::actor_ref::ActorRef;
+use crate::context::{constructor, spawn_from_args, spawn_supervised, SpawnContext};
 use crate::core::model::{GroupSpec, MembershipEvent, NodeInfo};
 use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
 use crate::error::{Error, Result};
@@ -119,6 +119,24 @@ impl Node {
         read(&self.shared.actors).len()
     }
 
+    /// The value of type `T` given to this node with
+    /// [`NodeBuilder::data`](crate::NodeBuilder::data), if any.
+    ///
+    /// ```
+    /// # #[actix::main] async fn main() -> actormesh::Result<()> {
+    /// struct Greeting(&'static str);
+    /// let node = actormesh::Node::builder().data(Greeting("hello")).start().await?;
+    /// assert_eq!(node.data::<Greeting>().map(|g| g.0), Some("hello"));
+    /// assert!(node.data::<u32>().is_none());
+    /// # node.shutdown().await; Ok(()) }
+    /// ```
+    pub fn data<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.shared
+            .data
+            .get(&std::any::TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+
     /// Starts `actor` on this node and returns its reference.
     ///
     /// The actor lives until it stops itself or the node shuts down (the node keeps its
@@ -128,14 +146,16 @@ impl Node {
         ActorRef::local(id, addr, self.shared.clone())
     }
 
-    /// Starts an actor built by `create` inside its own context (for actors that need their
-    /// address or want to schedule work at start).
+    /// Starts an actor built by `create` inside its own context, which gives the actor's
+    /// actix context, this node and the actor's own reference (see [`SpawnContext`]).
     pub fn spawn_with<A, F>(&self, create: F) -> ActorRef<A>
     where
         A: RemoteActor,
-        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
+        F: FnOnce(&mut SpawnContext<'_, A>) -> A + Send + 'static,
     {
-        let (id, addr) = self.shared.spawn_with(create);
+        let id = self.shared.next_actor_id();
+        let create = constructor::<A, _>(&self.shared, id, false, create);
+        let addr = self.shared.start_actor(id, create, None);
         ActorRef::local(id, addr, self.shared.clone())
     }
 
@@ -150,7 +170,7 @@ impl Node {
     where
         A::Args: Clone + Sync,
     {
-        let id = self.shared.spawn_supervised::<A>(args, supervision);
+        let id = spawn_supervised::<A>(&self.shared, args, supervision);
         ActorRef::supervised(id, self.shared.clone())
     }
 
@@ -166,8 +186,7 @@ impl Node {
             return Err(Error::Shutdown);
         }
         if node == &shared.info.id {
-            let (id, addr) = shared.spawn_with(move |ctx| A::from_args(args, ctx));
-            return Ok(ActorRef::local(id, addr, shared.clone()));
+            return Ok(spawn_from_args::<A>(shared, args));
         }
         let addr = read(&shared.view)
             .get(node)

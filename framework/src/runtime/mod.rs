@@ -156,6 +156,8 @@ pub(crate) struct NodeShared {
     pub(crate) view: RwLock<MembershipView>,
     pub(crate) declarations: RwLock<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
     pub(crate) spawnables: HashMap<&'static str, SpawnFn>,
+    /// Values given with `NodeBuilder::data`, by type.
+    pub(crate) data: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
     pub(crate) placements: HashMap<String, Arc<dyn Placement>>,
     pub(crate) arbiter: ArbiterHandle,
     pub(crate) stopping: AtomicBool,

@@ -1,46 +1,24 @@
-//! Starting actors on the node's arbiter: plain, supervised, and from wire arguments (the
-//! remote side of `spawn_on` and of the controller's spawn orders).
+//! Starting actors on the node's arbiter, plain or supervised, from a constructor closure
+//! (the constructors of `Spawnable` types, with their `SpawnContext`, are built in
+//! `context.rs`, above the runtime).
 
 use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
 use actix::dev::channel::{self, AddressReceiver};
 use actix::{Addr, Context};
 use tokio::task::LocalSet;
 
-use super::decode::with_decode_node;
 use super::dispatch::Typed;
 use super::local;
 use super::{lock, read, write, NodeShared, Respawn};
-use crate::core::wire::envelope::{decode_payload, WireError};
 use crate::id::ActorId;
-use crate::message::{Declaration, RemoteActor, Spawnable};
-use crate::supervise::{mailbox_key, take_failed, Decision, RestartHistory, Supervision};
-
-struct SupervisedSpawn<A: Spawnable> {
-    args: A::Args,
-    supervision: Supervision,
-    history: Mutex<RestartHistory>,
-}
-
-impl<A: Spawnable> Respawn for SupervisedSpawn<A>
-where
-    A::Args: Clone + Sync,
-{
-    fn decide(&self, failed: bool) -> Decision {
-        self.supervision
-            .decide(&mut lock(&self.history), failed, std::time::Instant::now())
-    }
-
-    fn respawn(&self, node: &Arc<NodeShared>, id: ActorId) {
-        let args = self.args.clone();
-        node.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), None);
-    }
-}
+use crate::message::{Declaration, RemoteActor};
+use crate::supervise::{mailbox_key, take_failed};
 
 impl NodeShared {
     /// The dispatch table of an actor type, built once per node.
@@ -62,27 +40,26 @@ impl NodeShared {
         A: RemoteActor,
         F: FnOnce(&mut Context<A>) -> A + Send + 'static,
     {
-        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
+        let id = self.next_actor_id();
         (id, self.start_actor(id, create, None))
     }
 
-    /// Starts a supervised actor (see `supervise`); returns its id.
-    pub(crate) fn spawn_supervised<A: Spawnable>(
+    /// A fresh actor id.
+    pub(crate) fn next_actor_id(&self) -> ActorId {
+        ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Starts actor `id` under `supervisor` (see `supervise`), built by `create`.
+    pub(crate) fn spawn_supervised<A, F>(
         self: &Arc<Self>,
-        args: A::Args,
-        supervision: Supervision,
-    ) -> ActorId
-    where
-        A::Args: Clone + Sync,
+        id: ActorId,
+        supervisor: Arc<dyn Respawn>,
+        create: F,
+    ) where
+        A: RemoteActor,
+        F: FnOnce(&mut Context<A>) -> A + Send + 'static,
     {
-        let id = ActorId(self.next_actor.fetch_add(1, Ordering::Relaxed));
-        let supervisor = Arc::new(SupervisedSpawn::<A> {
-            args: args.clone(),
-            supervision,
-            history: Mutex::new(RestartHistory::default()),
-        });
-        self.start_actor::<A, _>(id, move |ctx| A::from_args(args, ctx), Some(supervisor));
-        id
+        self.start_actor::<A, _>(id, create, Some(supervisor));
     }
 
     /// Starts (or, for an id already in the table, restarts) actor `id` on the node's
@@ -92,7 +69,7 @@ impl NodeShared {
     /// entry, one dispatch handle and the task that runs its context, whose future also holds
     /// the guard that removes it from the table when it stops. Nothing else is allocated per
     /// idle actor; node shutdown stops actors through the table.
-    fn start_actor<A, F>(
+    pub(crate) fn start_actor<A, F>(
         self: &Arc<Self>,
         id: ActorId,
         create: F,
@@ -244,14 +221,4 @@ impl Drop for ActorGuard {
             node.actor_stopped(self.id, failed);
         }
     }
-}
-
-/// The remote side of `spawn_on` for actor type `A`.
-pub(crate) fn spawn_from_wire<A: Spawnable>(
-    node: &Arc<NodeShared>,
-    payload: &[u8],
-) -> std::result::Result<ActorId, WireError> {
-    let args: A::Args =
-        with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
-    Ok(node.spawn_with(move |ctx| A::from_args(args, ctx)).0)
 }

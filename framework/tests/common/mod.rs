@@ -199,7 +199,7 @@ impl Actor for Counter {
 
 impl Spawnable for Counter {
     type Args = u64;
-    fn from_args(args: u64, _: &mut Context<Self>) -> Self {
+    fn from_args(args: u64, _: &mut actormesh::SpawnContext<'_, Self>) -> Self {
         Counter {
             total: args,
             gate: Gate::closed(),
