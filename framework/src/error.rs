@@ -161,6 +161,24 @@ pub enum Error {
         /// The group.
         group: String,
     },
+    /// A wait for a group's instances ended before enough were seen.
+    #[error(
+        "group `{group}` has {seen} of the {wanted} instances waited for after {after:?}: {reason}"
+    )]
+    GroupNotReady {
+        /// The group.
+        group: String,
+        /// The instances waited for.
+        wanted: usize,
+        /// The instances seen when the wait ended.
+        seen: usize,
+        /// How long the wait lasted.
+        after: Duration,
+        /// Why, as far as this node can tell: the deployed group's status (see
+        /// [`Node::group_status`](crate::Node::group_status)), or that nothing deploys or
+        /// joins it.
+        reason: String,
+    },
     /// Every instance of the group is at its cap of asks in flight from this caller.
     #[error("group `{group}` is overloaded: every instance is at its cap of asks in flight; slow down, add instances or raise `max_in_flight`")]
     Overloaded {

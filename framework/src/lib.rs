@@ -78,6 +78,7 @@ pub mod supervise;
 mod trace;
 mod transport;
 
+pub use crate::core::status::{Blocked, GroupStatus};
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};
 pub use actor_ref::ActorRef;

@@ -384,3 +384,80 @@ async fn a_custom_placement_policy_plugs_into_the_controller() {
         n.shutdown().await;
     }
 }
+
+/// A spec no live node can run: `deploy` succeeds (nodes may come later), the group's status
+/// says why it is pending and what to do, a wait for its instances names the reason, and once
+/// a node that can spawn the type joins, the group fills up.
+#[actix::test]
+async fn a_spec_no_node_can_run_says_why_until_one_can() {
+    let discovery = MemoryDiscovery::new();
+    let leader = Node::builder()
+        .cluster("ctl")
+        .node_id("leader")
+        .discovery(discovery.clone())
+        .controller(true)
+        .start()
+        .await
+        .unwrap();
+    let spec = GroupSpec::new::<Replica>("archive", &"a".to_owned(), 2).unwrap();
+    leader.deploy(&spec).await.unwrap();
+    let status = leader.group_status("archive").await.unwrap();
+    assert_eq!((status.desired, status.running), (2, 0));
+    assert!(
+        matches!(&status.blocked, Some(actormesh::Blocked::NoSpawnableNode { actor_type }) if actor_type == "ctl.Replica"),
+        "{status:?}"
+    );
+    let text = status.to_string();
+    assert!(
+        text.contains("no live node can spawn `ctl.Replica`"),
+        "{text}"
+    );
+    assert!(text.contains("NodeBuilder::spawnable"), "{text}");
+
+    let group = leader.group::<Replica>("archive").await.unwrap();
+    match group
+        .wait_for_instances(2, Duration::from_millis(200))
+        .await
+    {
+        Err(Error::GroupNotReady {
+            wanted,
+            seen,
+            reason,
+            ..
+        }) => {
+            assert_eq!((wanted, seen), (2, 0));
+            assert!(reason.contains("no live node can spawn"), "{reason}");
+        }
+        other => panic!("expected GroupNotReady, got {other:?}"),
+    }
+    // A group nobody deploys or joins says that instead.
+    let nobody = leader.group::<Replica>("nobody").await.unwrap();
+    let err = nobody
+        .wait_for_instances(1, Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no spec deploys"), "{err}");
+    assert!(matches!(
+        leader.group_status("nobody").await,
+        Err(Error::UnknownGroup(_))
+    ));
+
+    // A node that can run it joins: the controller fills the group.
+    let worker = Node::builder()
+        .cluster("ctl")
+        .node_id("worker")
+        .discovery(discovery.clone())
+        .spawnable::<Replica>()
+        .start()
+        .await
+        .unwrap();
+    group
+        .wait_for_instances(2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let status = leader.group_status("archive").await.unwrap();
+    assert!(status.is_complete(), "{status}");
+    assert_eq!(status.blocked, None);
+    worker.shutdown().await;
+    leader.shutdown().await;
+}

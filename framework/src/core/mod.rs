@@ -25,6 +25,7 @@ pub(crate) mod health;
 pub(crate) mod model;
 pub mod placement;
 pub(crate) mod singleton;
+pub(crate) mod status;
 pub(crate) mod terminated;
 pub(crate) mod view;
 pub(crate) mod wire;

@@ -435,6 +435,10 @@ impl<A: RemoteActor> GroupRef<A> {
     }
 
     /// Waits until at least `n` instances are seen, for at most `timeout`.
+    ///
+    /// On timeout the error ([`Error::GroupNotReady`]) says why as far as this node can tell:
+    /// for a deployed group, its status (say, no live node can spawn its actor type); for
+    /// another, that no spec deploys it and no instance joined it.
     pub async fn wait_for_instances(&self, n: usize, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -443,8 +447,20 @@ impl<A: RemoteActor> GroupRef<A> {
                 return Ok(());
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Error::NoInstances {
-                    group: self.shared.name.clone(),
+                let group = &self.shared.name;
+                let reason = match self.shared.node.group_status(group).await {
+                    Ok(Some(status)) => status.to_string(),
+                    Ok(None) => format!(
+                        "no spec deploys group `{group}` (Node::deploy) and no instance of it joined it (Node::join_group)"
+                    ),
+                    Err(e) => format!("its status could not be read: {e}"),
+                };
+                return Err(Error::GroupNotReady {
+                    group: group.clone(),
+                    wanted: n,
+                    seen: self.shared.lock().len(),
+                    after: timeout,
+                    reason,
                 });
             }
         }

@@ -109,6 +109,18 @@ impl Node {
         shared.discovery.put_spec(&shared.info.cluster, &spec).await
     }
 
+    /// How deployed group `group` stands against its spec: replicas desired and running and,
+    /// when it falls short, why (no node can spawn its type, no node carries the selected
+    /// labels, no controller leads...). Read afresh from discovery.
+    ///
+    /// Fails with [`Error::UnknownGroup`] when no spec is deployed for the group.
+    pub async fn group_status(&self, group: &str) -> Result<crate::GroupStatus> {
+        self.shared
+            .group_status(group)
+            .await?
+            .ok_or_else(|| Error::UnknownGroup(group.to_owned()))
+    }
+
     /// Counters of dropped messages, by reason.
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()

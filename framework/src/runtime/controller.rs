@@ -208,6 +208,12 @@ fn carry_out(node: &Arc<NodeShared>, order: Order, answers: &mpsc::UnboundedSend
                 }
             });
         }
+        Order::Report { group, status } => match status {
+            Some(status) => {
+                tracing::warn!(node = %node.info.id, %group, "{status}");
+            }
+            None => tracing::info!(node = %node.info.id, %group, "the group is no longer stuck"),
+        },
         Order::PutSpec(spec) => {
             let node = node.clone();
             tokio::spawn(async move {

@@ -63,6 +63,7 @@ pub(crate) mod reply;
 pub(crate) mod shutdown;
 pub(crate) mod singleton;
 pub(crate) mod spawn;
+pub(crate) mod status;
 pub(crate) mod table;
 
 /// Settings fixed when the node starts.

@@ -257,6 +257,12 @@ impl World {
                 };
                 self.send(inc, &target, msg);
             }
+            Order::Report { group, status } => {
+                self.trace.note(now, || match &status {
+                    Some(status) => format!("n{slot} reports {status}"),
+                    None => format!("n{slot} reports {group} no longer stuck"),
+                });
+            }
             Order::PutSpec(spec) => {
                 let replicas = spec.replicas;
                 let group = spec.group.clone();

@@ -169,6 +169,14 @@ pub(crate) enum Order {
     },
     /// Record this spec in discovery (the autoscaler changed its replica count).
     PutSpec(GroupSpec),
+    /// Tell the operator that `group` cannot reach its spec and why (`Some`), or that it no
+    /// longer is stuck (`None`). Given once per change, not on every reconciliation.
+    Report {
+        /// The group.
+        group: String,
+        /// Its status while stuck.
+        status: Option<crate::core::status::GroupStatus>,
+    },
 }
 
 /// The controller of one leadership. See the [module docs](self).

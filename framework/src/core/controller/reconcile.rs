@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::core::model::{GroupMember, GroupSpec, PlacementPolicy};
+use crate::core::model::{GroupMember, GroupSpec, NodeInfo, PlacementPolicy};
 use crate::core::placement::{self, Candidate, Constraints, Placement};
+use crate::core::status::{self, Blocked, GroupStatus};
 use crate::id::{ActorId, NodeId};
 
 use super::{Controller, Order, Time, PENDING};
@@ -22,6 +23,8 @@ pub(super) struct GroupState {
     /// Nodes that cannot run the spec's actor type (not registered as spawnable there), with
     /// when that was learnt.
     unable: BTreeMap<NodeId, Time>,
+    /// Why the group cannot reach its spec, as last reported ([`Order::Report`]).
+    blocked: Option<Blocked>,
 }
 
 impl GroupState {
@@ -180,6 +183,15 @@ pub(super) fn reconcile(ctl: &mut Controller, now: Time, orders: &mut Vec<Order>
                     asked.push(c.node.clone());
                 }
             }
+            // Nothing could be placed and nothing is on its way: say why, once per change.
+            let blocked = if asked.is_empty() && state.pending.is_empty() {
+                let members: Vec<GroupMember> = state.members.values().cloned().collect();
+                let nodes: Vec<NodeInfo> = live.values().cloned().collect();
+                Some(status::assess(spec, &members, &nodes, true))
+            } else {
+                None
+            };
+            report(group, &mut state.blocked, blocked, orders);
             for target in asked {
                 state.pending.push((target.clone(), None, now));
                 orders.push(Order::Spawn {
@@ -191,7 +203,10 @@ pub(super) fn reconcile(ctl: &mut Controller, now: Time, orders: &mut Vec<Order>
                     fence: ctl.fence,
                 });
             }
-        } else if state.pending.is_empty() && (active.len() as u32) > replicas {
+        } else {
+            report(group, &mut state.blocked, None, orders);
+        }
+        if have >= replicas && state.pending.is_empty() && (active.len() as u32) > replicas {
             let excess = active.len() as u32 - replicas;
             let mut taken: Vec<(NodeId, ActorId)> = Vec::new();
             for index in policy.remove(&candidates, &constraints, excess) {
@@ -217,4 +232,24 @@ pub(super) fn reconcile(ctl: &mut Controller, now: Time, orders: &mut Vec<Order>
             }
         }
     }
+}
+
+/// Gives an [`Order::Report`] when the reason `group` cannot reach its spec changed (a new
+/// reason, or none any more); `status` is `None` when the group is not stuck.
+fn report(
+    group: &str,
+    reported: &mut Option<Blocked>,
+    status: Option<GroupStatus>,
+    orders: &mut Vec<Order>,
+) {
+    let status = status.filter(|s| s.blocked.is_some());
+    let blocked = status.as_ref().and_then(|s| s.blocked.clone());
+    if blocked == *reported {
+        return;
+    }
+    *reported = blocked;
+    orders.push(Order::Report {
+        group: group.to_owned(),
+        status,
+    });
 }

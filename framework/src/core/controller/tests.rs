@@ -517,3 +517,50 @@ fn the_same_events_at_the_same_times_give_the_same_orders() {
     assert_eq!(script(), script());
     assert_eq!(script().len(), 1 + 4 + 1 + 5);
 }
+
+/// A spec that no live node can run is reported once (not on every tick), with the reason;
+/// the report clears when a node that can run it joins, and the replicas are asked for.
+#[test]
+fn a_spec_no_node_can_run_is_reported_once_and_cleared_when_one_can() {
+    let mut ctl = Controller::new(FENCE, BTreeMap::new());
+    let mut other = node(0);
+    other.spawnable = vec!["U".to_owned()];
+    assert_eq!(ctl.step(Event::MemberUp(other), ms(0)), vec![]);
+    assert_eq!(
+        ctl.step(Event::SpecPut(spec("g", 2)), ms(0)),
+        vec![follow("g")]
+    );
+    let orders = ctl.step(members("g", vec![]), ms(1));
+    let [Order::Report {
+        group,
+        status: Some(status),
+    }] = orders.as_slice()
+    else {
+        panic!("expected one report, got {orders:?}");
+    };
+    assert_eq!(group, "g");
+    assert_eq!((status.desired, status.running), (2, 0));
+    assert!(
+        matches!(&status.blocked, Some(crate::core::status::Blocked::NoSpawnableNode { actor_type }) if actor_type == "T"),
+        "{status:?}"
+    );
+    run(
+        &mut ctl,
+        vec![
+            (500, Event::Tick, vec![]),
+            (1000, Event::Tick, vec![]),
+            (
+                1500,
+                Event::MemberUp(node(1)),
+                vec![
+                    Order::Report {
+                        group: "g".to_owned(),
+                        status: None,
+                    },
+                    spawn(1, "g"),
+                    spawn(1, "g"),
+                ],
+            ),
+        ],
+    );
+}
