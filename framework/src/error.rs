@@ -231,5 +231,14 @@ impl<M> TellError<M> {
     }
 }
 
+/// Lets `?` turn a failed [`ActorRef::tell`](crate::ActorRef::tell) into an [`Error`] in a
+/// function that returns [`Result`], dropping the undelivered message (match the
+/// [`TellError`] instead to get it back).
+impl<M> From<TellError<M>> for Error {
+    fn from(e: TellError<M>) -> Self {
+        e.error
+    }
+}
+
 /// The result of an ask or any other fallible framework operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

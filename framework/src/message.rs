@@ -9,9 +9,7 @@
 //! [`remote_actor!`](crate::remote_actor) declaration that names the actor type and lists every
 //! message it accepts. [`Spawnable`] adds remote spawning by name with serializable arguments.
 
-use std::any::Any;
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use actix::dev::{MessageResponse, OneshotSender};
 use actix::{Actor, Addr, AsyncContext, Context, Handler, Message};
@@ -22,6 +20,7 @@ use crate::core::wire::envelope::decode_payload;
 use crate::core::wire::envelope::WireError;
 use crate::id::wire_id;
 use crate::runtime::decode::with_decode_node;
+use crate::runtime::panics;
 use crate::runtime::reply::RemoteReply;
 use crate::runtime::{DispatchFn, Inbound};
 use crate::trace::{self, TraceContext};
@@ -294,11 +293,11 @@ where
         Some(here)
     };
     let _entered = span.enter();
-    let run = AssertUnwindSafe(|| <A as Handler<M>>::handle(actor, message, ctx));
+    let run = || <A as Handler<M>>::handle(actor, message, ctx);
     // Without a trace position (spans disabled) there is no context to set.
     let outcome = match here {
-        Some(_) => trace::with_current(here, || catch_unwind(run)),
-        None => catch_unwind(run),
+        Some(_) => trace::with_current(here, || panics::catch(run)),
+        None => panics::catch(run),
     };
     match outcome {
         Ok(response) => match reply {
@@ -315,14 +314,22 @@ where
                 }
             }
         },
-        Err(payload) => {
-            let text = panic_text(payload.as_ref());
+        Err(caught) => {
+            let text = caught.message;
             tracing::error!(
                 actor_type = A::NAME,
                 message = M::NAME,
                 panic = %text,
+                at = caught.location.as_deref().unwrap_or("unknown"),
                 "handler panicked; stopping the actor"
             );
+            if let Some(backtrace) = caught.backtrace {
+                tracing::debug!(
+                    actor_type = A::NAME,
+                    message = M::NAME,
+                    "backtrace of the panic:\n{backtrace}"
+                );
+            }
             match reply {
                 Some(ReplyTo::Caller(r)) => r.panicked(text),
                 Some(ReplyTo::Remote(remote)) => {
@@ -333,16 +340,6 @@ where
             crate::supervise::mark_failed(crate::supervise::mailbox_key(&ctx.address()));
             actix::ActorContext::stop(ctx);
         }
-    }
-}
-
-fn panic_text(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }
 

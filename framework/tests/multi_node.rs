@@ -21,12 +21,160 @@ async fn exercise(target: &ActorRef<Counter>) {
     assert!(matches!(err, Error::HandlerPanicked { .. }), "{err:?}");
     let err = target.ask(Get).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::ActorStopped { .. } | Error::ActorNotFound { .. }
-        ),
-        "a stopped actor fails fast: {err:?}"
+        matches!(err, Error::ActorNotFound { .. }),
+        "a stopped actor fails fast, saying the message was not handled: {err:?}"
     );
+}
+
+/// Holds its reply in an actor future (spawned in its context, so it ends with the actor).
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Await;
+impl RemoteMessage for Await {
+    const NAME: &'static str = "test.Await";
+}
+
+/// Stops the holder.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Quit;
+impl RemoteMessage for Quit {
+    const NAME: &'static str = "test.Quit";
+}
+
+/// Answers at once (to know that `Await` is being handled).
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Ping;
+impl RemoteMessage for Ping {
+    const NAME: &'static str = "test.Ping";
+}
+
+struct Holder(Gate);
+impl actix::Actor for Holder {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<Await> for Holder {
+    type Result = actix::ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Await, _: &mut actix::Context<Self>) -> Self::Result {
+        use actix::WrapFuture;
+        let gate = self.0.clone();
+        Box::pin(async move { gate.pass().await }.into_actor(self))
+    }
+}
+impl actix::Handler<Quit> for Holder {
+    type Result = ();
+    fn handle(&mut self, _: Quit, ctx: &mut actix::Context<Self>) {
+        actix::ActorContext::stop(ctx);
+    }
+}
+impl actix::Handler<Ping> for Holder {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _: &mut actix::Context<Self>) {}
+}
+actormesh::remote_actor!(Holder = "test.Holder" { Await, Quit, Ping });
+
+/// "Stopped while handling" (the message may have been handled) and "not running" (it was
+/// not) are different errors, and both say which actor on which node.
+async fn stopped_or_not_running(target: &ActorRef<Holder>, node: &str) {
+    let holding = {
+        let target = target.clone();
+        actix_rt::spawn(async move { target.ask(Await).await })
+    };
+    // Handled in order: once `Ping` is answered, `Await` is being handled.
+    target.ask(Ping).await.unwrap();
+    target.tell(Quit).unwrap();
+    let err = holding.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::ActorStopped { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("stopped while handling the message")
+            && text.contains("may or may not have been handled"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("test.Holder {} on node {node}", target.id())),
+        "{text}"
+    );
+    let err = target.ask(Ping).await.unwrap_err();
+    assert!(matches!(err, Error::ActorNotFound { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("was not running") && text.contains("the message was not handled"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("on node {node}")), "{text}");
+}
+
+#[actix::test]
+async fn stopped_while_handling_is_told_from_not_running() {
+    let (_d, a, b) = pair().await;
+    let local = a.spawn(Holder(Gate::closed()));
+    stopped_or_not_running(&local, "a").await;
+    let held = a.spawn(Holder(Gate::closed()));
+    a.register_name("holder", &held).await.unwrap();
+    let remote = b.lookup::<Holder>("holder").await.unwrap();
+    assert!(!remote.is_local());
+    stopped_or_not_running(&remote, "a").await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// `?` works on `ActorRef::tell` and `GroupRef::tell` alike in a function returning
+/// `actormesh::Result`.
+async fn tell_twice(
+    target: &ActorRef<Counter>,
+    group: &GroupRef<Counter>,
+) -> actormesh::Result<()> {
+    target.tell(Add(1))?;
+    group.tell(Add(1))?;
+    Ok(())
+}
+
+#[actix::test]
+async fn tell_works_with_the_question_mark() {
+    let (_d, a, b) = pair().await;
+    let counter = a.spawn(Counter::default());
+    a.join_group("counters", &counter).await.unwrap();
+    let group = a.group::<Counter>("counters").await.unwrap();
+    group
+        .wait_for_instances(1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    tell_twice(&counter, &group).await.unwrap();
+    assert_eq!(counter.ask(Get).await.unwrap(), 2);
+    counter.tell(Stop).unwrap();
+    let err = eventually(
+        "the stopped counter refuses tells",
+        Duration::from_secs(5),
+        || async {
+            match tell_twice(&counter, &group).await {
+                Err(e) => Ok(e),
+                Ok(()) => Err("accepted"),
+            }
+        },
+    )
+    .await;
+    assert!(matches!(err, Error::ActorNotFound { .. }), "{err:?}");
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// Dropping every `Node` handle does not stop the node: it keeps serving its actors and its
+/// names (its actors may hold handles of their own). It stops with `shutdown` or with its
+/// actix system.
+#[actix::test]
+async fn a_node_keeps_serving_when_its_handles_are_dropped() {
+    let (_d, a, b) = pair().await;
+    let counter = a.spawn(Counter::default());
+    a.register_name("kept", &counter).await.unwrap();
+    drop(counter);
+    let a_id = a.id().clone();
+    drop(a);
+    let found = b.lookup::<Counter>("kept").await.unwrap();
+    assert_eq!(found.node(), &a_id);
+    assert_eq!(found.ask(Add(4)).await.unwrap(), 4);
+    b.shutdown().await;
 }
 
 #[actix::test]

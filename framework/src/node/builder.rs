@@ -279,6 +279,7 @@ impl NodeBuilder {
             events,
         });
         crate::runtime::local::install(&shared);
+        crate::runtime::panics::install_hook();
         crate::transport::server::serve(shared.clone(), listener);
         let membership = match discovery.join(&info).await {
             Ok(m) => m,

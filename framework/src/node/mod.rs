@@ -34,6 +34,13 @@ pub use builder::NodeBuilder;
 
 /// A running member of a cluster. Clone it freely: every clone is the same node.
 ///
+/// A node runs until [`Node::shutdown`] (or until the actix system it runs in stops).
+/// Dropping every `Node` handle does **not** stop it: it keeps serving its actors, its names
+/// and its groups, as actors keep running when their references are dropped (and actors may
+/// hold handles of their own, see [`SpawnContext::node`]). Keep a handle to shut it down
+/// cleanly: a node whose system stops without `shutdown` leaves its peers to find it gone
+/// when its discovery registration expires (the etcd lease's TTL), not at once.
+///
 /// ```no_run
 /// # async fn run() -> Result<(), actormesh::Error> {
 /// let node = actormesh::Node::builder().cluster("demo").start().await?;

@@ -59,6 +59,7 @@ pub(crate) mod load;
 pub(crate) mod local;
 pub(crate) mod membership;
 pub(crate) mod orders;
+pub(crate) mod panics;
 pub(crate) mod reply;
 pub(crate) mod shutdown;
 pub(crate) mod singleton;

@@ -309,8 +309,13 @@ impl PeerLink {
             .keep_alive_while_idle(true);
         let channel = tokio::time::timeout(self.config.connect_timeout, endpoint.connect())
             .await
-            .map_err(|_| self.unreachable("connect timed out"))?
-            .map_err(|e| self.unreachable(format!("connect failed: {e:?}")))?;
+            .map_err(|_| {
+                self.unreachable(format!(
+                    "no connection to {} within {:?}",
+                    self.addr, self.config.connect_timeout
+                ))
+            })?
+            .map_err(|e| self.unreachable(connect_error(&e, self.addr)))?;
         let limit = self.config.max_frame + 1024;
         let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(limit)
@@ -339,7 +344,12 @@ impl PeerLink {
             grpc.streaming(request, PathAndQuery::from_static(LINK_PATH), RawCodec),
         )
         .await
-        .map_err(|_| self.unreachable("handshake timed out"))?
+        .map_err(|_| {
+            self.unreachable(format!(
+                "{} accepted the connection but did not answer the handshake within {:?}",
+                self.addr, self.config.connect_timeout
+            ))
+        })?
         .map_err(|s| self.status_error(s))?;
         Ok(response.into_inner())
     }
@@ -522,5 +532,65 @@ impl PeerLink {
                 "node {node} refused the order: the sender no longer leads the cluster"
             )),
         }
+    }
+}
+
+/// A readable cause for a failed connection to `addr`: the operating system's verdict when
+/// there is one ("connection refused by 127.0.0.1:40711"), else the chain of causes.
+fn connect_error(error: &(dyn std::error::Error + 'static), addr: SocketAddr) -> String {
+    use std::io::ErrorKind;
+    let mut causes: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            let verdict = match io.kind() {
+                ErrorKind::ConnectionRefused => Some(format!(
+                    "connection refused by {addr} (is the node running and listening there?)"
+                )),
+                ErrorKind::ConnectionReset => Some(format!("connection reset by {addr}")),
+                ErrorKind::TimedOut => Some(format!("connection to {addr} timed out")),
+                ErrorKind::AddrNotAvailable => {
+                    Some(format!("address {addr} is not available from this host"))
+                }
+                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                    Some(format!("{addr} is unreachable from this host ({io})"))
+                }
+                _ => None,
+            };
+            if let Some(verdict) = verdict {
+                return verdict;
+            }
+        }
+        let text = e.to_string();
+        if !causes.iter().any(|c| c.contains(&text)) {
+            causes.push(text);
+        }
+        next = e.source();
+    }
+    format!("could not connect to {addr}: {}", causes.join(": "))
+}
+
+#[cfg(test)]
+mod connect_error_tests {
+    use super::*;
+
+    /// tonic's error for a refused connection reads as the operating system's verdict, with
+    /// the address, not as a debug dump of nested error structs.
+    #[tokio::test]
+    async fn a_refused_connection_names_the_address() {
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let error = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .expect_err("nothing listens there");
+        let text = connect_error(&error, addr);
+        assert_eq!(
+            text,
+            format!("connection refused by {addr} (is the node running and listening there?)")
+        );
     }
 }
