@@ -27,6 +27,9 @@ pub mod groups {}
 #[doc = include_str!("supervision.md")]
 pub mod supervision {}
 
+#[doc = include_str!("actors.md")]
+pub mod actors {}
+
 /// The repository's README, so that its example is compiled and run too.
 #[doc(hidden)]
 #[doc = include_str!("../../README.md")]

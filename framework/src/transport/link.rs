@@ -49,13 +49,17 @@ const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 type PendingReply = oneshot::Sender<Result<Bytes, Error>>;
 
+/// An ask waiting for its reply: the actor asked (id and declared type), its timeout, and
+/// where the reply goes.
+type Pending = ((ActorId, &'static str), Duration, PendingReply);
+
 /// The link from this node to one peer.
 pub(crate) struct PeerLink {
     pub(crate) node: NodeId,
     pub(crate) addr: SocketAddr,
     config: Arc<LinkConfig>,
     outbox: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, ((ActorId, &'static str), Duration, PendingReply)>>,
+    pending: Mutex<HashMap<u64, Pending>>,
     watches: Mutex<HashMap<u64, (ActorId, Recipient<Terminated>)>>,
     next_id: AtomicU64,
     state: AtomicU8,
