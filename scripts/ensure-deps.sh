@@ -10,11 +10,11 @@
 #
 # On Debian/Ubuntu (apt-get present) a missing protoc or etcd is installed with apt-get
 # (packages protobuf-compiler and etcd-server), as root or through sudo. A missing or older
-# cargo-generate is built with `cargo install cargo-generate --version 0.23.7 --locked` (a few
-# minutes), on Debian/Ubuntu after apt-get has installed what that build needs (a C compiler,
-# pkg-config and the OpenSSL headers). Rust is never installed from here: it comes from
-# rustup. On any other system, or when nothing can install, the script prints exactly what to
-# install and exits non-zero.
+# cargo-generate is built there with `cargo install cargo-generate --version 0.23.7 --locked`
+# (a few minutes), after apt-get has installed what that build needs (a C compiler, pkg-config
+# and the OpenSSL headers). Rust is never installed from here: it comes from rustup. On any
+# other system, or when nothing can install, the script prints exactly what to install and
+# exits non-zero.
 set -euo pipefail
 
 RUST_MIN="1.95"
@@ -120,23 +120,25 @@ if [ "$want_etcd" -eq 1 ]; then
     command -v ip >/dev/null 2>&1 || missing+=("ip")
 fi
 
-# cargo-generate is built with cargo below. Where apt-get can install its build needs, the
-# missing ones join the missing tools; elsewhere a failed build prints what to install.
+# On Debian/Ubuntu, cargo-generate is built with cargo below, once apt-get has installed the
+# missing ones of its build needs; elsewhere it is one more missing tool.
 want_cargo_generate=0
 if [ "$want_etcd" -eq 1 ] && [ -z "$rust_problem" ] && command -v cargo >/dev/null 2>&1; then
     have_cargo_generate=$(cargo_generate_version)
     if [ -z "$have_cargo_generate" ] \
         || ! version_at_least "$have_cargo_generate" "$CARGO_GENERATE_VERSION"; then
-        want_cargo_generate=1
         if [ -n "$have_cargo_generate" ]; then
             say "cargo-generate $have_cargo_generate is older than $CARGO_GENERATE_VERSION"
         fi
         if command -v apt-get >/dev/null 2>&1; then
+            want_cargo_generate=1
             command -v cc >/dev/null 2>&1 || missing+=("cc")
             command -v pkg-config >/dev/null 2>&1 || missing+=("pkg-config")
             if ! pkg-config --exists openssl 2>/dev/null; then
                 missing+=("openssl-headers")
             fi
+        else
+            missing+=("cargo-generate")
         fi
     fi
 fi

@@ -104,7 +104,9 @@ fn generate(template: &Path, destination: &Path, dependency: Option<&str>) -> Pa
         .env("CARGO_TERM_COLOR", "never")
         .stdin(Stdio::null());
     if let Some(dependency) = dependency {
-        command.arg("-d").arg(format!("actormesh_dependency={dependency}"));
+        command
+            .arg("-d")
+            .arg(format!("actormesh_dependency={dependency}"));
     }
     let output = command.output().expect("cannot run cargo");
     assert!(
@@ -333,7 +335,10 @@ fn service_template_renders_builds_passes_lints_and_serves() {
     let project = generate(&template, &render, Some(&dependency));
     let rendered = for_each_text_file(&project, &mut check_rendered);
     assert!(rendered >= 3, "only {rendered} files rendered");
-    assert_eq!(actormesh_line(&project), format!("actormesh = {dependency}"));
+    assert_eq!(
+        actormesh_line(&project),
+        format!("actormesh = {dependency}")
+    );
     for hook in ["cargo-generate.toml", "actormesh-dependency.rhai"] {
         assert!(
             !project.join(hook).exists(),
@@ -368,7 +373,10 @@ fn service_template_renders_builds_passes_lints_and_serves() {
     let mut self_check = Running::start(&binary, &["--self-check"]);
     let status = self_check.wait(RUN_LIMIT);
     let output = self_check.output();
-    assert!(status.success(), "the self-check failed ({status}):\n{output}");
+    assert!(
+        status.success(),
+        "the self-check failed ({status}):\n{output}"
+    );
     assert!(
         output.contains("self-check passed: hello, self-check"),
         "unexpected output of the self-check:\n{output}"
