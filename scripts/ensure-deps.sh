@@ -4,24 +4,32 @@
 #
 #   scripts/ensure-deps.sh           cargo (Rust 1.95+) and protoc
 #   scripts/ensure-deps.sh --etcd    the same, and for the test suite: etcd (v3.4+), openssl
-#                                    (certificates of the etcd TLS test) and ip (iproute2, the
-#                                    network namespaces of the partition test)
+#                                    (certificates of the etcd TLS test), ip (iproute2, the
+#                                    network namespaces of the partition test) and
+#                                    cargo-generate (0.23.7+, renders the service template)
 #
 # On Debian/Ubuntu (apt-get present) a missing protoc or etcd is installed with apt-get
-# (packages protobuf-compiler and etcd-server), as root or through sudo. Rust is never
-# installed from here: it comes from rustup. On any other system, or when nothing can install,
-# the script prints exactly what to install and exits non-zero.
+# (packages protobuf-compiler and etcd-server), as root or through sudo. A missing or older
+# cargo-generate is built there with `cargo install cargo-generate --version 0.23.7 --locked`
+# (a few minutes), after apt-get has installed what that build needs (a C compiler, pkg-config
+# and the OpenSSL headers). Rust is never installed from here: it comes from rustup. On any
+# other system, or when nothing can install, the script prints exactly what to install and
+# exits non-zero.
 set -euo pipefail
 
 RUST_MIN="1.95"
 ETCD_MIN="3.4"
+# The cargo-generate release installed when missing, with its own Cargo.lock (--locked): it
+# builds with Rust 1.95, while a plain `cargo install cargo-generate` resolves dependencies
+# that need Rust 1.97. The template asks for this version or newer.
+CARGO_GENERATE_VERSION="0.23.7"
 
 want_etcd=0
 for arg in "$@"; do
     case "$arg" in
         --etcd) want_etcd=1 ;;
         -h | --help)
-            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -41,17 +49,28 @@ fi
 
 say() { echo "ensure-deps: $*" >&2; }
 
-# version_at_least HAVE WANT: true when HAVE (x.y[.z]) >= WANT (x.y).
+# version_at_least HAVE WANT: true when HAVE (x.y[.z]) >= WANT (x.y[.z]); a missing part is 0.
 version_at_least() {
-    local have_major have_minor want_major want_minor
-    IFS=. read -r have_major have_minor _ <<<"$1"
-    IFS=. read -r want_major want_minor _ <<<"$2"
-    have_minor=${have_minor:-0}
-    if [ "$have_major" -ne "$want_major" ]; then
-        [ "$have_major" -gt "$want_major" ]
-    else
-        [ "$have_minor" -ge "$want_minor" ]
-    fi
+    local have want i
+    IFS=. read -r -a have <<<"$1"
+    IFS=. read -r -a want <<<"$2"
+    for i in 0 1 2; do
+        # Digits only: "3-rc1" counts as 3.
+        local h=${have[$i]:-0} w=${want[$i]:-0}
+        h=${h%%[!0-9]*}
+        w=${w%%[!0-9]*}
+        h=${h:-0}
+        w=${w:-0}
+        if [ "$h" -ne "$w" ]; then
+            [ "$h" -gt "$w" ]
+            return
+        fi
+    done
+}
+
+# The version of the installed cargo-generate ("cargo generate-generate 0.23.7"), or nothing.
+cargo_generate_version() {
+    { cargo generate --version 2>/dev/null || true; } | awk '{print $NF}'
 }
 
 print_instructions() {
@@ -71,6 +90,14 @@ Install them, then run this script again:
     macOS (Homebrew):  brew install protobuf etcd openssl   (the partition test needs Linux)
   If your distribution's etcd is older than v$ETCD_MIN, use a release from
   https://github.com/etcd-io/etcd/releases and put its etcd binary on the PATH.
+
+  cargo-generate $CARGO_GENERATE_VERSION or newer (the test suite renders the service template
+  with it), on every system, once its build needs are there:
+      cargo install cargo-generate --version $CARGO_GENERATE_VERSION --locked
+    Its build needs a C compiler, pkg-config and the OpenSSL headers:
+    Debian / Ubuntu:   sudo apt-get install gcc pkg-config libssl-dev
+    Fedora (dnf):      sudo dnf install gcc pkg-config openssl-devel
+    macOS (Homebrew):  xcode-select --install; brew install pkg-config openssl@3
 MSG
 }
 
@@ -93,6 +120,29 @@ if [ "$want_etcd" -eq 1 ]; then
     command -v ip >/dev/null 2>&1 || missing+=("ip")
 fi
 
+# On Debian/Ubuntu, cargo-generate is built with cargo below, once apt-get has installed the
+# missing ones of its build needs; elsewhere it is one more missing tool.
+want_cargo_generate=0
+if [ "$want_etcd" -eq 1 ] && [ -z "$rust_problem" ] && command -v cargo >/dev/null 2>&1; then
+    have_cargo_generate=$(cargo_generate_version)
+    if [ -z "$have_cargo_generate" ] \
+        || ! version_at_least "$have_cargo_generate" "$CARGO_GENERATE_VERSION"; then
+        if [ -n "$have_cargo_generate" ]; then
+            say "cargo-generate $have_cargo_generate is older than $CARGO_GENERATE_VERSION"
+        fi
+        if command -v apt-get >/dev/null 2>&1; then
+            want_cargo_generate=1
+            command -v cc >/dev/null 2>&1 || missing+=("cc")
+            command -v pkg-config >/dev/null 2>&1 || missing+=("pkg-config")
+            if ! pkg-config --exists openssl 2>/dev/null; then
+                missing+=("openssl-headers")
+            fi
+        else
+            missing+=("cargo-generate")
+        fi
+    fi
+fi
+
 if [ -n "$rust_problem" ]; then
     say "$rust_problem"
     exit 1
@@ -106,6 +156,9 @@ for tool in ${missing[@]+"${missing[@]}"}; do
         etcd) apt_packages+=("etcd-server") ;;
         openssl) apt_packages+=("openssl") ;;
         ip) apt_packages+=("iproute2") ;;
+        cc) apt_packages+=("gcc" "libc6-dev") ;;
+        pkg-config) apt_packages+=("pkg-config") ;;
+        openssl-headers) apt_packages+=("libssl-dev") ;;
     esac
 done
 
@@ -128,7 +181,10 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
         hash -r
         still=()
         for tool in ${missing[@]+"${missing[@]}"}; do
-            command -v "$tool" >/dev/null 2>&1 || still+=("$tool")
+            case "$tool" in
+                openssl-headers) pkg-config --exists openssl 2>/dev/null || still+=("$tool") ;;
+                *) command -v "$tool" >/dev/null 2>&1 || still+=("$tool") ;;
+            esac
         done
         missing=(${still[@]+"${still[@]}"})
     fi
@@ -137,6 +193,22 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
     print_instructions "${missing[@]}"
     exit 1
+fi
+
+if [ "$want_cargo_generate" -eq 1 ]; then
+    say "installing cargo-generate $CARGO_GENERATE_VERSION: cargo install cargo-generate --version $CARGO_GENERATE_VERSION --locked"
+    if ! cargo install cargo-generate --version "$CARGO_GENERATE_VERSION" --locked; then
+        say "cargo install cargo-generate failed"
+        print_instructions "cargo-generate $CARGO_GENERATE_VERSION+"
+        exit 1
+    fi
+    hash -r
+    have_cargo_generate=$(cargo_generate_version)
+    if [ -z "$have_cargo_generate" ] \
+        || ! version_at_least "$have_cargo_generate" "$CARGO_GENERATE_VERSION"; then
+        say "installed cargo-generate $CARGO_GENERATE_VERSION, but \`cargo generate\` runs ${have_cargo_generate:-nothing}: is \$CARGO_HOME/bin first on the PATH?"
+        exit 1
+    fi
 fi
 
 if [ "$want_etcd" -eq 1 ]; then
@@ -148,4 +220,4 @@ if [ "$want_etcd" -eq 1 ]; then
     fi
 fi
 
-say "ok: $(cargo --version), $(protoc --version)$([ "$want_etcd" -eq 1 ] && echo ", etcd $etcd_version")"
+say "ok: $(cargo --version), $(protoc --version)$([ "$want_etcd" -eq 1 ] && echo ", etcd $etcd_version, cargo-generate $(cargo_generate_version)")"

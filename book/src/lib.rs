@@ -6,8 +6,9 @@
 //! of the etcd chapter, which needs a running etcd, is compiled but not run), and the book
 //! cannot drift away from the API it describes.
 //!
-//! The crate's integration test `tests/template.rs` renders the `service-template/` project and
-//! checks that it builds, passes clippy and rustfmt, and runs.
+//! The crate's integration test `tests/template.rs` renders the `service-template/` project with
+//! cargo-generate and checks that it builds, passes clippy and rustfmt, serves, and shuts down
+//! cleanly on SIGTERM.
 
 #[doc = include_str!("introduction.md")]
 pub mod introduction {}

@@ -1,10 +1,10 @@
 //! Local supervision: restart an actor by policy when it stops or fails.
 //!
-//! [`Node::spawn_supervised`](crate::Node::spawn_supervised) starts a [`Spawnable`] actor
-//! under a [`Supervision`]: when the actor stops, the node decides from the policy whether to
-//! start a fresh one from the same arguments, after an exponential backoff, unless it
-//! restarted too often lately (the intensity limit), in which case it gives up: the actor
-//! stays stopped and its watchers are told.
+//! [`Node::spawn_supervised`](crate::Node::spawn_supervised) starts a
+//! [`Spawnable`](crate::Spawnable) actor under a [`Supervision`]: when the actor stops, the
+//! node decides from the policy whether to start a fresh one from the same arguments, after an
+//! exponential backoff, unless it restarted too often lately (the intensity limit), in which
+//! case it gives up: the actor stays stopped and its watchers are told.
 //!
 //! A restart keeps the actor's identity: the same [`ActorId`](crate::ActorId), so every
 //! [`ActorRef`](crate::ActorRef) to it, local or remote, its names and its group memberships

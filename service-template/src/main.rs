@@ -1,16 +1,30 @@
 //! {{project-name}}: a service built on actormesh.
 //!
-//! `cargo run` starts a node, spawns the service's actor under a cluster-wide name, checks the
-//! service end to end from a second node (a named lookup and a remote ask), and exits.
-//! `cargo run -- --serve` then keeps serving until Ctrl-C.
+//! `cargo run` starts a node, spawns the service's actor and registers it under a cluster-wide
+//! name, logs `ready`, and serves until SIGINT (Ctrl-C) or SIGTERM. Then it leaves the cluster
+//! cleanly (`Node::shutdown`: asks being handled finish, queued messages are flushed, the node
+//! leaves discovery) and exits 0.
 //!
-//! Environment: `LISTEN` sets the address the node listens on (default `127.0.0.1:0`, a
-//! port chosen by the system); `RUST_LOG` sets the log filter (default `info`).
+//! `cargo run -- --self-check` checks the service end to end instead: a second node of the same
+//! process looks it up by name and asks it, across the transport, then the program exits.
+//!
+//! Environment:
+//!
+//! - `LISTEN`: the address the node listens on (default `127.0.0.1:0`, a port chosen by the
+//!   system);
+//! - `ACTORMESH_ETCD`: comma-separated etcd endpoints (`http://127.0.0.1:2379`). When set, the
+//!   node finds the cluster's other nodes through etcd, which needs the `etcd` feature
+//!   (`cargo run --features etcd`; building it needs `protoc`). When unset, the node uses an
+//!   embedded `MemoryDiscovery`: a cluster of this process alone;
+//! - `RUST_LOG`: the log filter (default `info`).
 
+use std::future::Future;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 
 use actix::{Actor, Context, Handler, Message};
 use actormesh::prelude::*;
+use actormesh::Discovery;
 use serde::{Deserialize, Serialize};
 
 /// The cluster the service's nodes belong to.
@@ -70,59 +84,131 @@ impl Handler<Served> for Greeter {
 // The stable names of the actor type and the messages it accepts through references.
 actormesh::remote_actor!(Greeter = "{{crate_name}}.Greeter" { Greet, Served });
 
-/// Errors of `main`: actormesh's own, a bad `LISTEN`, a failed self-check.
+/// Errors of `main`: actormesh's own, a bad `LISTEN`, a signal handler that cannot be set, a
+/// failed self-check.
 type BoxError = Box<dyn std::error::Error>;
 
 #[actix::main]
 async fn main() -> Result<(), BoxError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 
     let listen: SocketAddr = match std::env::var("LISTEN") {
         Ok(addr) => addr.parse()?,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
     };
-    let serve = std::env::args().skip(1).any(|arg| arg == "--serve");
-
-    // One process, one embedded discovery. Hand clones of it to every node of the process.
-    let discovery = MemoryDiscovery::new();
-    let node = Node::builder()
-        .cluster(CLUSTER)
-        .listen(listen)
-        .discovery(discovery.clone())
-        .start()
-        .await?;
-    let service = node.spawn(Greeter::default());
-    node.register_name(SERVICE, &service).await?;
-    tracing::info!(node = %node.id(), addr = %node.addr(), "serving {SERVICE}");
-
-    let checked = self_check(&discovery).await;
-    match &checked {
-        Ok(reply) => println!("self-check passed: {reply}"),
-        Err(error) => eprintln!("self-check failed: {error}"),
+    if std::env::args().skip(1).any(|arg| arg == "--self-check") {
+        let reply = self_check(listen).await?;
+        println!("self-check passed: {reply}");
+        return Ok(());
     }
-    if checked.is_ok() && serve {
-        tracing::info!("serving until Ctrl-C");
-        actix_rt::signal::ctrl_c().await?;
-    }
-    node.shutdown().await;
-    checked.map(|_| ())
+    serve(listen).await
 }
 
-/// Checks the service end to end from a second node: finds it by name, asks it, and returns
-/// its reply.
-async fn self_check(discovery: &MemoryDiscovery) -> Result<String, BoxError> {
-    let client = Node::builder()
+/// Serves until SIGINT or SIGTERM, then shuts the node down.
+async fn serve(listen: SocketAddr) -> Result<(), BoxError> {
+    // Handle the signals before saying `ready`: a signal sent as soon as the service is ready
+    // must find the handler in place, not the default action (which kills the process).
+    let stop = stop_signal()?;
+    let node = match std::env::var("ACTORMESH_ETCD") {
+        Ok(endpoints) => start_node(listen, etcd_discovery(&endpoints).await?).await?,
+        Err(_) => start_node(listen, MemoryDiscovery::new()).await?,
+    };
+    let service = node.spawn(Greeter::default());
+    node.register_name(SERVICE, &service).await?;
+    tracing::info!(
+        node = %node.id(),
+        addr = %node.addr(),
+        "ready: serving {SERVICE} until Ctrl-C or SIGTERM"
+    );
+
+    let signal = stop.await?;
+    tracing::info!("{signal} received: leaving the cluster");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts a node of the service's cluster on `discovery`.
+async fn start_node(listen: SocketAddr, discovery: impl Discovery) -> Result<Node, Error> {
+    Node::builder()
         .cluster(CLUSTER)
-        .discovery(discovery.clone())
+        .listen(listen)
+        .discovery(discovery)
         .start()
-        .await?;
+        .await
+}
+
+/// Connects to the etcd at `endpoints` (comma-separated).
+#[cfg(feature = "etcd")]
+async fn etcd_discovery(endpoints: &str) -> Result<impl Discovery, BoxError> {
+    use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
+
+    let endpoints: Vec<&str> = endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|endpoint| !endpoint.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err("ACTORMESH_ETCD is set but names no endpoint".into());
+    }
+    tracing::info!(?endpoints, "discovery: etcd");
+    Ok(EtcdDiscovery::connect(EtcdConfig::new(endpoints)).await?)
+}
+
+/// Without the `etcd` feature there is no etcd discovery: says how to get it.
+#[cfg(not(feature = "etcd"))]
+async fn etcd_discovery(_endpoints: &str) -> Result<MemoryDiscovery, BoxError> {
+    let hint = "ACTORMESH_ETCD is set, but this build has no etcd discovery: \
+                build with `--features etcd` (needs protoc), or unset ACTORMESH_ETCD";
+    Err(hint.into())
+}
+
+/// Sets the handlers of SIGINT and SIGTERM; the future resolves to the name of the first of
+/// them to arrive.
+#[cfg(unix)]
+fn stop_signal() -> io::Result<impl Future<Output = io::Result<&'static str>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => Ok("SIGINT"),
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    })
+}
+
+/// Waits for Ctrl-C (systems without Unix signals).
+#[cfg(not(unix))]
+fn stop_signal() -> io::Result<impl Future<Output = io::Result<&'static str>>> {
+    Ok(async {
+        tokio::signal::ctrl_c().await?;
+        Ok("Ctrl-C")
+    })
+}
+
+/// Checks the service end to end: starts it on one node, then from a second node of the same
+/// process finds it by name, asks it, and returns its reply.
+async fn self_check(listen: SocketAddr) -> Result<String, BoxError> {
+    // One process, one embedded discovery: every node of the process gets a clone of it.
+    let discovery = MemoryDiscovery::new();
+    let node = start_node(listen, discovery.clone()).await?;
+    let service = node.spawn(Greeter::default());
+    node.register_name(SERVICE, &service).await?;
+    let client = start_node(SocketAddr::from(([127, 0, 0, 1], 0)), discovery).await?;
     let outcome = ask_service(&client).await;
     client.shutdown().await;
+    node.shutdown().await;
     outcome
 }
 
+/// Finds the service from `client`, asks it, and checks what it answers.
 async fn ask_service(client: &Node) -> Result<String, BoxError> {
     let service = client.lookup::<Greeter>(SERVICE).await?;
     if service.is_local() {
@@ -148,19 +234,9 @@ mod tests {
 
     #[actix::test]
     async fn answers_through_a_remote_reference() {
-        let discovery = MemoryDiscovery::new();
-        let node = Node::builder()
-            .cluster(CLUSTER)
-            .discovery(discovery.clone())
-            .start()
+        let reply = self_check(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
-            .expect("the node starts");
-        let service = node.spawn(Greeter::default());
-        node.register_name(SERVICE, &service)
-            .await
-            .expect("the name is free");
-        let reply = self_check(&discovery).await.expect("self-check");
+            .expect("self-check");
         assert_eq!(reply, "hello, self-check");
-        node.shutdown().await;
     }
 }
