@@ -1,20 +1,37 @@
-//! What an actor started by a node is built with: its actix context, its node and its own
-//! reference; and the constructors of [`Spawnable`] types that give it (supervised restarts,
-//! the remote side of `spawn_on` and of the controller's spawn orders).
+//! Actors that a node builds itself: the [`Spawnable`] trait, what such an actor is built
+//! with (its actix context, its node and its own reference: [`SpawnContext`]), the methods of
+//! [`Node`] that build actors, and the constructors behind them (supervised restarts, the
+//! remote side of `spawn_on` and of the controller's spawn orders).
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use actix::Context;
 
 use crate::actor_ref::ActorRef;
-use crate::core::wire::envelope::{decode_payload, WireError};
-use crate::id::ActorId;
-use crate::message::{RemoteActor, Spawnable};
+use crate::core::wire::envelope::{decode_payload, encode_payload, Header, WireError};
+use crate::error::{Error, Result};
+use crate::id::{ActorId, NodeId};
+use crate::message::{RemoteActor, WireValue};
 use crate::node::Node;
 use crate::runtime::decode::with_decode_node;
-use crate::runtime::{lock, NodeShared, Respawn};
+use crate::runtime::{lock, read, NodeShared, Respawn};
 use crate::supervise::{Decision, RestartHistory, Supervision};
+
+/// An actor that other nodes can spawn by type with [`Node::spawn_on`](crate::Node::spawn_on).
+///
+/// Register the type on every node that should accept remote spawns with
+/// [`NodeBuilder::spawnable`](crate::NodeBuilder::spawnable).
+pub trait Spawnable: RemoteActor {
+    /// The constructor arguments, sent over the wire.
+    type Args: WireValue;
+
+    /// Builds the actor from its arguments, on the node that runs it. `ctx` gives the actix
+    /// context, the node and the actor's own reference: keep clones of what the actor needs
+    /// later (see [`SpawnContext`](crate::SpawnContext)).
+    fn from_args(args: Self::Args, ctx: &mut SpawnContext<'_, Self>) -> Self;
+}
 
 /// The context an actor is built in when its node starts it: in
 /// [`Spawnable::from_args`](crate::Spawnable::from_args) (deployed replicas, supervised
@@ -107,6 +124,71 @@ impl<A: RemoteActor> std::fmt::Debug for SpawnContext<'_, A> {
     }
 }
 
+/// Starting actors with a [`SpawnContext`] (the methods of [`Node`] that build actors).
+impl Node {
+    /// Starts an actor built by `create` inside its own context, which gives the actor's
+    /// actix context, this node and the actor's own reference (see [`SpawnContext`]).
+    pub fn spawn_with<A, F>(&self, create: F) -> ActorRef<A>
+    where
+        A: RemoteActor,
+        F: FnOnce(&mut SpawnContext<'_, A>) -> A + Send + 'static,
+    {
+        let id = self.shared.next_actor_id();
+        let create = constructor::<A, _>(&self.shared, id, false, create);
+        let addr = self.shared.start_actor(id, create, None);
+        ActorRef::local(id, addr, self.shared.clone())
+    }
+
+    /// Starts an actor of a [`Spawnable`] type here under `supervision`: it is started again
+    /// from `args` (keeping its id, references, names and groups) when it stops or fails, as
+    /// the policy says. See [`supervise`](crate::supervise).
+    pub fn spawn_supervised<A: Spawnable>(
+        &self,
+        args: A::Args,
+        supervision: Supervision,
+    ) -> ActorRef<A>
+    where
+        A::Args: Clone + Sync,
+    {
+        let id = spawn_supervised::<A>(&self.shared, args, supervision);
+        ActorRef::supervised(id, self.shared.clone())
+    }
+
+    /// Spawns an actor of a [`Spawnable`] type on `node` (this node included) and returns its
+    /// reference. The node must have registered the type with [`NodeBuilder::spawnable`](crate::NodeBuilder::spawnable).
+    pub async fn spawn_on<A: Spawnable>(
+        &self,
+        node: &NodeId,
+        args: A::Args,
+    ) -> Result<ActorRef<A>> {
+        let shared = &self.shared;
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(Error::Shutdown);
+        }
+        if node == &shared.info.id {
+            return Ok(spawn_from_args::<A>(shared, args));
+        }
+        let addr = read(&shared.view)
+            .get(node)
+            .map(|m| m.addr)
+            .ok_or_else(|| Error::UnknownNode(node.clone()))?;
+        let link = shared.link_to(node, addr);
+        let reply = link
+            .request(
+                (ActorId(0), A::NAME),
+                shared.config.ask_timeout,
+                |id| Header::Spawn {
+                    id,
+                    actor_type: A::NAME.to_owned(),
+                },
+                |buf| encode_payload(&args, buf),
+            )
+            .await?;
+        let actor: u64 = decode_payload(&reply).map_err(Error::Codec)?;
+        Ok(ActorRef::remote(ActorId(actor), link, shared.clone()))
+    }
+}
+
 /// The constructor of actor `id` on `node`: `build` gets the actix context wrapped in a
 /// [`SpawnContext`]. A supervised actor's own reference is the supervised one, which reaches
 /// every later incarnation.
@@ -146,7 +228,7 @@ pub(crate) fn spawn_from_args<A: Spawnable>(node: &Arc<NodeShared>, args: A::Arg
 pub(crate) fn spawn_from_wire<A: Spawnable>(
     node: &Arc<NodeShared>,
     payload: &[u8],
-) -> Result<ActorId, WireError> {
+) -> std::result::Result<ActorId, WireError> {
     let args: A::Args =
         with_decode_node(node, || decode_payload(payload)).map_err(WireError::Codec)?;
     Ok(spawn_from_args::<A>(node, args).id())

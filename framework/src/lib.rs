@@ -82,7 +82,7 @@ pub use crate::core::status::{Blocked, GroupStatus};
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};
 pub use actor_ref::ActorRef;
-pub use context::SpawnContext;
+pub use context::{SpawnContext, Spawnable};
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
@@ -90,7 +90,7 @@ pub use discovery::{
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
-pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};
+pub use message::{RemoteActor, RemoteMessage, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};

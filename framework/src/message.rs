@@ -67,20 +67,6 @@ pub trait RemoteActor: Actor<Context = Context<Self>> + Handler<Stop> {
     fn declare(declaration: &mut Declaration<Self>);
 }
 
-/// An actor that other nodes can spawn by type with [`Node::spawn_on`](crate::Node::spawn_on).
-///
-/// Register the type on every node that should accept remote spawns with
-/// [`NodeBuilder::spawnable`](crate::NodeBuilder::spawnable).
-pub trait Spawnable: RemoteActor {
-    /// The constructor arguments, sent over the wire.
-    type Args: WireValue;
-
-    /// Builds the actor from its arguments, on the node that runs it. `ctx` gives the actix
-    /// context, the node and the actor's own reference: keep clones of what the actor needs
-    /// later (see [`SpawnContext`](crate::SpawnContext)).
-    fn from_args(args: Self::Args, ctx: &mut crate::context::SpawnContext<'_, Self>) -> Self;
-}
-
 /// Declares an actix actor type remotely addressable, with its stable name and every message
 /// it accepts through an [`ActorRef`](crate::ActorRef).
 ///

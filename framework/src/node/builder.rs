@@ -10,12 +10,12 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use super::Node;
 use crate::context::spawn_from_wire;
+use crate::context::Spawnable;
 use crate::core::view::MembershipView;
 use crate::core::wire::PROTOCOL_VERSION;
 use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::message::Spawnable;
 use crate::runtime::{write, ActorTable, Config, NodeShared, SpawnFn};
 use crate::stats::Stats;
 use crate::transport::link::LinkConfig;

@@ -9,23 +9,20 @@
 //! transport runs on the same tokio runtime.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use crate::actor_ref::ActorRef;
-use crate::context::{constructor, spawn_from_args, spawn_supervised, SpawnContext};
 use crate::core::model::{GroupSpec, MembershipEvent, NodeInfo};
-use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
+use crate::core::wire::envelope::decode_payload;
 use crate::error::{Error, Result};
-use crate::id::{ActorId, NodeId};
-use crate::message::{RemoteActor, Spawnable};
+use crate::id::NodeId;
+use crate::message::RemoteActor;
 use crate::runtime::decode::with_decode_node;
 use crate::runtime::{read, write, NodeShared};
 use crate::stats::StatsSnapshot;
-use crate::supervise::Supervision;
 
 mod builder;
 mod spec;
@@ -37,7 +34,7 @@ pub use builder::NodeBuilder;
 /// A node runs until [`Node::shutdown`] (or until the actix system it runs in stops).
 /// Dropping every `Node` handle does **not** stop it: it keeps serving its actors, its names
 /// and its groups, as actors keep running when their references are dropped (and actors may
-/// hold handles of their own, see [`SpawnContext::node`]). Keep a handle to shut it down
+/// hold handles of their own, see [`SpawnContext::node`](crate::SpawnContext::node)). Keep a handle to shut it down
 /// cleanly: a node whose system stops without `shutdown` leaves its peers to find it gone
 /// when its discovery registration expires (the etcd lease's TTL), not at once.
 ///
@@ -163,68 +160,6 @@ impl Node {
     pub fn spawn<A: RemoteActor + Send>(&self, actor: A) -> ActorRef<A> {
         let (id, addr) = self.shared.spawn_with(move |_| actor);
         ActorRef::local(id, addr, self.shared.clone())
-    }
-
-    /// Starts an actor built by `create` inside its own context, which gives the actor's
-    /// actix context, this node and the actor's own reference (see [`SpawnContext`]).
-    pub fn spawn_with<A, F>(&self, create: F) -> ActorRef<A>
-    where
-        A: RemoteActor,
-        F: FnOnce(&mut SpawnContext<'_, A>) -> A + Send + 'static,
-    {
-        let id = self.shared.next_actor_id();
-        let create = constructor::<A, _>(&self.shared, id, false, create);
-        let addr = self.shared.start_actor(id, create, None);
-        ActorRef::local(id, addr, self.shared.clone())
-    }
-
-    /// Starts an actor of a [`Spawnable`] type here under `supervision`: it is started again
-    /// from `args` (keeping its id, references, names and groups) when it stops or fails, as
-    /// the policy says. See [`supervise`](crate::supervise).
-    pub fn spawn_supervised<A: Spawnable>(
-        &self,
-        args: A::Args,
-        supervision: Supervision,
-    ) -> ActorRef<A>
-    where
-        A::Args: Clone + Sync,
-    {
-        let id = spawn_supervised::<A>(&self.shared, args, supervision);
-        ActorRef::supervised(id, self.shared.clone())
-    }
-
-    /// Spawns an actor of a [`Spawnable`] type on `node` (this node included) and returns its
-    /// reference. The node must have registered the type with [`NodeBuilder::spawnable`].
-    pub async fn spawn_on<A: Spawnable>(
-        &self,
-        node: &NodeId,
-        args: A::Args,
-    ) -> Result<ActorRef<A>> {
-        let shared = &self.shared;
-        if shared.stopping.load(Ordering::Acquire) {
-            return Err(Error::Shutdown);
-        }
-        if node == &shared.info.id {
-            return Ok(spawn_from_args::<A>(shared, args));
-        }
-        let addr = read(&shared.view)
-            .get(node)
-            .map(|m| m.addr)
-            .ok_or_else(|| Error::UnknownNode(node.clone()))?;
-        let link = shared.link_to(node, addr);
-        let reply = link
-            .request(
-                (ActorId(0), A::NAME),
-                shared.config.ask_timeout,
-                |id| Header::Spawn {
-                    id,
-                    actor_type: A::NAME.to_owned(),
-                },
-                |buf| encode_payload(&args, buf),
-            )
-            .await?;
-        let actor: u64 = decode_payload(&reply).map_err(Error::Codec)?;
-        Ok(ActorRef::remote(ActorId(actor), link, shared.clone()))
     }
 
     /// Registers `actor` (which must run on this node) under `name`, cluster-wide.

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::context::Spawnable;
 use crate::core::model::{Autoscale, GroupSpec, PlacementPolicy};
 use crate::core::wire::envelope::encode_payload;
 use crate::error::{Error, Result};
-use crate::message::Spawnable;
 
 impl GroupSpec {
     /// A spec of `replicas` replicas of actor type `A`, built from `args`, in `group`.
