@@ -90,7 +90,7 @@ pub use discovery::{
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
-pub use message::{RemoteActor, RemoteMessage, Spawnable, WireValue};
+pub use message::{Accepts, RemoteActor, RemoteMessage, Spawnable, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};
