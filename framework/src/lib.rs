@@ -91,6 +91,9 @@ pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
 pub use message::{Accepts, RemoteActor, RemoteMessage, Spawnable, WireValue};
+/// Derives [`RemoteMessage`](trait@RemoteMessage) and actix `Message` from
+/// `#[remote(name = "...", result = "...")]`; see the trait.
+pub use actormesh_macros::RemoteMessage;
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};
@@ -103,9 +106,11 @@ pub mod prelude {
     };
 }
 
-/// What the [`remote_actor!`] macro expands to. Not a public API.
+/// What the [`remote_actor!`] macro and `#[derive(RemoteMessage)]` expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::message::{handle, Declaration, Deliver, Stop};
+    pub use crate::message::{
+        assert_wire_value, handle, Declaration, Deliver, RemoteMessage, Stop, WireValue,
+    };
     pub use actix;
 }

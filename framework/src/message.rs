@@ -42,6 +42,11 @@ pub trait WireValue: Serialize + DeserializeOwned + Send + 'static {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> WireValue for T {}
 
+/// Fails to compile unless `T` is a [`WireValue`]: the check of the `result` type that
+/// `#[derive(RemoteMessage)]` generates, reported where that type is written.
+#[doc(hidden)]
+pub const fn assert_wire_value<T: WireValue>() {}
+
 /// An actix message that may be sent to an actor on another node.
 ///
 /// ```
