@@ -6,8 +6,9 @@
 //!
 //! A tour:
 //!
-//! - [`RemoteMessage`] gives a message a **stable wire name**; [`remote_actor!`] declares which
-//!   messages an actor accepts through references; [`Spawnable`] lets other nodes spawn it.
+//! - [`RemoteMessage`](trait@RemoteMessage) gives a message a **stable wire name**
+//!   (`#[derive(RemoteMessage)]`); [`remote_actor!`] declares which messages an actor accepts
+//!   through references ([`Accepts`]); [`Spawnable`] lets other nodes spawn it.
 //! - [`Node`] is a member of a cluster: [`Node::builder`] configures it, [`Node::spawn`] starts
 //!   actors, [`Node::spawn_on`] starts them on other nodes, [`Node::register_name`] and
 //!   [`Node::lookup`] name them cluster-wide, [`Node::shutdown`] leaves cleanly.
@@ -16,14 +17,13 @@
 //! - [`discovery`] finds the other nodes: [`MemoryDiscovery`] is the embedded default.
 //!
 //! ```no_run
-//! use actix::{Actor, Context, Handler, Message};
+//! use actix::{Actor, Context, Handler};
 //! use actormesh::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Message, Serialize, Deserialize)]
-//! #[rtype(result = "String")]
+//! #[derive(RemoteMessage, Serialize, Deserialize)]
+//! #[remote(name = "hello.Greet", result = "String")]
 //! struct Greet(String);
-//! impl RemoteMessage for Greet { const NAME: &'static str = "hello.Greet"; }
 //!
 //! struct Greeter;
 //! impl Actor for Greeter { type Context = Context<Self>; }

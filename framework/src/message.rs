@@ -49,6 +49,26 @@ pub const fn assert_wire_value<T: WireValue>() {}
 
 /// An actix message that may be sent to an actor on another node.
 ///
+/// Derive it: `#[derive(RemoteMessage)]` implements this trait and actix `Message` from one
+/// attribute, `#[remote(name = "...")]` with the wire name, plus `result = "..."` with the type
+/// of the reply when it is not `()`. The type must not be generic (a remote message has one wire
+/// name).
+///
+/// ```
+/// use actormesh::RemoteMessage;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "calc.Add", result = "u64")]
+/// struct Add(u64);
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "calc.Reset")] // answers `()`
+/// struct Reset;
+/// ```
+///
+/// The same by hand, with actix's derive:
+///
 /// ```
 /// use actix::Message;
 /// use serde::{Deserialize, Serialize};
@@ -161,18 +181,21 @@ pub trait Spawnable: RemoteActor {
 /// Declares an actix actor type remotely addressable, with its stable name and every message
 /// it accepts through an [`ActorRef`](crate::ActorRef).
 ///
-/// ```
-/// # use actix::{Actor, Context, Handler, Message};
-/// # use serde::{Deserialize, Serialize};
-/// #[derive(Message, Serialize, Deserialize)]
-/// #[rtype(result = "u64")]
-/// struct Get;
-/// impl actormesh::RemoteMessage for Get { const NAME: &'static str = "counter.Get"; }
+/// It implements [`RemoteActor`] for the actor and [`Accepts<M>`](Accepts) for every listed
+/// message `M`, for which the actor must implement `Handler<M>`. The build fails when two listed
+/// messages have the same wire name.
 ///
-/// #[derive(Message, Serialize, Deserialize)]
-/// #[rtype(result = "()")]
+/// ```
+/// # use actix::{Actor, Context, Handler};
+/// # use actormesh::RemoteMessage;
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "counter.Get", result = "u64")]
+/// struct Get;
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "counter.Incr")]
 /// struct Incr;
-/// impl actormesh::RemoteMessage for Incr { const NAME: &'static str = "counter.Incr"; }
 ///
 /// #[derive(Default)]
 /// struct Counter(u64);
