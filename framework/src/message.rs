@@ -515,6 +515,8 @@ impl<A: RemoteActor> Declaration<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
+        // `remote_actor!` already fails the build on a shared wire id (`__distinct_wire_names!`);
+        // this stays for a `RemoteActor::declare` written by hand.
         let previous = self
             .handlers
             .insert(M::WIRE_ID, (M::NAME, dispatch::<A, M>));
