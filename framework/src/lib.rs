@@ -82,6 +82,9 @@ pub use crate::core::status::{Blocked, GroupStatus};
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};
 pub use actor_ref::ActorRef;
+/// Derives [`RemoteMessage`](trait@RemoteMessage) and actix `Message` from
+/// `#[remote(name = "...", result = "...")]`; see the trait.
+pub use actormesh_macros::RemoteMessage;
 pub use context::SpawnContext;
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
@@ -91,9 +94,6 @@ pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
 pub use message::{Accepts, RemoteActor, RemoteMessage, Spawnable, WireValue};
-/// Derives [`RemoteMessage`](trait@RemoteMessage) and actix `Message` from
-/// `#[remote(name = "...", result = "...")]`; see the trait.
-pub use actormesh_macros::RemoteMessage;
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};
