@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Addr, Handler, Recipient};
+use actix::{Addr, Recipient};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::Instrument;
 
@@ -13,7 +13,7 @@ use crate::core::terminated::{Terminated, TerminationReason};
 use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
 use crate::error::{Error, Result, TellError};
 use crate::id::{ActorId, NodeId};
-use crate::message::{Deliver, RemoteActor, RemoteMessage, ReplyTo, WireValue};
+use crate::message::{Accepts, Deliver, RemoteActor, RemoteMessage, ReplyTo, WireValue};
 use crate::runtime::decode::{decode_node, with_decode_node};
 use crate::runtime::dispatch::{outcome_until, reply_channel, Outcome};
 use crate::runtime::NodeShared;
@@ -246,7 +246,7 @@ impl<A: RemoteActor> ActorRef<A> {
     /// [`Node::stats`](crate::Node::stats) and logged.
     pub fn tell<M>(&self, message: M) -> std::result::Result<(), TellError<M>>
     where
-        A: Handler<Deliver<M>> + Handler<M>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -285,7 +285,7 @@ impl<A: RemoteActor> ActorRef<A> {
         trace: Option<trace::TraceContext>,
     ) -> std::result::Result<(), TellError<M>>
     where
-        A: Handler<Deliver<M>> + Handler<M>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -302,7 +302,7 @@ impl<A: RemoteActor> ActorRef<A> {
     /// [`NodeBuilder::ask_timeout`](crate::NodeBuilder::ask_timeout)).
     pub async fn ask<M>(&self, message: M) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -314,7 +314,7 @@ impl<A: RemoteActor> ActorRef<A> {
     /// work if it is still queued when the caller has given up.
     pub async fn ask_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -338,7 +338,7 @@ impl<A: RemoteActor> ActorRef<A> {
         trace: Option<trace::TraceContext>,
     ) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -351,12 +351,15 @@ impl<A: RemoteActor> ActorRef<A> {
                 node.asks_handled
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (reply, wait) = reply_channel::<M>();
-                addr.do_send(Deliver {
-                    message,
-                    reply: Some(ReplyTo::Caller(reply)),
-                    trace,
-                    deadline: Some(deadline.into_std()),
-                });
+                A::deliver(
+                    addr,
+                    Deliver {
+                        message,
+                        reply: Some(ReplyTo::Caller(reply)),
+                        trace,
+                        deadline: Some(deadline.into_std()),
+                    },
+                );
                 match outcome_until(deadline, wait).await {
                     Outcome::Value(v) => Ok(v),
                     Outcome::Stopped => Err(self.stopped()),
@@ -466,7 +469,7 @@ fn tell_local<A, M>(
     wrap: bool,
 ) -> std::result::Result<(), TellError<M>>
 where
-    A: RemoteActor + Handler<Deliver<M>> + Handler<M>,
+    A: Accepts<M>,
     M: RemoteMessage,
     M::Result: WireValue,
 {
@@ -484,14 +487,17 @@ where
     if !wrap && trace.is_none() && !crate::message::handle_spans_enabled() {
         // Nothing to trace and no reply to route: the plain actix path. A panic in the
         // handler still stops the actor and tells its watchers.
-        addr.do_send(message);
+        A::deliver_plain(addr, message);
     } else {
-        addr.do_send(Deliver {
-            message,
-            reply: None,
-            trace,
-            deadline: None,
-        });
+        A::deliver(
+            addr,
+            Deliver {
+                message,
+                reply: None,
+                trace,
+                deadline: None,
+            },
+        );
     }
     Ok(())
 }

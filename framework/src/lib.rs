@@ -6,8 +6,9 @@
 //!
 //! A tour:
 //!
-//! - [`RemoteMessage`] gives a message a **stable wire name**; [`remote_actor!`] declares which
-//!   messages an actor accepts through references; [`Spawnable`] lets other nodes spawn it.
+//! - [`RemoteMessage`](trait@RemoteMessage) gives a message a **stable wire name**
+//!   (`#[derive(RemoteMessage)]`); [`remote_actor!`] declares which messages an actor accepts
+//!   through references ([`Accepts`]); [`Spawnable`] lets other nodes spawn it.
 //! - [`Node`] is a member of a cluster: [`Node::builder`] configures it, [`Node::spawn`] starts
 //!   actors, [`Node::spawn_on`] starts them on other nodes, [`Node::register_name`] and
 //!   [`Node::lookup`] name them cluster-wide, [`Node::shutdown`] leaves cleanly.
@@ -16,14 +17,13 @@
 //! - [`discovery`] finds the other nodes: [`MemoryDiscovery`] is the embedded default.
 //!
 //! ```no_run
-//! use actix::{Actor, Context, Handler, Message};
+//! use actix::{Actor, Context, Handler};
 //! use actormesh::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Message, Serialize, Deserialize)]
-//! #[rtype(result = "String")]
+//! #[derive(RemoteMessage, Serialize, Deserialize)]
+//! #[remote(name = "hello.Greet", result = "String")]
 //! struct Greet(String);
-//! impl RemoteMessage for Greet { const NAME: &'static str = "hello.Greet"; }
 //!
 //! struct Greeter;
 //! impl Actor for Greeter { type Context = Context<Self>; }
@@ -82,6 +82,9 @@ pub use crate::core::status::{Blocked, GroupStatus};
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};
 pub use actor_ref::ActorRef;
+/// Derives [`RemoteMessage`](trait@RemoteMessage) and actix `Message` from
+/// `#[remote(name = "...", result = "...")]`; see the trait.
+pub use actormesh_macros::RemoteMessage;
 pub use context::{SpawnContext, Spawnable};
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
@@ -90,7 +93,7 @@ pub use discovery::{
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
-pub use message::{RemoteActor, RemoteMessage, WireValue};
+pub use message::{Accepts, RemoteActor, RemoteMessage, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};
@@ -103,9 +106,11 @@ pub mod prelude {
     };
 }
 
-/// What the [`remote_actor!`] macro expands to. Not a public API.
+/// What the [`remote_actor!`] macro and `#[derive(RemoteMessage)]` expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::message::{handle, Declaration, Deliver, Stop};
+    pub use crate::message::{
+        assert_wire_value, handle, Declaration, Deliver, RemoteMessage, Stop, WireValue,
+    };
     pub use actix;
 }

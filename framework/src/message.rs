@@ -27,11 +27,47 @@ use crate::trace::{self, TraceContext};
 use tokio::sync::oneshot::error::TryRecvError;
 
 /// A value that can cross the wire: serializable, owned and sendable between threads.
+///
+/// Every type that is serde `Serialize` and `DeserializeOwned`, `Send` and `'static` is one;
+/// there is nothing to implement.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot cross the wire: it is not a `WireValue`",
+    label = "not a `WireValue`",
+    note = "a `WireValue` is serde `Serialize + DeserializeOwned`, `Send` and `'static`: derive `Serialize` and `Deserialize` for `{Self}`, and make it own its data (no references, no `Rc`)",
+    note = "remote messages, their results and the arguments of a `Spawnable` must all be `WireValue`s"
+)]
 pub trait WireValue: Serialize + DeserializeOwned + Send + 'static {}
 
+// Reported as "not a `WireValue`" rather than as the serde or `Send` bound that fails.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> WireValue for T {}
 
+/// Fails to compile unless `T` is a [`WireValue`]: the check of the `result` type that
+/// `#[derive(RemoteMessage)]` generates, reported where that type is written.
+#[doc(hidden)]
+pub const fn assert_wire_value<T: WireValue>() {}
+
 /// An actix message that may be sent to an actor on another node.
+///
+/// Derive it: `#[derive(RemoteMessage)]` implements this trait and actix `Message` from one
+/// attribute, `#[remote(name = "...")]` with the wire name, plus `result = "..."` with the type
+/// of the reply when it is not `()`. The type must not be generic (a remote message has one wire
+/// name).
+///
+/// ```
+/// use actormesh::RemoteMessage;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "calc.Add", result = "u64")]
+/// struct Add(u64);
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "calc.Reset")] // answers `()`
+/// struct Reset;
+/// ```
+///
+/// The same by hand, with actix's derive:
 ///
 /// ```
 /// use actix::Message;
@@ -45,6 +81,12 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> WireValue for T {}
 ///     const NAME: &'static str = "calc.Add";
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a remote message: it does not implement `RemoteMessage`",
+    label = "not a `RemoteMessage`",
+    note = "derive it with a stable wire name: `#[derive(RemoteMessage, Serialize, Deserialize)]` and `#[remote(name = \"service.Name\", result = \"...\")]` on `{Self}`",
+    note = "or implement `RemoteMessage` by hand with a stable `NAME` (and actix `Message`)"
+)]
 pub trait RemoteMessage: Message + WireValue
 where
     Self::Result: WireValue,
@@ -67,21 +109,79 @@ pub trait RemoteActor: Actor<Context = Context<Self>> + Handler<Stop> {
     fn declare(declaration: &mut Declaration<Self>);
 }
 
+/// An actor type that accepts message `M` through an [`ActorRef`](crate::ActorRef) or a
+/// [`GroupRef`](crate::GroupRef): [`remote_actor!`](crate::remote_actor) implements it for every
+/// message it lists. Use it as a bound in generic code (`A: Accepts<M>`); do not implement it by
+/// hand.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not accept `{M}` through an `ActorRef` or `GroupRef`",
+    label = "`{M}` is not listed in the `remote_actor!` declaration of `{Self}`",
+    note = "add `{M}` to the list of messages: `remote_actor!({Self} = \"...\" {{ ..., {M} }})`",
+    note = "`{Self}` must also implement `Handler<{M}>`"
+)]
+pub trait Accepts<M>: RemoteActor
+where
+    M: RemoteMessage,
+    M::Result: WireValue,
+{
+    /// Queues a wrapped message (with its reply channel and trace position).
+    #[doc(hidden)]
+    fn deliver(addr: &Addr<Self>, delivery: Deliver<M>);
+
+    /// Queues a bare message: the plain actix path of a `tell` with nothing to trace.
+    #[doc(hidden)]
+    fn deliver_plain(addr: &Addr<Self>, message: M);
+}
+
+/// No message: the message type of an [`Accepts`] implementation that every remote actor has.
+///
+/// It exists for type inference. With a single implementation of `Accepts<_>` for an actor
+/// type, the compiler would infer the message type of a send from it and report a message that
+/// is not listed as a bare type mismatch ("expected `Listed`, found `NotListed`"); a second,
+/// always present implementation leaves the message type to the argument, so the error is the
+/// one of [`Accepts`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub enum Unlisted {}
+
+impl Message for Unlisted {
+    type Result = ();
+}
+
+#[diagnostic::do_not_recommend]
+impl RemoteMessage for Unlisted {
+    const NAME: &'static str = "actormesh.Unlisted";
+}
+
+#[diagnostic::do_not_recommend]
+impl<A: RemoteActor> Accepts<Unlisted> for A {
+    fn deliver(_: &Addr<Self>, delivery: Deliver<Unlisted>) {
+        match delivery.message {}
+    }
+
+    fn deliver_plain(_: &Addr<Self>, message: Unlisted) {
+        match message {}
+    }
+}
+
 /// Declares an actix actor type remotely addressable, with its stable name and every message
 /// it accepts through an [`ActorRef`](crate::ActorRef).
 ///
-/// ```
-/// # use actix::{Actor, Context, Handler, Message};
-/// # use serde::{Deserialize, Serialize};
-/// #[derive(Message, Serialize, Deserialize)]
-/// #[rtype(result = "u64")]
-/// struct Get;
-/// impl actormesh::RemoteMessage for Get { const NAME: &'static str = "counter.Get"; }
+/// It implements [`RemoteActor`] for the actor and [`Accepts<M>`](Accepts) for every listed
+/// message `M`, for which the actor must implement `Handler<M>`. The build fails when two listed
+/// messages have the same wire name.
 ///
-/// #[derive(Message, Serialize, Deserialize)]
-/// #[rtype(result = "()")]
+/// ```
+/// # use actix::{Actor, Context, Handler};
+/// # use actormesh::RemoteMessage;
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "counter.Get", result = "u64")]
+/// struct Get;
+///
+/// #[derive(RemoteMessage, Serialize, Deserialize)]
+/// #[remote(name = "counter.Incr")]
 /// struct Incr;
-/// impl actormesh::RemoteMessage for Incr { const NAME: &'static str = "counter.Incr"; }
 ///
 /// #[derive(Default)]
 /// struct Counter(u64);
@@ -100,6 +200,7 @@ pub trait RemoteActor: Actor<Context = Context<Self>> + Handler<Stop> {
 #[macro_export]
 macro_rules! remote_actor {
     ($actor:ty = $name:literal { $($msg:ty),* $(,)? }) => {
+        $crate::__distinct_wire_names!($($msg),*);
         impl $crate::RemoteActor for $actor {
             const NAME: &'static str = $name;
             fn declare(declaration: &mut $crate::__private::Declaration<Self>) {
@@ -117,6 +218,17 @@ macro_rules! remote_actor {
             }
         }
         $(
+            impl $crate::Accepts<$msg> for $actor {
+                fn deliver(
+                    addr: &$crate::__private::actix::Addr<Self>,
+                    delivery: $crate::__private::Deliver<$msg>,
+                ) {
+                    addr.do_send(delivery)
+                }
+                fn deliver_plain(addr: &$crate::__private::actix::Addr<Self>, message: $msg) {
+                    addr.do_send(message)
+                }
+            }
             impl $crate::__private::actix::Handler<$crate::__private::Deliver<$msg>> for $actor {
                 type Result = ();
                 fn handle(
@@ -128,6 +240,33 @@ macro_rules! remote_actor {
                 }
             }
         )*
+    };
+}
+
+/// Fails the build when two of the messages listed in one [`remote_actor!`](crate::remote_actor)
+/// have the same wire id: the same `NAME` (or two names hashing alike), which would make the
+/// receiving node hand one message's bytes to the other's handler. One compile-time assertion per
+/// pair, so that the error names both types.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __distinct_wire_names {
+    () => {};
+    ($head:ty $(, $tail:ty)*) => {
+        $(
+            const _: () = ::core::assert!(
+                <$head as $crate::RemoteMessage>::WIRE_ID
+                    != <$tail as $crate::RemoteMessage>::WIRE_ID,
+                ::core::concat!(
+                    "remote_actor!: `",
+                    ::core::stringify!($head),
+                    "` and `",
+                    ::core::stringify!($tail),
+                    "` have the same wire name (equal `RemoteMessage::NAME`s, or names with the \
+                     same hash): give each message its own name",
+                ),
+            );
+        )*
+        $crate::__distinct_wire_names!($($tail),*);
     };
 }
 
@@ -362,6 +501,8 @@ impl<A: RemoteActor> Declaration<A> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
+        // `remote_actor!` already fails the build on a shared wire id (`__distinct_wire_names!`);
+        // this stays for a `RemoteActor::declare` written by hand.
         let previous = self
             .handlers
             .insert(M::WIRE_ID, (M::NAME, dispatch::<A, M>));

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, Context, Handler};
 use actormesh::prelude::*;
 use actormesh::Discovery;
 use serde::{Deserialize, Serialize};
@@ -34,25 +34,17 @@ const CLUSTER: &str = "{{project-name}}";
 const SERVICE: &str = "{{project-name}}.service";
 
 /// Asks the service for a greeting.
-#[derive(Debug, Message, Serialize, Deserialize)]
-#[rtype(result = "String")]
+#[derive(Debug, RemoteMessage, Serialize, Deserialize)]
+#[remote(name = "{{crate_name}}.Greet", result = "String")]
 pub struct Greet {
     /// Who to greet.
     pub name: String,
 }
 
-impl RemoteMessage for Greet {
-    const NAME: &'static str = "{{crate_name}}.Greet";
-}
-
 /// Asks how many greetings the service has answered.
-#[derive(Debug, Message, Serialize, Deserialize)]
-#[rtype(result = "u64")]
+#[derive(Debug, RemoteMessage, Serialize, Deserialize)]
+#[remote(name = "{{crate_name}}.Served", result = "u64")]
 pub struct Served;
-
-impl RemoteMessage for Served {
-    const NAME: &'static str = "{{crate_name}}.Served";
-}
 
 /// The service's actor.
 #[derive(Debug, Default)]

@@ -24,7 +24,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use actix::Handler;
 use tokio::sync::Notify;
 
 use crate::actor_ref::ActorRef;
@@ -32,7 +31,7 @@ use crate::core::balance::{Balancer, Instance, RoundRobin};
 use crate::discovery::{GroupEvent, GroupMember};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, NodeId};
-use crate::message::{Deliver, RemoteActor, RemoteMessage, WireValue};
+use crate::message::{Accepts, RemoteActor, RemoteMessage, WireValue};
 use crate::runtime::NodeShared;
 
 pub use crate::core::health::Ejection;
@@ -503,7 +502,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// Sends `message` to the instance the balancer picks, without waiting (at-most-once).
     pub fn tell<M>(&self, message: M) -> Result<()>
     where
-        A: Handler<Deliver<M>> + Handler<M>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -519,7 +518,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// Sends `message` to every instance; returns how many accepted it.
     pub fn broadcast<M>(&self, message: M) -> usize
     where
-        A: Handler<Deliver<M>> + Handler<M>,
+        A: Accepts<M>,
         M: RemoteMessage + Clone,
         M::Result: WireValue,
     {
@@ -533,7 +532,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// reaches the caller (see [`GroupRef::ask_idempotent`]).
     pub async fn ask<M>(&self, message: M) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -547,7 +546,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// [`ConsistentHash`]: crate::balance::ConsistentHash
     pub async fn ask_keyed<M>(&self, key: &impl Hash, message: M) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -562,7 +561,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// Asks one instance, waiting for room and the reply up to `timeout` in all.
     pub async fn ask_timeout<M>(&self, message: M, timeout: Duration) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -576,7 +575,7 @@ impl<A: RemoteActor> GroupRef<A> {
         timeout: Duration,
     ) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
     {
@@ -602,7 +601,7 @@ impl<A: RemoteActor> GroupRef<A> {
     /// [`GroupConfig::retry_on_panic`] to opt in to bounded retries).
     pub async fn ask_idempotent<M>(&self, message: M) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue,
     {
@@ -617,7 +616,7 @@ impl<A: RemoteActor> GroupRef<A> {
         timeout: Duration,
     ) -> Result<M::Result>
     where
-        A: Handler<Deliver<M>>,
+        A: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue,
     {
