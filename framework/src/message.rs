@@ -331,6 +331,8 @@ pub(crate) enum Fate {
     Panicked(String),
     /// The handler never ran.
     NotHandled,
+    /// The caller's deadline passed before the handler ran: dropped unhandled.
+    Expired,
 }
 
 impl<M: Message> Reply<M> {
@@ -340,10 +342,19 @@ impl<M: Message> Reply<M> {
     }
 
     /// The handler panicked.
-    fn panicked(mut self, text: String) {
+    fn panicked(self, text: String) {
+        self.end(Fate::Panicked(text));
+    }
+
+    /// The caller's deadline passed before the handler ran.
+    fn expired(self) {
+        self.end(Fate::Expired);
+    }
+
+    fn end(mut self, why: Fate) {
         self.result = None;
         if let Some(fate) = self.fate.take() {
-            let _ = fate.send(Fate::Panicked(text));
+            let _ = fate.send(why);
         }
     }
 }
@@ -387,8 +398,10 @@ where
             message = M::NAME,
             "caller gave up before the handler ran; message dropped unhandled"
         );
-        if let Some(ReplyTo::Remote(remote)) = reply {
-            remote.expired();
+        match reply {
+            Some(ReplyTo::Remote(remote)) => remote.expired(),
+            Some(ReplyTo::Caller(r)) => r.expired(),
+            None => {}
         }
         return;
     }

@@ -763,3 +763,36 @@ async fn stop_ends_local_and_remote_actors_and_tells_their_watchers() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// An ask whose deadline passes while it waits in a busy actor's mailbox ends in `Timeout`,
+/// whichever of the caller's timer and the actor (which drops it unhandled) gets there first;
+/// never in "not running".
+#[actix::test]
+async fn an_ask_that_expires_in_a_busy_mailbox_is_a_timeout() {
+    let gate = Gate::closed();
+    let node = Node::builder().start().await.unwrap();
+    let counter = node.spawn(Counter::gated(&gate));
+    let busy = {
+        let counter = counter.clone();
+        actix_rt::spawn(async move { counter.ask(Block).await })
+    };
+    gate.arrived(1).await;
+    let waiting = {
+        let counter = counter.clone();
+        actix_rt::spawn(async move { counter.ask_timeout(Get, Duration::from_millis(20)).await })
+    };
+    tokio::task::yield_now().await;
+    // Hold the thread past the deadline, then free the actor: the actor may reach the
+    // expired ask before the caller's timer fires.
+    std::thread::sleep(Duration::from_millis(40));
+    gate.let_through(1);
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    busy.await.unwrap().unwrap();
+    assert_eq!(
+        counter.ask(Get).await.unwrap(),
+        0,
+        "the expired ask was not handled"
+    );
+    node.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! the reply channel of a local ask.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::dev::OneshotSender;
@@ -20,6 +21,8 @@ pub(crate) struct Typed<A: RemoteActor> {
     /// Supervised actors always get the wrapped delivery, whose panic catching tells the
     /// supervisor that the actor failed.
     pub(crate) supervised: bool,
+    /// Set by `stop` (it fits in the padding after `supervised`: no memory per actor).
+    pub(crate) stopping: AtomicBool,
 }
 
 impl<A: RemoteActor> LocalDispatch for Typed<A> {
@@ -54,7 +57,12 @@ impl<A: RemoteActor> LocalDispatch for Typed<A> {
     }
 
     fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.addr.do_send(crate::message::Stop);
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 
@@ -85,6 +93,7 @@ pub(crate) fn reply_channel<M: Message>() -> (
             Ok(fate) = fate_rx => match fate {
                 Fate::Panicked(text) => Outcome::Panicked(text),
                 Fate::NotHandled => Outcome::NotHandled,
+                Fate::Expired => Outcome::Expired,
             },
             result = result_rx => match result {
                 Ok(value) => Outcome::Value(value),

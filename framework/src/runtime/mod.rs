@@ -293,6 +293,10 @@ pub(crate) trait LocalDispatch: Send + Sync {
         -> Result<(), WireError>;
     fn type_name(&self) -> &'static str;
     fn as_any(&self) -> &dyn Any;
-    /// Asks the actor to stop after the messages already in its mailbox.
+    /// Asks the actor to stop after the messages already in its mailbox; from then on
+    /// [`LocalDispatch::stop_requested`] is true.
     fn stop(&self);
+    /// Whether [`LocalDispatch::stop`] was called: new messages are refused, not queued
+    /// behind the stop (where they would be dropped unhandled).
+    fn stop_requested(&self) -> bool;
 }

@@ -5,7 +5,7 @@
 use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskContext, Poll};
 
@@ -89,6 +89,7 @@ impl NodeShared {
             addr: addr.clone(),
             declaration: self.declaration::<A>(),
             supervised: actors.supervisor(id).is_some(),
+            stopping: AtomicBool::new(false),
         });
         actors.handles.insert(id, handle);
         drop(actors);

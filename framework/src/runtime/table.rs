@@ -162,11 +162,11 @@ impl NodeShared {
     /// stops ordered by the controller or a peer are requested on that thread too, so none
     /// slips in between.
     pub(crate) fn deliverable(&self, id: ActorId) -> Option<Arc<dyn LocalDispatch>> {
-        let actors = read(&self.actors);
-        if actors.extras.get(&id).is_some_and(|e| e.stop_requested) {
-            return None;
-        }
-        actors.handles.get(&id).cloned()
+        read(&self.actors)
+            .handles
+            .get(&id)
+            .filter(|h| !h.stop_requested())
+            .cloned()
     }
 
     /// The typed address of a local actor for a new message: `Ok(None)` when it is gone or
