@@ -97,8 +97,10 @@ pub enum Error {
         /// The type that is registered.
         found: String,
     },
-    /// The handler panicked while handling this message. The message was not completed (its
-    /// effects up to the panic stay), the actor was stopped (and restarted if supervised).
+    /// The handler panicked while handling this message, or the actor's task panicked while
+    /// the handler's future for it (`ResponseActFuture`, `AtomicResponse`) was running. The
+    /// message was not completed (its effects up to the panic stay), the actor was stopped
+    /// (and restarted if supervised).
     ///
     /// A message that crashes its handler is treated as the message's fault, not the
     /// instance's: [`GroupRef::ask_idempotent`](crate::GroupRef::ask_idempotent) does not

@@ -20,7 +20,7 @@ use crate::core::wire::envelope::decode_payload;
 use crate::core::wire::envelope::WireError;
 use crate::id::wire_id;
 use crate::runtime::decode::with_decode_node;
-use crate::runtime::panics;
+use crate::runtime::panics::{self, Fate};
 use crate::runtime::reply::RemoteReply;
 use crate::runtime::{DispatchFn, Inbound};
 use crate::trace::{self, TraceContext};
@@ -325,19 +325,14 @@ pub(crate) struct Reply<M: Message> {
     pub(crate) fate: Option<tokio::sync::oneshot::Sender<Fate>>,
 }
 
-/// Why a local ask has no result.
-pub(crate) enum Fate {
-    /// The handler panicked, with this text.
-    Panicked(String),
-    /// The handler never ran.
-    NotHandled,
-    /// The caller's deadline passed before the handler ran: dropped unhandled.
-    Expired,
-}
-
 impl<M: Message> Reply<M> {
-    /// The handler starts: the result sender goes to it.
+    /// The handler starts: the result sender goes to it, and the caller gets the actor's
+    /// panic notice, which tells it of a panic of the actor's task before the result came
+    /// (an asynchronous handler's future panicked).
     fn start(mut self) -> Option<OneshotSender<M::Result>> {
+        if let (Some(fate), Some(notice)) = (self.fate.take(), panics::notice()) {
+            let _ = fate.send(Fate::Started(notice));
+        }
         self.result.take()
     }
 
@@ -448,7 +443,8 @@ where
                     // The usual case, a synchronous handler: reply inline, no task, no timer.
                     Ok(value) => remote.send(Ok(value)),
                     Err(TryRecvError::Closed) => remote.send::<()>(Err(WireError::ActorStopped)),
-                    Err(TryRecvError::Empty) => remote.send_later(rx, deadline),
+                    // An asynchronous handler: its future may still panic the actor.
+                    Err(TryRecvError::Empty) => remote.send_later(rx, panics::notice(), deadline),
                 }
             }
         },

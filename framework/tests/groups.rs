@@ -524,6 +524,30 @@ impl Handler<Work> for Moderator {
     }
 }
 
+/// Like [`Poison`], but the panic comes from the handler's future, in the actor's task.
+#[derive(Message, Serialize, Deserialize, Clone, Debug)]
+#[rtype(result = "u64")]
+struct AsyncPoison;
+impl RemoteMessage for AsyncPoison {
+    const NAME: &'static str = "groups.AsyncPoison";
+}
+impl Idempotent for AsyncPoison {}
+
+impl Handler<AsyncPoison> for Moderator {
+    type Result = actix::ResponseActFuture<Self, u64>;
+    fn handle(&mut self, _: AsyncPoison, _: &mut Context<Self>) -> Self::Result {
+        use actix::{ActorFutureExt, WrapFuture};
+        Box::pin(
+            tokio::task::yield_now()
+                .into_actor(self)
+                .map(|_, me: &mut Moderator, _| {
+                    PANICS.lock().unwrap().push(me.tag);
+                    panic!("moderator {} choked on it later", me.tag)
+                }),
+        )
+    }
+}
+
 impl Handler<Poison> for Moderator {
     type Result = u64;
     fn handle(&mut self, _: Poison, _: &mut Context<Self>) -> u64 {
@@ -532,7 +556,7 @@ impl Handler<Poison> for Moderator {
     }
 }
 
-actormesh::remote_actor!(Moderator = "groups.Moderator" { Work, Poison });
+actormesh::remote_actor!(Moderator = "groups.Moderator" { Work, Poison, AsyncPoison });
 
 /// A message that crashes its handler reaches one instance only, its caller gets the panic as
 /// a typed error at once, and no instance is ejected for it; `retry_on_panic` is opt-in and
@@ -595,6 +619,19 @@ async fn a_message_that_panics_its_handler_is_not_retried_and_ejects_no_one() {
             "one instance per poisoned ask: {:?}",
             PANICS.lock().unwrap()
         );
+    }
+    // The same when the panic comes from the handler's future (in the actor's task, after the
+    // handler returned): one instance, the panic as the caller's error.
+    PANICS.lock().unwrap().clear();
+    for round in 1..=2 {
+        all_running().await;
+        match group.ask_idempotent(AsyncPoison).await {
+            Err(Error::HandlerPanicked { message, .. }) => {
+                assert!(message.contains("choked on it later"), "{message}")
+            }
+            other => panic!("expected the future's panic, got {other:?}"),
+        }
+        assert_eq!(PANICS.lock().unwrap().len(), round);
     }
     // Every instance still takes work: none was ejected.
     all_running().await;

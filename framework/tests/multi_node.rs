@@ -72,7 +72,70 @@ impl actix::Handler<Ping> for Holder {
     type Result = ();
     fn handle(&mut self, _: Ping, _: &mut actix::Context<Self>) {}
 }
-actormesh::remote_actor!(Holder = "test.Holder" { Await, Quit, Ping });
+/// Panics in the handler's future (in the actor's task, after the handler returned).
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Choke;
+impl RemoteMessage for Choke {
+    const NAME: &'static str = "test.Choke";
+}
+impl actix::Handler<Choke> for Holder {
+    type Result = actix::ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Choke, _: &mut actix::Context<Self>) -> Self::Result {
+        use actix::{ActorFutureExt, WrapFuture};
+        Box::pin(
+            tokio::task::yield_now()
+                .into_actor(self)
+                .map(|_, _, _| panic!("choked in the future")),
+        )
+    }
+}
+
+actormesh::remote_actor!(Holder = "test.Holder" { Await, Quit, Ping, Choke });
+
+/// A panic in a handler's future reaches the callers of the asks the actor was handling as
+/// `HandlerPanicked` (not "stopped"), locally and remotely; asks queued behind it were not
+/// handled.
+#[actix::test]
+async fn a_panic_in_a_handlers_future_is_the_callers_panic() {
+    let (_d, a, b) = pair().await;
+    for remote in [false, true] {
+        let holder = a.spawn(Holder(Gate::closed()));
+        let target = if remote {
+            let name = "choking";
+            a.register_name(name, &holder).await.unwrap();
+            let found = b.lookup::<Holder>(name).await.unwrap();
+            a.unregister_name(name, &holder).await.unwrap();
+            found
+        } else {
+            holder
+        };
+        // An ask in progress (waiting at the gate) when the actor's task panics.
+        let waiting = {
+            let target = target.clone();
+            actix_rt::spawn(async move { target.ask(Await).await })
+        };
+        target.ask(Ping).await.unwrap();
+        let err = target.ask(Choke).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::HandlerPanicked { message, .. } if message == "choked in the future"),
+            "remote {remote}: {err:?}"
+        );
+        // The other ask in progress was cut by the same panic, and says so.
+        let err = waiting.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::HandlerPanicked { .. }),
+            "remote {remote}: {err:?}"
+        );
+        let err = target.ask(Ping).await.unwrap_err();
+        assert!(
+            matches!(err, Error::ActorNotFound { .. }),
+            "remote {remote}: {err:?}"
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
 
 /// "Stopped while handling" (the message may have been handled) and "not running" (it was
 /// not) are different errors, and both say which actor on which node.

@@ -10,9 +10,10 @@ use actix::{Addr, Message};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::panics::Fate;
 use super::{Inbound, LocalDispatch};
 use crate::core::wire::envelope::WireError;
-use crate::message::{Declaration, Fate, RemoteActor, Reply};
+use crate::message::{Declaration, RemoteActor, Reply};
 
 /// The typed handle behind [`LocalDispatch`].
 pub(crate) struct Typed<A: RemoteActor> {
@@ -77,6 +78,22 @@ pub(crate) enum Outcome<T> {
     Expired,
 }
 
+/// How an ask ended: its result, or what its fate says of the missing result (sent before
+/// the result sender goes); without a word, the actor stopped while it held the ask.
+fn ended<T, E>(result: Result<T, E>, fate: Option<Fate>) -> Outcome<T> {
+    match (result, fate) {
+        (Ok(value), _) => Outcome::Value(value),
+        (Err(_), Some(Fate::Panicked(text))) => Outcome::Panicked(text),
+        (Err(_), Some(Fate::NotHandled)) => Outcome::NotHandled,
+        (Err(_), Some(Fate::Expired)) => Outcome::Expired,
+        (Err(_), Some(Fate::Started(notice))) => match notice.panic() {
+            Some(text) => Outcome::Panicked(text.to_owned()),
+            None => Outcome::Stopped,
+        },
+        (Err(_), None) => Outcome::Stopped,
+    }
+}
+
 /// A reply channel pair for one ask, and the future that waits on it.
 pub(crate) fn reply_channel<M: Message>() -> (
     Reply<M>,
@@ -85,19 +102,18 @@ pub(crate) fn reply_channel<M: Message>() -> (
     let (result_tx, result_rx): (OneshotSender<M::Result>, _) = oneshot::channel();
     let (fate_tx, fate_rx) = oneshot::channel::<Fate>();
     let wait = async move {
-        // A panicking handler drops the result sender right after reporting: look at the
-        // fate first so the caller learns of the panic (or that nothing ran), not just of a
-        // stop.
+        let (mut result_rx, mut fate_rx) = (result_rx, fate_rx);
         tokio::select! {
             biased;
-            Ok(fate) = fate_rx => match fate {
-                Fate::Panicked(text) => Outcome::Panicked(text),
-                Fate::NotHandled => Outcome::NotHandled,
-                Fate::Expired => Outcome::Expired,
-            },
-            result = result_rx => match result {
-                Ok(value) => Outcome::Value(value),
-                Err(_) => Outcome::Stopped,
+            // The result first: an ask answered keeps its answer, whatever came after.
+            result = &mut result_rx => ended(result, fate_rx.try_recv().ok()),
+            fate = &mut fate_rx => match fate {
+                // The handler runs: its result, or why none came.
+                Ok(Fate::Started(notice)) => {
+                    ended(result_rx.await, Some(Fate::Started(notice)))
+                }
+                Ok(fate) => ended(Err(()), Some(fate)),
+                Err(_) => ended(result_rx.await, None),
             },
         }
     };

@@ -1,4 +1,10 @@
-//! Handler panics that the node catches: reported once, in the log, with where they happened.
+//! Panics that the node catches: reported once, in the log, with where they happened, and
+//! to the callers whose asks the panicking actor was handling.
+//!
+//! Two places catch: around a handler's call (`message::handle`: its caller gets the panic),
+//! and around every poll of an actor's task (`poll_actor`: a handler's future running in the
+//! actor panicked; every ask the actor had started and not answered gets the panic through
+//! the actor's [`Notice`], set before the task, and with it the asks' result senders, goes).
 //!
 //! A caught panic still goes through the process's panic hook, which prints it (with
 //! `RUST_BACKTRACE=1`, a backtrace of some 65 frames) to stderr, before the node logs it
@@ -10,9 +16,62 @@
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::{Arc, Once, OnceLock};
+
+/// How an ask's handler went, as its caller learns it when no result comes.
+pub(crate) enum Fate {
+    /// The handler started; if the actor's task panics before the result is sent, the
+    /// notice says so (an asynchronous handler's future was running).
+    Started(Arc<Notice>),
+    /// The handler panicked, with this text.
+    Panicked(String),
+    /// The handler never ran.
+    NotHandled,
+    /// The caller's deadline passed before the handler ran: dropped unhandled.
+    Expired,
+}
+
+/// Set, once, when an actor's task panics: read by the callers of the asks it had started
+/// and not answered (their result senders go with the task, after the notice is set).
+#[derive(Debug, Default)]
+pub(crate) struct Notice(OnceLock<String>);
+
+impl Notice {
+    /// The panic's text, if the actor's task panicked.
+    pub(crate) fn panic(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+}
+
+/// The notice of the actor being polled on this thread (created at its first started ask).
+pub(crate) fn notice() -> Option<Arc<Notice>> {
+    NOTICE.with_borrow_mut(|lent| {
+        let (polling, notice) = lent;
+        polling.then(|| notice.get_or_insert_with(Default::default).clone())
+    })
+}
+
+/// Polls an actor's task (`poll`) with its notice lent to this thread, catching a panic
+/// (quietly, see [`install_hook`]). On a panic, the notice is set before this returns the
+/// panic, so that the callers of the asks in progress, whose result senders go when the task
+/// is dropped, learn of it.
+pub(crate) fn poll_actor<R>(
+    notice: &mut Option<Arc<Notice>>,
+    poll: impl FnOnce() -> R,
+) -> Result<R, Caught> {
+    let outer = NOTICE.replace((true, notice.take()));
+    let outcome = catch(poll);
+    let (_, mine) = NOTICE.replace(outer);
+    if let (Err(caught), Some(mine)) = (&outcome, &mine) {
+        let _ = mine.0.set(caught.message.clone());
+    }
+    *notice = mine;
+    outcome
+}
 
 thread_local! {
+    /// While an actor's task is polled: `true`, and its notice, if it has one yet.
+    static NOTICE: RefCell<(bool, Option<Arc<Notice>>)> = const { RefCell::new((false, None)) };
     /// Whether this thread is inside [`catch`].
     static CATCHING: Cell<bool> = const { Cell::new(false) };
     /// What the hook saw of the last panic caught on this thread.

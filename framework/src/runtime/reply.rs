@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::panics::Notice;
 use super::{InflightGuard, NodeShared};
 use crate::core::wire::envelope::{encode_payload, Header, WireError};
 use crate::core::wire::outbox::{Outbox, PushError};
@@ -39,10 +40,13 @@ impl RemoteReply {
         self.send::<()>(Err(WireError::DeadlineExpired));
     }
 
-    /// Replies when an asynchronous handler's result arrives, or at the deadline.
+    /// Replies when an asynchronous handler's result arrives, or at the deadline. A result
+    /// sender gone without a result means the actor stopped while handling the ask, or, if
+    /// the actor's `notice` is set, that its task panicked.
     pub(crate) fn send_later<T: serde::Serialize + Send + 'static>(
         self,
         result: oneshot::Receiver<T>,
+        notice: Option<Arc<Notice>>,
         deadline: Option<std::time::Instant>,
     ) {
         let deadline = deadline.map_or_else(
@@ -52,7 +56,13 @@ impl RemoteReply {
         tokio::spawn(async move {
             match tokio::time::timeout_at(deadline, result).await {
                 Ok(Ok(value)) => self.send(Ok(value)),
-                Ok(Err(_)) => self.send::<()>(Err(WireError::ActorStopped)),
+                Ok(Err(_)) => {
+                    let error = match notice.as_deref().and_then(Notice::panic) {
+                        Some(text) => WireError::HandlerPanicked(text.to_owned()),
+                        None => WireError::ActorStopped,
+                    };
+                    self.send::<()>(Err(error))
+                }
                 Err(_) => self.expired(),
             }
         });

@@ -15,10 +15,11 @@ use tokio::task::LocalSet;
 
 use super::dispatch::Typed;
 use super::local;
+use super::panics::{self, Notice};
 use super::{lock, read, write, NodeShared, Respawn};
 use crate::id::ActorId;
 use crate::message::{Declaration, RemoteActor};
-use crate::supervise::{mailbox_key, take_failed};
+use crate::supervise::{mailbox_key, mark_failed, take_failed};
 
 impl NodeShared {
     /// The dispatch table of an actor type, built once per node.
@@ -178,12 +179,13 @@ where
 {
     let mut ctx = Context::with_receiver(rx);
     let actor = create(&mut ctx);
-    // The guard lives as long as the actor's context: it drops when the actor stops (or while
-    // a panic unwinds out of its handler).
+    // The guard lives as long as the actor's task: it drops when the actor stops, also after
+    // a panic the task caught.
     let _entered = set.enter();
     set.spawn_local(Guarded {
         running: ctx.into_future(actor),
-        _guard: guard,
+        notice: None,
+        guard,
     });
 }
 
@@ -195,14 +197,42 @@ type PendingStarts<A, F> = Vec<(ActorGuard, AddressReceiver<A>, F)>;
 /// hold the context future twice).
 struct Guarded<F> {
     running: F,
-    _guard: ActorGuard,
+    /// Set when the task panics, for the callers of the asks in progress (see
+    /// `panics::Notice`); created at the actor's first ask.
+    notice: Option<Arc<Notice>>,
+    guard: ActorGuard,
 }
 
-impl<F: Future + Unpin> Future for Guarded<F> {
-    type Output = F::Output;
+impl<F: Future<Output = ()> + Unpin> Future for Guarded<F> {
+    type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        Pin::new(&mut self.running).poll(cx)
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let running = &mut this.running;
+        match panics::poll_actor(&mut this.notice, || Pin::new(running).poll(cx)) {
+            Ok(poll) => poll,
+            Err(caught) => {
+                // A panic outside a handler's own call (a handler's future, `started`,
+                // `stopping`): the actor is over. Its task ends here; the asks it held are
+                // answered "panicked" through the notice when it is dropped.
+                if let Some(node) = this.guard.node.upgrade() {
+                    let actor_type = node.handle_of(this.guard.id).map(|h| h.type_name());
+                    tracing::error!(
+                        node = %node.info.id,
+                        actor = %this.guard.id,
+                        actor_type = actor_type.unwrap_or("unknown"),
+                        panic = %caught.message,
+                        at = caught.location.as_deref().unwrap_or("unknown"),
+                        "actor panicked outside a handler call (in a handler's future or a life-cycle method); stopping it"
+                    );
+                    if let Some(backtrace) = caught.backtrace {
+                        tracing::debug!(actor = %this.guard.id, "backtrace of the panic:\n{backtrace}");
+                    }
+                }
+                mark_failed(this.guard.mailbox);
+                Poll::Ready(())
+            }
+        }
     }
 }
 
