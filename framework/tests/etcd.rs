@@ -389,6 +389,21 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     let members = keys(&etcd, "/actormesh/g/groups/counters/members/").await;
     assert_eq!(members.len(), 4, "{members:?}");
     assert!(members[0].1.contains("\"weight\":1"));
+    // Plain reads (no watch) see the same: the group, the members, a deployed spec; and a
+    // group's status says why nothing runs it (no node here leads a controller).
+    let reader = discovery(&etcd).await;
+    assert_eq!(reader.read_group("g", "counters").await.unwrap().len(), 4);
+    assert_eq!(reader.read_members("g").await.unwrap().len(), 2);
+    let spec = actormesh::GroupSpec::new::<Counter>("archive", &0, 2).unwrap();
+    a.deploy(&spec).await.unwrap();
+    assert_eq!(reader.read_specs("g").await.unwrap(), vec![spec]);
+    let status = b.group_status("archive").await.unwrap();
+    assert_eq!((status.desired, status.running), (2, 0));
+    assert_eq!(
+        status.blocked,
+        Some(actormesh::Blocked::NoController),
+        "{status}"
+    );
     for _ in 0..8 {
         group.ask(Add(1)).await.unwrap();
     }

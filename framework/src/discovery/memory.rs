@@ -173,6 +173,33 @@ impl Discovery for MemoryDiscovery {
         Box::pin(async move { Ok(self.members(cluster)) })
     }
 
+    fn read_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<GroupSpec>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .map(|c| c.specs.values().cloned().collect())
+                .unwrap_or_default())
+        })
+    }
+
+    fn read_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, Vec<GroupMember>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.groups.get(group))
+                .map(|g| g.members.values().cloned().collect())
+                .unwrap_or_default())
+        })
+    }
+
     fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
         Box::pin(async move {
             let mut st = self.lock();

@@ -148,6 +148,16 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// The group specs of `cluster` and every change after.
     fn watch_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, SpecView>;
 
+    /// The group specs of `cluster` as the store holds them now (a read, no watch).
+    fn read_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<GroupSpec>>;
+
+    /// The members of `group` as the store holds them now (a read, no watch).
+    fn read_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, Vec<GroupMember>>;
+
     /// The live members of `cluster` as the store holds them now: a fresh read, not a
     /// follower's view. Specs and members are followed on separate watches, so a node's view
     /// of the members may lag behind a spec it has already seen; the controller reads the

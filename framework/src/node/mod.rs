@@ -103,9 +103,8 @@ impl Node {
     /// Changes the number of replicas of a deployed group.
     pub async fn scale(&self, group: &str, replicas: u32) -> Result<()> {
         let shared = &self.shared;
-        let view = shared.discovery.watch_specs(&shared.info.cluster).await?;
-        let mut spec = view
-            .specs
+        let specs = shared.discovery.read_specs(&shared.info.cluster).await?;
+        let mut spec = specs
             .into_iter()
             .find(|s| s.group == group)
             .ok_or_else(|| Error::UnknownGroup(group.to_owned()))?;

@@ -20,6 +20,29 @@ use crate::error::Error;
 use crate::id::NodeId;
 
 impl Discovery for EtcdDiscovery {
+    fn read_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<GroupSpec>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let (_, specs) = inner
+                .read_prefix::<GroupSpec>(&inner.keys(cluster).specs())
+                .await?;
+            Ok(specs.into_values().collect())
+        })
+    }
+
+    fn read_group<'a>(
+        &'a self,
+        cluster: &'a str,
+        group: &'a str,
+    ) -> DiscoveryFuture<'a, Vec<GroupMember>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.keys(cluster).group_members(group);
+            let (_, members) = inner.read_prefix::<GroupMember>(&prefix).await?;
+            Ok(members.into_values().collect())
+        })
+    }
+
     fn read_members<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<NodeInfo>> {
         Box::pin(async move {
             let inner = &self.inner;
