@@ -70,6 +70,7 @@ mod group;
 mod id;
 mod message;
 mod node;
+mod ratelog;
 mod runtime;
 #[cfg(test)]
 mod sim;

@@ -240,3 +240,63 @@ async fn spawn_works_from_the_arbiter_a_tokio_task_and_another_thread() {
     assert_eq!(node.actor_count(), 3);
     node.shutdown().await;
 }
+
+/// A flood of malformed envelopes is counted in full but logged in a bounded number of lines
+/// (each line says how many like it were left out), so that logging does not become the
+/// node's work.
+#[actix_rt::test]
+async fn a_flood_of_malformed_envelopes_keeps_the_log_bounded() {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The process-wide subscriber (no other test of this binary sets one): a subscriber set for
+    // this thread only misses call sites that another test's thread registered first.
+    tracing::subscriber::set_global_default(subscriber)
+        .expect("no other test sets the global subscriber");
+
+    let node = Node::builder().start().await.unwrap();
+    let echo = node.spawn(Echoer);
+    let outbox = Arc::new(Outbox::new(1 << 20, 1 << 20));
+    const FLOOD: u64 = 20_000;
+    let mut frame = BytesMut::new();
+    for _ in 0..FLOOD {
+        // A reply-direction envelope on the request direction: malformed, no reply possible.
+        encode_envelope(&mut frame, &Header::Reply { id: 9, error: None }, |_| {
+            Ok::<_, String>(())
+        })
+        .unwrap();
+    }
+    node.shared.on_request_frame(frame.freeze(), &outbox);
+    assert_eq!(node.stats().dropped(DropReason::Malformed), FLOOD);
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    // Other tests running meanwhile may add a line or two of the same kind: still bounded.
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("reply-direction envelope"))
+        .count();
+    assert!(
+        (1..=2 * crate::ratelog::PER_WINDOW as usize).contains(&lines),
+        "{lines} lines for {FLOOD} malformed envelopes:\n{text}"
+    );
+    // The node still serves.
+    assert_eq!(echo.ask(Echo(3)).await.unwrap(), 3);
+    node.shutdown().await;
+}

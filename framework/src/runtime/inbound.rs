@@ -13,6 +13,7 @@ use crate::core::terminated::TerminationReason;
 use crate::core::wire::envelope::{Envelopes, Header, WireError};
 use crate::core::wire::outbox::Outbox;
 use crate::id::ActorId;
+use crate::ratelog::warn_limited;
 use crate::stats::DropReason;
 
 impl NodeShared {
@@ -23,7 +24,7 @@ impl NodeShared {
                 Ok(ok) => ok,
                 Err(e) => {
                     self.stats.dropped(DropReason::Malformed, 1);
-                    tracing::warn!(node = %self.info.id, error = %e, "dropped a malformed envelope");
+                    warn_limited!(node = %self.info.id, error = %e, "dropped a malformed envelope");
                     continue;
                 }
             };
@@ -56,7 +57,7 @@ impl NodeShared {
                 if let Err(e) = outcome {
                     let reason = drop_reason(&e);
                     self.stats.dropped(reason, 1);
-                    tracing::warn!(node = %self.info.id, actor = %target, error = ?e, "dropped a remote tell");
+                    warn_limited!(node = %self.info.id, actor = %target, error = ?e, "dropped a remote tell");
                 }
             }
             Header::Ask {
@@ -94,7 +95,7 @@ impl NodeShared {
                 };
                 if let Err(e) = outcome {
                     self.stats.dropped(drop_reason(&e), 1);
-                    tracing::warn!(node = %self.info.id, actor = %target, error = ?e, "refused a remote ask");
+                    warn_limited!(node = %self.info.id, actor = %target, error = ?e, "refused a remote ask");
                     send_reply::<()>(self, replies, id, Err(e));
                 }
             }
@@ -161,7 +162,7 @@ impl NodeShared {
             }
             other @ (Header::Reply { .. } | Header::Terminated { .. }) => {
                 self.stats.dropped(DropReason::Malformed, 1);
-                tracing::warn!(node = %self.info.id, header = ?other, "a reply-direction envelope arrived as a request; dropped");
+                warn_limited!(node = %self.info.id, header = ?other, "a reply-direction envelope arrived as a request; dropped");
             }
         }
     }

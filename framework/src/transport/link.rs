@@ -485,11 +485,11 @@ impl PeerLink {
                 }
                 Ok((other, _)) => {
                     self.config.stats.dropped(DropReason::Malformed, 1);
-                    tracing::warn!(peer = %self.node, header = ?other, "a request envelope arrived as a reply; dropped");
+                    crate::ratelog::warn_limited!(peer = %self.node, header = ?other, "a request envelope arrived as a reply; dropped");
                 }
                 Err(e) => {
                     self.config.stats.dropped(DropReason::Malformed, 1);
-                    tracing::warn!(peer = %self.node, error = %e, "dropped a malformed reply envelope");
+                    crate::ratelog::warn_limited!(peer = %self.node, error = %e, "dropped a malformed reply envelope");
                 }
             }
         }

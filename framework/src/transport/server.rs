@@ -208,7 +208,7 @@ fn accept<N: Acceptor>(
     let from = bin(&request, MD_FROM);
     let to = bin(&request, MD_TO);
     if let Err(reason) = check_handshake(&**node, protocol.as_deref(), &cluster, &to) {
-        tracing::warn!(node = %node.node_id(), caller = %from, %reason, "refused a link");
+        crate::ratelog::warn_limited!(node = %node.node_id(), caller = %from, %reason, "refused a link");
         return Err(Status::failed_precondition(format!("{REFUSED}{reason}")));
     }
     if node.is_stopping() {
@@ -243,7 +243,7 @@ async fn read_link<N: Acceptor>(
                 Ok(Some(frame)) => node.on_request_frame(frame, &outbox),
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::warn!(node = %node.node_id(), caller = %from, error = %status, "link from a peer failed");
+                    crate::ratelog::warn_limited!(node = %node.node_id(), caller = %from, error = %status, "link from a peer failed");
                     break;
                 }
             },
