@@ -375,6 +375,7 @@ impl<A: RemoteActor> ActorRef<A> {
             }
             Target::Remote { link, node } => {
                 let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+                let deadline_unix_ms = crate::id::unix_ms(std::time::SystemTime::now() + timeout);
                 let target = self.id.0;
                 let bytes = link
                     .request(
@@ -385,6 +386,7 @@ impl<A: RemoteActor> ActorRef<A> {
                             target,
                             message: M::WIRE_ID,
                             timeout_ms,
+                            deadline_unix_ms,
                             trace,
                         },
                         |buf| encode_payload(&message, buf),

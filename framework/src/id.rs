@@ -80,6 +80,12 @@ impl fmt::Debug for ActorId {
 
 /// A fast non-cryptographic random number (xorshift64*, seeded per thread from the OS-seeded
 /// `RandomState`). Used for ids and trace ids, never for secrets.
+/// `at` in milliseconds since the Unix epoch (0 before it, saturating far after it).
+pub(crate) fn unix_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub(crate) fn random_u64() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::process::id()) | 1);

@@ -49,6 +49,7 @@ pub struct NodeBuilder {
     ask_timeout: Duration,
     connect_timeout: Duration,
     shutdown_timeout: Duration,
+    max_clock_skew: Duration,
     max_frame: usize,
     send_queue_bytes: usize,
     load_interval: Duration,
@@ -70,6 +71,7 @@ impl NodeBuilder {
             ask_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
+            max_clock_skew: Duration::from_millis(500),
             max_frame: 4 * 1024 * 1024,
             send_queue_bytes: 64 * 1024 * 1024,
             load_interval: Duration::from_secs(5),
@@ -166,6 +168,20 @@ impl NodeBuilder {
         self
     }
 
+    /// How far the wall clocks of two nodes may disagree (default 500 ms).
+    ///
+    /// Every remote ask carries its caller's deadline as a wall-clock time, so that an ask
+    /// that waited in a kernel buffer or in a frozen node (a stopped process, a VM paused)
+    /// past the moment its caller gave up is not started late: the receiver drops it
+    /// unhandled. The receiver reads that deadline on its own clock and allows this much
+    /// disagreement: work may start at most this long after its caller gave up, and an ask is
+    /// dropped early only if the clocks differ by more. Keep the nodes' clocks synchronised
+    /// (NTP, chrony) well within it.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
     /// The largest frame (and so the largest single message) sent or accepted, in bytes
     /// (default 4 MiB). Set the same value on every node.
     pub fn max_frame_size(mut self, bytes: usize) -> Self {
@@ -256,6 +272,7 @@ impl NodeBuilder {
                 max_frame: self.max_frame,
                 send_queue_bytes: self.send_queue_bytes,
                 shutdown_timeout: self.shutdown_timeout,
+                max_clock_skew: self.max_clock_skew,
             },
             link_config,
             stats,

@@ -40,6 +40,7 @@ fn ask(id: u64, target: u64, message: u64) -> Header {
         target,
         message,
         timeout_ms: 5_000,
+        deadline_unix_ms: crate::id::unix_ms(std::time::SystemTime::now()) + 5_000,
         trace: None,
     }
 }
@@ -298,5 +299,37 @@ async fn a_flood_of_malformed_envelopes_keeps_the_log_bounded() {
     );
     // The node still serves.
     assert_eq!(echo.ask(Echo(3)).await.unwrap(), 3);
+    node.shutdown().await;
+}
+
+/// An ask read after its caller's deadline (it waited in a kernel buffer, or this node was
+/// frozen) is not started, whatever time its `timeout_ms` would still give it: the deadline
+/// travels as a wall-clock time.
+#[actix_rt::test]
+async fn an_ask_read_after_its_callers_deadline_is_not_started() {
+    let node = Node::builder().start().await.unwrap();
+    let echo = node.spawn(Echoer);
+    let target = echo.id().0;
+    let outbox = Arc::new(Outbox::new(1 << 20, 1 << 20));
+    let now = crate::id::unix_ms(std::time::SystemTime::now());
+    let mut frame = BytesMut::new();
+    // Sent 8 s ago with a 5 s timeout: its caller gave up 3 s ago.
+    let stale = Header::Ask {
+        id: 1,
+        target,
+        message: Echo::WIRE_ID,
+        timeout_ms: 5_000,
+        deadline_unix_ms: now - 3_000,
+        trace: None,
+    };
+    encode_envelope(&mut frame, &stale, |b| encode_payload(&Echo(1), b)).unwrap();
+    encode_envelope(&mut frame, &ask(2, target, Echo::WIRE_ID), |b| {
+        encode_payload(&Echo(2), b)
+    })
+    .unwrap();
+    node.shared.on_request_frame(frame.freeze(), &outbox);
+    let got = replies(&outbox, 2).await;
+    assert_eq!(got, vec![(1, Err(WireError::DeadlineExpired)), (2, Ok(2))]);
+    assert_eq!(node.stats().dropped(DropReason::DeadlineExpired), 1);
     node.shutdown().await;
 }

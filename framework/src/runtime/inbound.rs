@@ -65,6 +65,7 @@ impl NodeShared {
                 target,
                 message,
                 timeout_ms,
+                deadline_unix_ms,
                 trace,
             } => {
                 let target = ActorId(target);
@@ -73,8 +74,18 @@ impl NodeShared {
                     send_reply::<()>(self, replies, id, Err(WireError::ShuttingDown));
                     return;
                 }
-                let deadline =
-                    tokio::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+                let Some(left) = time_left(
+                    timeout_ms,
+                    deadline_unix_ms,
+                    crate::id::unix_ms(std::time::SystemTime::now()),
+                    self.config.max_clock_skew,
+                ) else {
+                    self.stats.dropped(DropReason::DeadlineExpired, 1);
+                    warn_limited!(node = %self.info.id, actor = %target, "an ask arrived after its caller's deadline (it waited in a buffer or this node was frozen, or the clocks differ by more than the allowed skew); not started");
+                    send_reply::<()>(self, replies, id, Err(WireError::DeadlineExpired));
+                    return;
+                };
+                let deadline = tokio::time::Instant::now() + left;
                 let outcome = match self.deliverable(target) {
                     None => Err(WireError::ActorNotFound),
                     Some(handle) => handle.dispatch(
@@ -175,6 +186,24 @@ impl NodeShared {
     }
 }
 
+/// The time an ask may still wait here: what the caller said it waits (`timeout_ms`, counted
+/// from now), but never past the caller's absolute deadline, read on this node's clock with
+/// up to `skew` of disagreement allowed between the two clocks. `None` when nothing is left:
+/// the caller has given up, so the work must not start.
+fn time_left(
+    timeout_ms: u32,
+    deadline_unix_ms: u64,
+    now_unix_ms: u64,
+    skew: Duration,
+) -> Option<Duration> {
+    let skew_ms = u64::try_from(skew.as_millis()).unwrap_or(u64::MAX);
+    let by_clock = deadline_unix_ms
+        .saturating_add(skew_ms)
+        .saturating_sub(now_unix_ms);
+    let left = u64::from(timeout_ms).min(by_clock);
+    (left > 0).then(|| Duration::from_millis(left))
+}
+
 fn drop_reason(e: &WireError) -> DropReason {
     match e {
         WireError::ActorNotFound => DropReason::UnknownActor,
@@ -229,5 +258,40 @@ impl crate::transport::server::Acceptor for NodeShared {
                 tokio::spawn(reader);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SKEW: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn the_callers_deadline_bounds_the_time_left() {
+        let now = 1_000_000;
+        // In time: the shorter of the two.
+        assert_eq!(
+            time_left(5_000, now + 5_000, now, SKEW),
+            Some(Duration::from_millis(5_000))
+        );
+        assert_eq!(
+            time_left(5_000, now + 1_000, now, SKEW),
+            Some(Duration::from_millis(1_500))
+        );
+        // The ask waited 8 s in a frozen node's socket: its caller gave up 3 s ago.
+        assert_eq!(time_left(5_000, now - 3_000, now, SKEW), None);
+        // Within the allowed skew, a deadline just past on this clock still runs briefly.
+        assert_eq!(
+            time_left(5_000, now - 200, now, SKEW),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(time_left(5_000, now - 500, now, SKEW), None);
+        // Absurd values do not overflow.
+        assert_eq!(
+            time_left(u32::MAX, u64::MAX, now, Duration::MAX),
+            Some(Duration::from_millis(u64::from(u32::MAX)))
+        );
+        assert_eq!(time_left(5_000, 0, u64::MAX, SKEW), None);
     }
 }

@@ -75,6 +75,8 @@ pub(crate) struct Config {
     pub(crate) max_frame: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) shutdown_timeout: Duration,
+    /// How far two nodes' wall clocks may disagree (see `NodeBuilder::max_clock_skew`).
+    pub(crate) max_clock_skew: Duration,
 }
 
 /// Builds an actor of a [`Spawnable`] type from wire arguments (the remote side of `spawn_on`).

@@ -74,6 +74,11 @@ pub(crate) enum Header {
         message: u64,
         /// Milliseconds the caller still waits; the receiver drops the work after that.
         timeout_ms: u32,
+        /// When the caller gives up, in milliseconds since the Unix epoch on the caller's
+        /// clock: the deadline survives time the ask spends queued in a kernel buffer or in a
+        /// frozen receiver, which `timeout_ms` (counted from when the receiver reads it) does
+        /// not see.
+        deadline_unix_ms: u64,
         trace: Option<TraceContext>,
     },
     /// Spawn an actor of a declared type; payload is the constructor arguments.
