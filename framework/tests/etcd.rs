@@ -575,3 +575,59 @@ async fn a_singleton_stops_itself_when_its_node_is_cut_off_from_etcd() {
     etcd.start_again().unwrap();
     a.shutdown().await;
 }
+
+/// Keeps the node's thread busy (a long synchronous handler).
+#[derive(actix::Message, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+struct Spin(u64);
+impl RemoteMessage for Spin {
+    const NAME: &'static str = "etcd-test.Spin";
+}
+
+struct Spinner;
+impl actix::Actor for Spinner {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<Spin> for Spinner {
+    type Result = ();
+    fn handle(&mut self, msg: Spin, _: &mut actix::Context<Self>) {
+        let until = std::time::Instant::now() + Duration::from_millis(msg.0);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+actormesh::remote_actor!(Spinner = "etcd-test.Spinner" { Spin });
+
+/// The lease and create revision of `key`, read straight from etcd.
+async fn lease_of(etcd: &Etcd, key: &str) -> (i64, i64) {
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    let response = client.get(key, None).await.unwrap();
+    let kv = response.kvs().first().expect("the key exists");
+    (kv.lease(), kv.create_revision())
+}
+
+/// A handler that keeps the node's only thread busy for three times the lease TTL does not get
+/// the node declared down: its lease is kept alive from a thread of its own, so its key is
+/// never deleted (same lease, same create revision) and the node never re-registers.
+#[actix::test]
+async fn a_busy_handler_does_not_get_its_node_declared_down() {
+    let etcd = etcd();
+    let busy = node(&etcd, "busy", "busy").await;
+    let key = "/actormesh/busy/nodes/busy";
+    let before = lease_of(&etcd, key).await;
+    let spinner = busy.spawn(Spinner);
+    // TTL 2 s (see `discovery`): 6 s of a thread that answers nothing else.
+    spinner
+        .ask_timeout(Spin(6_000), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let after = lease_of(&etcd, key).await;
+    assert_eq!(
+        before, after,
+        "the node kept its lease and its registration through the busy period"
+    );
+    busy.shutdown().await;
+}

@@ -79,9 +79,10 @@ impl Discovery for EtcdDiscovery {
                 granted_at + inner.config.lease_ttl,
             ));
             let (tx, rx) = mpsc::unbounded_channel();
-            let keepalive =
-                tokio::spawn(keep_alive(Arc::downgrade(inner), Arc::downgrade(&session)));
-            let watch = tokio::spawn(follow_prefix(
+            let keepalive = inner
+                .io
+                .spawn(keep_alive(Arc::downgrade(inner), Arc::downgrade(&session)));
+            let watch = inner.io.spawn(follow_prefix(
                 Arc::downgrade(inner),
                 prefix,
                 revision,
@@ -267,7 +268,7 @@ impl Discovery for EtcdDiscovery {
             let (revision, known) = inner.read_prefix::<GroupMember>(&prefix).await?;
             let (tx, rx) = mpsc::unbounded_channel();
             let members = known.values().cloned().collect();
-            tokio::spawn(follow_prefix(
+            inner.io.spawn(follow_prefix(
                 Arc::downgrade(inner),
                 prefix,
                 revision,
@@ -319,7 +320,7 @@ impl Discovery for EtcdDiscovery {
             let (revision, known) = inner.read_prefix::<GroupSpec>(&prefix).await?;
             let (tx, rx) = mpsc::unbounded_channel();
             let specs = known.values().cloned().collect();
-            tokio::spawn(follow_prefix(
+            inner.io.spawn(follow_prefix(
                 Arc::downgrade(inner),
                 prefix,
                 revision,

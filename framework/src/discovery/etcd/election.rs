@@ -50,7 +50,7 @@ pub(super) async fn campaign(
         let revision = attempt.header().map_or(0, |h| h.revision());
         if attempt.succeeded() {
             let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(watch_leadership(
+            inner.io.spawn(watch_leadership(
                 Arc::downgrade(inner),
                 key,
                 revision,

@@ -13,7 +13,9 @@
 //!
 //! Everything a node writes is bound to its lease, kept alive every third of the TTL: a node
 //! that dies (or freezes, or is cut off) loses everything within the TTL, and every other node
-//! sees it `Down`. A graceful leave marks the node `leaving` and revokes the lease at once:
+//! sees it `Down`. The keep-alive runs on a thread of its own (with the etcd connection and
+//! the watches), so a node whose actors keep its thread busy for longer than the TTL is not
+//! declared `Down` for it. A graceful leave marks the node `leaving` and revokes the lease at once:
 //! the others see it `Left`.
 //!
 //! # The view
@@ -43,11 +45,14 @@
 // - `session`: the lease of a registered node, its keep-alive, re-registration after its loss;
 // - `follow`: following a prefix (read, watch, resync by diff) and its events;
 // - `election`: the leader key;
+// - `io`: the thread (a runtime of its own) where the etcd connection, the keep-alives and the
+//   watches run, out of reach of the node's actors;
 // - `discovery_impl`: the `Discovery` trait on top of all that.
 mod config;
 mod discovery_impl;
 mod election;
 mod follow;
+mod io;
 mod keys;
 mod record;
 mod session;
@@ -80,6 +85,8 @@ pub struct EtcdDiscovery {
 struct Inner {
     config: EtcdConfig,
     client: Client,
+    /// Where the connection's tasks, the keep-alives and the watches run.
+    io: io::IoThread,
     requests: Arc<AtomicU64>,
     sessions: Mutex<HashMap<(String, NodeId), Arc<Session>>>,
 }
@@ -98,7 +105,11 @@ impl EtcdDiscovery {
     /// Connects to etcd. Fails with [`Error::Discovery`] when etcd cannot be reached.
     pub async fn connect(config: EtcdConfig) -> Result<Self, Error> {
         let options = config.connect_options();
-        let connect = Client::connect(config.endpoints.clone(), Some(options));
+        let io = io::IoThread::start().map_err(|e| {
+            Error::Discovery(format!("cannot start the etcd keep-alive thread: {e}"))
+        })?;
+        // Connected from the I/O thread, so that the connection's own tasks run there.
+        let connect = io.spawn(Client::connect(config.endpoints.clone(), Some(options)));
         let client = tokio::time::timeout(config.connect_timeout, connect)
             .await
             .map_err(|_| {
@@ -107,11 +118,13 @@ impl EtcdDiscovery {
                     config.endpoints, config.connect_timeout
                 ))
             })?
+            .map_err(|e| Error::Discovery(format!("the etcd connect task failed: {e}")))?
             .map_err(|e| etcd_error(&format!("connect to {:?}", config.endpoints), e))?;
         Ok(EtcdDiscovery {
             inner: Arc::new(Inner {
                 config,
                 client,
+                io,
                 requests: Arc::new(AtomicU64::new(0)),
                 sessions: Mutex::new(HashMap::new()),
             }),
