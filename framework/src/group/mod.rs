@@ -55,6 +55,10 @@ pub enum Saturation {
     Fail,
 }
 
+/// How long [`GroupRef::wait_for_instances`] may spend, after its timeout, reading why the
+/// group is short.
+const STATUS_READ: Duration = Duration::from_secs(1);
+
 /// How a [`GroupRef`] balances, caps, ejects and retries.
 #[derive(Debug, Clone)]
 pub struct GroupConfig {
@@ -447,12 +451,16 @@ impl<A: RemoteActor> GroupRef<A> {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let group = &self.shared.name;
-                let reason = match self.shared.node.group_status(group).await {
-                    Ok(Some(status)) => status.to_string(),
-                    Ok(None) => format!(
+                // A bounded look, so that a slow discovery does not stretch the wait much.
+                let status =
+                    tokio::time::timeout(STATUS_READ, self.shared.node.group_status(group)).await;
+                let reason = match status {
+                    Ok(Ok(Some(status))) => status.to_string(),
+                    Ok(Ok(None)) => format!(
                         "no spec deploys group `{group}` (Node::deploy) and no instance of it joined it (Node::join_group)"
                     ),
-                    Err(e) => format!("its status could not be read: {e}"),
+                    Ok(Err(e)) => format!("its status could not be read: {e}"),
+                    Err(_) => format!("its status could not be read within {STATUS_READ:?}"),
                 };
                 return Err(Error::GroupNotReady {
                     group: group.clone(),

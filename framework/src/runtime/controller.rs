@@ -129,37 +129,29 @@ async fn lead(node: &Arc<NodeShared>, mut leadership: Leadership) {
     }
 }
 
-/// The members a fresh read of discovery holds that the controller was not told of yet, as
-/// `MemberUp` events (recorded as told). Specs and members arrive on separate watches: without
-/// this, a spec written just after a node joined could be placed on a view that lacks the
-/// node, and the replicas would crowd on the nodes the view had. A failed read leaves the
-/// view as it is (the watch catches up; placement is only less even).
-async fn catch_up_events(node: &NodeShared, told: &mut BTreeSet<NodeId>) -> Vec<Event> {
-    match node.discovery().read_members(&node.info.cluster).await {
-        Ok(now) => now
-            .into_iter()
-            .filter(|m| told.insert(m.id.clone()))
-            .map(Event::MemberUp)
-            .collect(),
-        Err(e) => {
-            tracing::warn!(node = %node.info.id, error = %e, "could not read the members afresh before placing a spec; using the node's view");
-            Vec::new()
-        }
-    }
-}
-
-/// [`catch_up_events`], stepped into the controller.
+/// Steps into the controller, as `MemberUp`, the members a fresh read of discovery holds that
+/// it was not told of yet (recording them as told), and returns the orders. Specs and members
+/// arrive on separate watches: without this, a spec written just after a node joined could be
+/// placed on a view that lacks the node, and the replicas would crowd on the nodes the view
+/// had. A failed read leaves the view as it is (the watch catches up; placement is only less
+/// even).
 async fn catch_up(
     node: &NodeShared,
     core: &mut Controller,
     told: &mut BTreeSet<NodeId>,
     origin: Instant,
 ) -> Vec<Order> {
-    let mut orders = Vec::new();
-    for event in catch_up_events(node, told).await {
-        orders.extend(core.step(event, origin.elapsed()));
-    }
-    orders
+    let now = match node.discovery().read_members(&node.info.cluster).await {
+        Ok(now) => now,
+        Err(e) => {
+            tracing::warn!(node = %node.info.id, error = %e, "could not read the members afresh before placing a spec; using the node's view");
+            return Vec::new();
+        }
+    };
+    now.into_iter()
+        .filter(|m| told.insert(m.id.clone()))
+        .flat_map(|m| core.step(Event::MemberUp(m), origin.elapsed()))
+        .collect()
 }
 
 fn membership_event(event: MembershipEvent) -> Event {
