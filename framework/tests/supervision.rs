@@ -213,13 +213,7 @@ async fn the_intensity_limit_gives_up_and_tells_the_watchers() {
         .unwrap();
     assert_eq!(t.actor, flaky.id());
     let err = flaky.ask(Value).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ActorStopped { .. } | Error::ActorNotFound { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::ActorNotFound { .. }), "{err:?}");
     assert_eq!(node.actor_count(), 0);
     node.shutdown().await;
 }
@@ -241,5 +235,36 @@ async fn an_explicit_stop_is_final_even_under_restart_always() {
     // table entry (and its watchers are never told).
     assert_eq!(node.actor_count(), 0, "not restarted");
     assert!(always.ask(Value).await.is_err());
+    node.shutdown().await;
+}
+
+/// A stop requested while the actor waits out its restart backoff is final too: it is not
+/// restarted when the backoff ends, and its watchers are told.
+#[actix::test]
+async fn a_stop_during_the_restart_backoff_is_final() {
+    let node = Node::builder().start().await.unwrap();
+    let (recipient, mut seen) = watcher();
+    let flaky = node.spawn_supervised::<Flaky>(
+        0,
+        Supervision::new(Restart::Always)
+            .backoff(Duration::from_millis(200), Duration::from_millis(200)),
+    );
+    flaky.watch(recipient);
+    assert!(matches!(
+        flaky.ask(Crash).await,
+        Err(Error::HandlerPanicked { .. })
+    ));
+    // Between incarnations now: the stop is recorded, not lost.
+    flaky.stop().unwrap();
+    let t = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the watcher is told once the backoff ends")
+        .unwrap();
+    assert_eq!(t.actor, flaky.id());
+    assert_eq!(node.actor_count(), 0, "not restarted");
+    assert!(matches!(
+        flaky.ask(Value).await,
+        Err(Error::ActorNotFound { .. })
+    ));
     node.shutdown().await;
 }

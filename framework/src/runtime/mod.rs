@@ -96,10 +96,9 @@ pub(crate) struct EntryExtra {
     pub(crate) watchers: Vec<Watcher>,
     pub(crate) names: Vec<String>,
     pub(crate) groups: Vec<(String, u32)>,
-    /// Restarts the actor by policy when it stops (see `supervise`).
+    /// Restarts the actor by policy when it stops (see `supervise`), unless its stop was
+    /// requested (`LocalDispatch::stop_requested`).
     pub(crate) supervisor: Option<Arc<dyn Respawn>>,
-    /// Asked to stop (`ActorRef::stop`): a supervisor does not restart it.
-    pub(crate) stop_requested: bool,
 }
 
 impl ActorTable {

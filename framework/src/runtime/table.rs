@@ -25,11 +25,16 @@ impl NodeShared {
     /// Called when an actor's guard drops (`failed`: a handler panicked): restarts it if it
     /// is supervised and its policy says so; otherwise removes it and tells its watchers.
     pub(crate) fn actor_stopped(self: &Arc<Self>, id: ActorId, failed: bool) {
-        let supervisor = read(&self.actors)
-            .extras
-            .get(&id)
-            .filter(|e| !e.stop_requested)
-            .and_then(|e| e.supervisor.clone());
+        let supervisor = {
+            let actors = read(&self.actors);
+            // Asked to stop (`ActorRef::stop`, a retirement): not restarted.
+            let stop_requested = actors.handles.get(&id).is_some_and(|h| h.stop_requested());
+            actors
+                .extras
+                .get(&id)
+                .filter(|_| !stop_requested)
+                .and_then(|e| e.supervisor.clone())
+        };
         if let Some(supervisor) = supervisor.filter(|_| !self.is_stopping()) {
             match supervisor.decide(failed) {
                 Decision::Restart(after) => {
@@ -38,7 +43,13 @@ impl NodeShared {
                         let node = self.clone();
                         rt.spawn(async move {
                             tokio::time::sleep(after).await;
-                            if !node.is_stopping() {
+                            if node.is_stopping() {
+                                return;
+                            }
+                            // A stop requested during the backoff is final too.
+                            if node.handle_of(id).is_some_and(|h| h.stop_requested()) {
+                                node.actor_stopped(id, false);
+                            } else {
                                 supervisor.respawn(&node, id);
                             }
                         });
@@ -127,13 +138,9 @@ impl NodeShared {
     /// Stops local actor `id` after the messages already in its mailbox; returns whether it
     /// was found.
     pub(crate) fn stop_local(&self, id: ActorId) -> bool {
-        let mut actors = write(&self.actors);
-        let Some(handle) = actors.handles.get(&id).cloned() else {
+        let Some(handle) = self.handle_of(id) else {
             return false;
         };
-        if let Some(extra) = actors.extra_mut(id) {
-            extra.stop_requested = true;
-        }
         handle.stop();
         true
     }
