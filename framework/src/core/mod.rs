@@ -12,6 +12,7 @@
 //! - [`placement`]: policies that pick nodes for replicas and replicas to retire.
 //! - [`controller`]: the controller's decisions, a pure state machine.
 //! - [`singleton`]: when a singleton's host must stop it.
+//! - [`fence`]: when a node may start work another node asked of it (its lease).
 //! - [`diff`]: the difference between two reads of a key range (the etcd follower's resync).
 //! - [`health`]: when a group's caller ejects an instance.
 //! - [`view`]: a node's membership view.
@@ -21,6 +22,7 @@ pub mod balance;
 pub mod controller;
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub(crate) mod diff;
+pub(crate) mod fence;
 pub(crate) mod health;
 pub(crate) mod model;
 pub mod placement;
