@@ -358,6 +358,7 @@ impl<A: RemoteActor> ActorRef<A> {
                         reply: Some(ReplyTo::Caller(reply)),
                         trace,
                         deadline: Some(deadline.into_std()),
+                        fence: None,
                     },
                 );
                 match outcome_until(deadline, wait).await {
@@ -498,6 +499,7 @@ where
                 reply: None,
                 trace,
                 deadline: None,
+                fence: None,
             },
         );
     }

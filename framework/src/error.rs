@@ -54,6 +54,14 @@ pub enum Error {
         /// The node that is down.
         node: NodeId,
     },
+    /// The target's node refused the request without handling it: the cluster had declared
+    /// the node down (it was frozen, starved or cut off from the store past its lease) and it
+    /// starts nothing it received before that.
+    #[error("node {node} refused the message without handling it: the cluster had declared that node down (it was frozen, overloaded or cut off from etcd past its lease) and it is rejoining as a new incarnation; look the actor up again, or retry")]
+    NodeFenced {
+        /// The node that refused.
+        node: NodeId,
+    },
     /// The queue towards the target is full; the message was not sent.
     #[error("the send queue towards node {node} is full ({limit_bytes} bytes queued); slow down or use `ask` for backpressure")]
     MailboxFull {

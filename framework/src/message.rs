@@ -293,6 +293,9 @@ pub struct Deliver<M: Message> {
     pub(crate) trace: Option<TraceContext>,
     /// When the caller gives up; a message still queued after that is dropped unhandled.
     pub(crate) deadline: Option<std::time::Instant>,
+    /// For a remote ask on a node with a lease: the lease it was read under, checked again
+    /// before the handler runs (a node declared down while the ask waited does not start it).
+    pub(crate) fence: Option<crate::runtime::fence::FenceStamp>,
 }
 
 impl<M: Message> std::fmt::Debug for Deliver<M> {
@@ -386,7 +389,21 @@ where
         reply,
         trace,
         deadline,
+        fence,
     } = delivery;
+    if let Some(fence) = fence {
+        if !fence.may_start(std::time::Instant::now()) {
+            tracing::debug!(
+                actor_type = A::NAME,
+                message = M::NAME,
+                "this node's membership was lost or is in doubt; ask refused unhandled"
+            );
+            if let Some(ReplyTo::Remote(remote)) = reply {
+                remote.send::<()>(Err(WireError::NotMember));
+            }
+            return;
+        }
+    }
     if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
         tracing::debug!(
             actor_type = A::NAME,
@@ -558,6 +575,7 @@ where
             reply: None,
             trace: inbound.trace,
             deadline: None,
+            fence: None,
         }),
         Some(ask) => {
             let node = inbound.node;
@@ -572,6 +590,7 @@ where
                 })),
                 trace: inbound.trace,
                 deadline: Some(ask.deadline.into_std()),
+                fence: node.fence_stamp(ask.epoch),
             });
         }
     }

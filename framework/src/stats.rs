@@ -30,11 +30,14 @@ pub enum DropReason {
     ShuttingDown,
     /// A reply arrived for an ask nobody waits for any more (timed out).
     LateReply,
+    /// The node's lease was lost (the cluster declared it down) or in doubt when the request
+    /// was to start: refused unhandled.
+    Fenced,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::QueueFull,
         DropReason::LinkFailed,
         DropReason::NodeDown,
@@ -46,6 +49,7 @@ impl DropReason {
         DropReason::DeadlineExpired,
         DropReason::ShuttingDown,
         DropReason::LateReply,
+        DropReason::Fenced,
     ];
 
     /// A short snake_case label, as used in metrics.
@@ -62,6 +66,7 @@ impl DropReason {
             DropReason::DeadlineExpired => "deadline_expired",
             DropReason::ShuttingDown => "shutting_down",
             DropReason::LateReply => "late_reply",
+            DropReason::Fenced => "fenced",
         }
     }
 }

@@ -27,12 +27,14 @@ use crate::id::NodeId;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod lease;
 mod memory;
 
 #[cfg(feature = "etcd-tls")]
 pub use etcd::EtcdTls;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdDiscovery};
+pub use lease::{LeaseCheck, LeaseClock};
 pub use memory::MemoryDiscovery;
 
 /// A boxed future returned by [`Discovery`] methods.
@@ -182,6 +184,28 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     /// leases (memory discovery) or the node is not registered here.
     fn lease_deadline(&self, _cluster: &str, _node: &NodeId) -> Option<std::time::Instant> {
         None
+    }
+
+    /// What `node` knows of its own lease, kept current by the backend: the node fences
+    /// itself with it (it starts no work received under a lease that is lost, and holds work
+    /// while the lease is in doubt until [`confirm_lease`](Self::confirm_lease) answers).
+    /// `None` (the default) when the backend has no leases: nothing to fence.
+    fn lease_clock(&self, _cluster: &str, _node: &NodeId) -> Option<std::sync::Arc<LeaseClock>> {
+        None
+    }
+
+    /// Asks the store, now, whether `node`'s lease is alive, and updates its
+    /// [`LeaseClock`]: [`LeaseCheck::Alive`] (renewed), [`LeaseCheck::Lost`] (the cluster has
+    /// declared the node down; marked lost), or [`LeaseCheck::Unreachable`] when the store
+    /// cannot answer within the backend's request timeout. Called by a node whose lease is in
+    /// doubt (it was frozen or starved, or renewals failed). The default, for backends
+    /// without leases, answers `Alive`.
+    fn confirm_lease<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, LeaseCheck> {
+        Box::pin(async { Ok(LeaseCheck::Alive) })
     }
 
     /// The current leader of `cluster` and its token, if any.

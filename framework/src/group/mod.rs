@@ -238,6 +238,7 @@ fn instance_failed(e: &Error) -> bool {
             | Error::NodeDown { .. }
             | Error::ActorStopped { .. }
             | Error::ActorNotFound { .. }
+            | Error::NodeFenced { .. }
     )
 }
 

@@ -294,10 +294,11 @@ impl NodeBuilder {
             starts: Mutex::new(HashMap::new()),
             asks_handled: AtomicU64::new(0),
             events,
+            lease: std::sync::OnceLock::new(),
+            held: Mutex::new(Default::default()),
         });
         crate::runtime::local::install(&shared);
         crate::runtime::panics::install_hook();
-        crate::transport::server::serve(shared.clone(), listener);
         let membership = match discovery.join(&info).await {
             Ok(m) => m,
             Err(e) => {
@@ -305,6 +306,12 @@ impl NodeBuilder {
                 return Err(e);
             }
         };
+        // Links are stamped with the lease they are accepted under: serve once it is known
+        // (peers that connect meanwhile wait in the listener's backlog).
+        if let Some(clock) = discovery.lease_clock(&info.cluster, &id) {
+            let _ = shared.lease.set(clock);
+        }
+        crate::transport::server::serve(shared.clone(), listener);
         *write(&shared.view) = MembershipView::new(id.clone(), membership.members);
         let weak = Arc::downgrade(&shared);
         let mut events = membership.events;

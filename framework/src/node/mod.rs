@@ -349,4 +349,6 @@ impl Node {
 }
 
 #[cfg(test)]
+mod fence_tests;
+#[cfg(test)]
 mod tests;

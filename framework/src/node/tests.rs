@@ -34,7 +34,7 @@ impl Handler<Echo> for Echoer {
 }
 crate::remote_actor!(Echoer = "node-tests.Echoer" { Echo });
 
-fn ask(id: u64, target: u64, message: u64) -> Header {
+pub(super) fn ask(id: u64, target: u64, message: u64) -> Header {
     Header::Ask {
         id,
         target,
@@ -46,7 +46,7 @@ fn ask(id: u64, target: u64, message: u64) -> Header {
 }
 
 /// Collects `n` replies (id, result) from `outbox`, waiting up to 5 s.
-async fn replies(outbox: &Outbox, n: usize) -> Vec<(u64, Result<u64, WireError>)> {
+pub(super) async fn replies(outbox: &Outbox, n: usize) -> Vec<(u64, Result<u64, WireError>)> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while got.len() < n && tokio::time::Instant::now() < deadline {
@@ -126,7 +126,7 @@ async fn one_bad_envelope_never_costs_the_others() {
     frame.put_u32_le(1000);
     frame.put_slice(&[1, 2, 3]);
 
-    shared.on_request_frame(frame.freeze(), &outbox);
+    shared.on_request_frame(frame.freeze(), &outbox, 0);
 
     let got = replies(&outbox, 4).await;
     assert_eq!(got.len(), 4, "{got:?}");
@@ -166,7 +166,7 @@ async fn spawn_of_unknown_type_and_bad_arguments_get_error_replies() {
         |_| Ok::<_, String>(()),
     )
     .unwrap();
-    node.shared.on_request_frame(frame.freeze(), &outbox);
+    node.shared.on_request_frame(frame.freeze(), &outbox, 0);
     let got = replies(&outbox, 1).await;
     assert!(
         matches!(got[..], [(1, Err(WireError::UnknownActorType { .. }))]),
@@ -204,7 +204,7 @@ async fn orders_of_a_node_that_does_not_lead_are_refused() {
         |_| Ok::<_, String>(()),
     )
     .unwrap();
-    node.shared.on_request_frame(frame.freeze(), &outbox);
+    node.shared.on_request_frame(frame.freeze(), &outbox, 0);
     let got = replies(&outbox, 2).await;
     assert_eq!(
         got,
@@ -285,7 +285,7 @@ async fn a_flood_of_malformed_envelopes_keeps_the_log_bounded() {
         })
         .unwrap();
     }
-    node.shared.on_request_frame(frame.freeze(), &outbox);
+    node.shared.on_request_frame(frame.freeze(), &outbox, 0);
     assert_eq!(node.stats().dropped(DropReason::Malformed), FLOOD);
     let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
     // Other tests running meanwhile may add a line or two of the same kind: still bounded.
@@ -327,7 +327,7 @@ async fn an_ask_read_after_its_callers_deadline_is_not_started() {
         encode_payload(&Echo(2), b)
     })
     .unwrap();
-    node.shared.on_request_frame(frame.freeze(), &outbox);
+    node.shared.on_request_frame(frame.freeze(), &outbox, 0);
     let got = replies(&outbox, 2).await;
     assert_eq!(got, vec![(1, Err(WireError::DeadlineExpired)), (2, Ok(2))]);
     assert_eq!(node.stats().dropped(DropReason::DeadlineExpired), 1);

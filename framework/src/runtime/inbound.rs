@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::reply::send_reply;
 use super::{lock, write, AskReply, Inbound, NodeShared, Watcher};
+use crate::core::fence::Admit;
 use crate::core::terminated::TerminationReason;
 use crate::core::wire::envelope::{Envelopes, Header, WireError};
 use crate::core::wire::outbox::Outbox;
@@ -17,8 +18,20 @@ use crate::ratelog::warn_limited;
 use crate::stats::DropReason;
 
 impl NodeShared {
-    /// Handles one frame of requests from a peer; replies go to `replies`.
-    pub(crate) fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>) {
+    /// Handles one frame of requests from a peer, read from a link accepted under lease
+    /// `epoch`; replies go to `replies`. A frame read while the node's lease is in doubt is
+    /// held until the store answers; one from a link of a lost lease is refused (`fence.rs`).
+    pub(crate) fn on_request_frame(
+        self: &Arc<Self>,
+        frame: Bytes,
+        replies: &Arc<Outbox>,
+        epoch: u64,
+    ) {
+        match self.admit_frame(epoch) {
+            Admit::Start => {}
+            Admit::Hold => return self.hold(frame, replies, epoch),
+            Admit::Refuse => return self.refuse_frame(frame, replies),
+        }
         for envelope in Envelopes::new(frame) {
             let (header, payload) = match envelope {
                 Ok(ok) => ok,
@@ -28,11 +41,17 @@ impl NodeShared {
                     continue;
                 }
             };
-            self.on_request(header, payload, replies);
+            self.on_request(header, payload, replies, epoch);
         }
     }
 
-    fn on_request(self: &Arc<Self>, header: Header, payload: Bytes, replies: &Arc<Outbox>) {
+    fn on_request(
+        self: &Arc<Self>,
+        header: Header,
+        payload: Bytes,
+        replies: &Arc<Outbox>,
+        epoch: u64,
+    ) {
         match header {
             Header::Tell {
                 target,
@@ -98,6 +117,7 @@ impl NodeShared {
                                 id,
                                 outbox: replies.clone(),
                                 deadline,
+                                epoch,
                             }),
                             wrap: false,
                         },
@@ -214,6 +234,7 @@ fn drop_reason(e: &WireError) -> DropReason {
         WireError::ShuttingDown => DropReason::ShuttingDown,
         WireError::UnknownActorType { .. } => DropReason::UnknownActor,
         WireError::Fenced => DropReason::ShuttingDown,
+        WireError::NotMember => DropReason::Fenced,
     }
 }
 
@@ -242,8 +263,12 @@ impl crate::transport::server::Acceptor for NodeShared {
         NodeShared::track_inbound(self, outbox)
     }
 
-    fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>) {
-        NodeShared::on_request_frame(self, frame, replies)
+    fn link_epoch(&self) -> u64 {
+        NodeShared::link_epoch(self)
+    }
+
+    fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>, epoch: u64) {
+        NodeShared::on_request_frame(self, frame, replies, epoch)
     }
 
     fn spawn_reader<F: std::future::Future<Output = ()> + Send + 'static>(

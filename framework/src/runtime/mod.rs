@@ -54,6 +54,7 @@ use crate::transport::link::{LinkConfig, PeerLink};
 pub(crate) mod controller;
 pub(crate) mod decode;
 pub(crate) mod dispatch;
+pub(crate) mod fence;
 pub(crate) mod inbound;
 pub(crate) mod load;
 pub(crate) mod local;
@@ -174,6 +175,10 @@ pub(crate) struct NodeShared {
     /// (see `spawn.rs`).
     pub(crate) starts: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
     pub(crate) events: broadcast::Sender<MembershipEvent>,
+    /// What this node knows of its lease, once joined to a discovery with leases.
+    pub(crate) lease: std::sync::OnceLock<Arc<crate::discovery::LeaseClock>>,
+    /// Request frames read while the lease was in doubt (see `fence.rs`).
+    pub(crate) held: Mutex<fence::Held>,
 }
 
 impl std::fmt::Debug for NodeShared {
@@ -286,6 +291,8 @@ pub(crate) struct AskReply {
     pub(crate) id: u64,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) deadline: Instant,
+    /// The lease under which the ask was read (see `fence.rs`).
+    pub(crate) epoch: u64,
 }
 
 /// A local actor as the transport sees it: a type name and a dispatch table.

@@ -535,6 +535,7 @@ impl PeerLink {
             WireError::Fenced => Error::Discovery(format!(
                 "node {node} refused the order: the sender no longer leads the cluster"
             )),
+            WireError::NotMember => Error::NodeFenced { node },
         }
     }
 }

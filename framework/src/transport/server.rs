@@ -42,8 +42,11 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     fn shutdown_signal(&self) -> watch::Receiver<bool>;
     /// Records a new link's reply queue (flushed at shutdown).
     fn track_inbound(&self, outbox: &Arc<Outbox>);
-    /// Handles one frame of requests; replies go to `replies`.
-    fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>);
+    /// The node's membership epoch (its lease) that a link accepted now belongs to; every
+    /// frame read from the link is handed up with it.
+    fn link_epoch(&self) -> u64;
+    /// Handles one frame of requests read from a link of `epoch`; replies go to `replies`.
+    fn on_request_frame(self: &Arc<Self>, frame: Bytes, replies: &Arc<Outbox>, epoch: u64);
     /// Runs the task that reads one accepted link (next to the node's actors if it can, so
     /// that handing a message to an actor wakes it without crossing task sets).
     fn spawn_reader<F: std::future::Future<Output = ()> + Send + 'static>(
@@ -220,12 +223,14 @@ fn accept<N: Acceptor>(
     let (max_frame, queue_bytes) = node.limits();
     let outbox = Arc::new(Outbox::new(max_frame, queue_bytes));
     node.track_inbound(&outbox);
-    tracing::debug!(node = %node.node_id(), caller = %from, "accepted a link");
+    let epoch = node.link_epoch();
+    tracing::debug!(node = %node.node_id(), caller = %from, epoch, "accepted a link");
     node.spawn_reader(read_link(
         node.clone(),
         request.into_inner(),
         outbox.clone(),
         from,
+        epoch,
     ));
     Ok(Response::new(ReplyStream(FrameStream { outbox, epoch: 0 })))
 }
@@ -235,12 +240,13 @@ async fn read_link<N: Acceptor>(
     mut inbound: Streaming<Bytes>,
     outbox: Arc<Outbox>,
     from: String,
+    epoch: u64,
 ) {
     let mut shutdown = node.shutdown_signal();
     loop {
         tokio::select! {
             frame = inbound.message() => match frame {
-                Ok(Some(frame)) => node.on_request_frame(frame, &outbox),
+                Ok(Some(frame)) => node.on_request_frame(frame, &outbox, epoch),
                 Ok(None) => break,
                 Err(status) => {
                     crate::ratelog::warn_limited!(node = %node.node_id(), caller = %from, error = %status, "link from a peer failed");

@@ -44,6 +44,9 @@ pub(crate) enum WireError {
     ShuttingDown,
     /// The order came from a node that no longer leads the cluster.
     Fenced,
+    /// The receiving node's membership (its lease) was lost, or in doubt and could not be
+    /// confirmed, when the request was to start: it was not handled.
+    NotMember,
 }
 
 /// Why a watched actor terminated, as carried in a `Terminated` envelope.

@@ -4,4 +4,4 @@ pub(crate) mod envelope;
 pub(crate) mod outbox;
 
 /// The version of the wire protocol; nodes of different versions refuse each other.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;

@@ -13,8 +13,8 @@ use super::record::{NodeRecord, NodeState};
 use super::session::{keep_alive, Session};
 use super::{election, lock, EtcdDiscovery};
 use crate::discovery::{
-    Discovery, DiscoveryFuture, GroupMember, GroupSpec, GroupView, Leadership, LoadReport,
-    Membership, NameEntry, NodeInfo, SpecView,
+    Discovery, DiscoveryFuture, GroupMember, GroupSpec, GroupView, Leadership, LeaseCheck,
+    LeaseClock, LoadReport, Membership, NameEntry, NodeInfo, SpecView,
 };
 use crate::error::Error;
 use crate::id::NodeId;
@@ -76,7 +76,8 @@ impl Discovery for EtcdDiscovery {
             let session = Arc::new(Session::new(
                 record,
                 lease,
-                granted_at + inner.config.lease_ttl,
+                granted_at,
+                inner.config.lease_ttl,
             ));
             let (tx, rx) = mpsc::unbounded_channel();
             let keepalive = inner
@@ -335,7 +336,26 @@ impl Discovery for EtcdDiscovery {
     fn lease_deadline(&self, cluster: &str, node: &NodeId) -> Option<std::time::Instant> {
         self.inner
             .session(cluster, node)
-            .and_then(|s| *lock(&s.alive_until))
+            .and_then(|s| s.clock.alive_until())
+    }
+
+    fn lease_clock(&self, cluster: &str, node: &NodeId) -> Option<Arc<LeaseClock>> {
+        self.inner.session(cluster, node).map(|s| s.clock.clone())
+    }
+
+    fn confirm_lease<'a>(
+        &'a self,
+        cluster: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, LeaseCheck> {
+        Box::pin(async move {
+            let Some(session) = self.inner.session(cluster, node) else {
+                return Err(Error::Discovery(format!(
+                    "node {node} is not registered with this discovery"
+                )));
+            };
+            Ok(super::session::confirm(&self.inner, &session).await)
+        })
     }
 
     fn loads<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, BTreeMap<NodeId, LoadReport>> {

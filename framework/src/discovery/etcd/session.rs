@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::record::NodeRecord;
 use super::{lock, within, Inner};
-use crate::discovery::{LoadReport, NameEntry};
+use crate::discovery::{LeaseCheck, LeaseClock, LoadReport, NameEntry};
 use crate::error::Error;
 
 /// What one registered node owns.
@@ -25,13 +25,16 @@ pub(super) struct Session {
     pub(super) groups: Mutex<HashMap<String, Vec<u8>>>,
     pub(super) load: Mutex<Option<LoadReport>>,
     pub(super) tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// The last confirmed renewal, counted from when it was sent, plus the TTL.
-    pub(super) alive_until: Mutex<Option<Instant>>,
+    /// What the node knows of its lease: which one, until when it is certainly alive (the
+    /// last confirmed renewal, counted from when it was sent, plus the TTL), whether it is
+    /// known lost. The node fences itself with it.
+    pub(super) clock: Arc<LeaseClock>,
 }
 
 impl Session {
-    /// A node registered under `lease`, alive until `alive_until`, owning nothing else yet.
-    pub(super) fn new(record: NodeRecord, lease: i64, alive_until: Instant) -> Self {
+    /// A node registered under `lease`, granted at `granted_at` for `ttl`, owning nothing
+    /// else yet.
+    pub(super) fn new(record: NodeRecord, lease: i64, granted_at: Instant, ttl: Duration) -> Self {
         Session {
             record: Mutex::new(record),
             lease: AtomicI64::new(lease),
@@ -39,7 +42,7 @@ impl Session {
             groups: Mutex::new(HashMap::new()),
             load: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
-            alive_until: Mutex::new(Some(alive_until)),
+            clock: Arc::new(LeaseClock::new(epoch(lease), granted_at, ttl)),
         }
     }
 }
@@ -177,11 +180,17 @@ pub(super) async fn keep_alive(weak: Weak<Inner>, session: Weak<Session>) {
                 match within(timeout, "keep-alive", stream.message()).await? {
                     Some(r) if r.ttl() > 0 => {
                         if let Some(s) = session.upgrade() {
-                            *lock(&s.alive_until) =
-                                Some(sent + Duration::from_secs(r.ttl() as u64));
+                            s.clock
+                                .renewed(epoch(lease), sent + Duration::from_secs(r.ttl() as u64));
                         }
                     }
-                    _ => return Ok::<_, Error>(()), // the lease is gone
+                    _ => {
+                        // The lease is gone: fence before registering again.
+                        if let Some(s) = session.upgrade() {
+                            s.clock.lost(epoch(lease));
+                        }
+                        return Ok::<_, Error>(());
+                    }
                 }
                 tokio::time::sleep(period).await;
             }
@@ -193,7 +202,7 @@ pub(super) async fn keep_alive(weak: Weak<Inner>, session: Weak<Session>) {
                     return;
                 };
                 let node = lock(&s.record).info.id.clone();
-                tracing::warn!(%node, "etcd lease expired; registering again");
+                tracing::warn!(%node, "etcd lease expired (the cluster declared this node down); requests received under it are refused, registering again as a new incarnation");
                 match reregister(&inner, &s).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
@@ -220,7 +229,9 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
     let granted_at = Instant::now();
     let lease = inner.register(&record).await?;
     session.lease.store(lease, Ordering::Release);
-    *lock(&session.alive_until) = Some(granted_at + inner.config.lease_ttl);
+    session
+        .clock
+        .granted(epoch(lease), granted_at + inner.config.lease_ttl);
     let keys = inner.keys(&record.info.cluster);
     let names: Vec<_> = lock(&session.names)
         .iter()
@@ -250,4 +261,47 @@ async fn reregister(inner: &Inner, session: &Session) -> Result<(), Error> {
             .await?;
     }
     Ok(())
+}
+
+/// A lease id as the epoch of a [`LeaseClock`].
+fn epoch(lease: i64) -> u64 {
+    lease as u64
+}
+
+/// Asks etcd about the session's lease, now, and updates its clock; retried until the
+/// request timeout has passed before the answer is [`LeaseCheck::Unreachable`].
+pub(super) async fn confirm(inner: &Inner, session: &Session) -> LeaseCheck {
+    let lease = session.lease.load(Ordering::Acquire);
+    let until = Instant::now() + inner.config.request_timeout;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let sent = Instant::now();
+        let left = until.saturating_duration_since(sent);
+        match within(
+            left.max(Duration::from_millis(1)),
+            "lease time-to-live",
+            inner.client().lease_time_to_live(lease, None),
+        )
+        .await
+        {
+            Ok(r) if r.ttl() > 0 => {
+                session
+                    .clock
+                    .renewed(epoch(lease), sent + Duration::from_secs(r.ttl() as u64));
+                return LeaseCheck::Alive;
+            }
+            Ok(_) => {
+                session.clock.lost(epoch(lease));
+                return LeaseCheck::Lost;
+            }
+            Err(e) => {
+                if Instant::now() + pause >= until {
+                    tracing::debug!(error = %e, "cannot confirm the lease with etcd");
+                    return LeaseCheck::Unreachable;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
 }
