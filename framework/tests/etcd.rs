@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::prelude::*;
-use actormesh::{Discovery, MembershipEvent};
+use actormesh::{Discovery, DropReason, MembershipEvent};
 use actormesh_testkit::Etcd;
 use common::*;
 use etcd_client::{EventType, GetOptions, WatchOptions};
@@ -630,4 +630,191 @@ async fn a_busy_handler_does_not_get_its_node_declared_down() {
         "the node kept its lease and its registration through the busy period"
     );
     busy.shutdown().await;
+}
+
+/// Counts the asks it handled (the count is shared with the test).
+struct Tally(std::sync::Arc<std::sync::atomic::AtomicU64>);
+impl actix::Actor for Tally {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<Add> for Tally {
+    type Result = u64;
+    fn handle(&mut self, msg: Add, _: &mut actix::Context<Self>) -> u64 {
+        self.0.fetch_add(msg.0, std::sync::atomic::Ordering::SeqCst) + msg.0
+    }
+}
+actormesh::remote_actor!(Tally = "etcd-test.Tally" { Add });
+
+/// Keeps its node's thread stuck (as SIGSTOP would) until the test releases it.
+#[derive(actix::Message, serde::Serialize, serde::Deserialize, Debug)]
+#[rtype(result = "()")]
+struct Stick;
+impl RemoteMessage for Stick {
+    const NAME: &'static str = "etcd-test.Stick";
+}
+struct Stuck {
+    stuck: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+impl actix::Actor for Stuck {
+    type Context = actix::Context<Self>;
+}
+impl actix::Handler<Stick> for Stuck {
+    type Result = ();
+    fn handle(&mut self, _: Stick, _: &mut actix::Context<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.stuck.store(true, SeqCst);
+        let bound = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.release.load(SeqCst) && std::time::Instant::now() < bound {
+            std::hint::spin_loop();
+        }
+        self.stuck.store(false, SeqCst);
+    }
+}
+actormesh::remote_actor!(Stuck = "etcd-test.Stuck" { Stick });
+
+/// Waits (bounded) until `done` holds, polling every 20 ms.
+async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tick.tick().await;
+    }
+}
+
+/// Issue 10's zombie execution, in one process: node b's thread is stuck (as a frozen
+/// process's would be) with asks from a waiting in its socket, while the cluster gives up on
+/// b (its lease is revoked; a is told `NodeDown`). When b's thread resumes, b has learned from
+/// etcd (on its own I/O thread) that the lease is gone: it refuses every ask it received under
+/// it, handles none, and serves again as a new incarnation.
+#[actix::test]
+async fn a_node_declared_down_while_stuck_handles_nothing_it_received_before() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    use std::sync::Arc;
+
+    let etcd = etcd();
+    let handled = Arc::new(AtomicU64::new(0));
+    let stuck = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    // b on a thread of its own: a and the test go on while b's thread is stuck.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Node>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let b_thread = {
+        let endpoint = etcd.endpoint().to_owned();
+        let (handled, stuck, release) = (handled.clone(), stuck.clone(), release.clone());
+        std::thread::spawn(move || {
+            actix::System::new().block_on(async move {
+                let config = EtcdConfig::new([endpoint]).lease_ttl(Duration::from_secs(2));
+                let b = Node::builder()
+                    .cluster("stuck")
+                    .node_id("b")
+                    .discovery(EtcdDiscovery::connect(config).await.unwrap())
+                    .start()
+                    .await
+                    .unwrap();
+                let tally = b.spawn(Tally(handled));
+                b.register_name("tally", &tally).await.unwrap();
+                let stuck = b.spawn(Stuck { stuck, release });
+                b.register_name("stuck", &stuck).await.unwrap();
+                ready_tx.send(b.clone()).unwrap();
+                let _ = stop_rx.await;
+                b.shutdown().await;
+            })
+        })
+    };
+    let b = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("b starts");
+    let a = node(&etcd, "stuck", "a").await;
+    a.wait_for_node(b.id(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let tally = a.lookup::<Tally>("tally").await.unwrap();
+    assert_eq!(tally.ask(Add(0)).await.unwrap(), 0, "the link works");
+    let key = "/actormesh/stuck/nodes/b";
+    let (lease, _) = lease_of(&etcd, key).await;
+
+    // b's thread gets stuck; five asks wait in its socket.
+    a.lookup::<Stuck>("stuck")
+        .await
+        .unwrap()
+        .tell(Stick)
+        .unwrap();
+    until("b's thread is stuck", Duration::from_secs(10), || {
+        stuck.load(SeqCst)
+    })
+    .await;
+    let asks: Vec<_> = (0..5)
+        .map(|_| {
+            let tally = tally.clone();
+            tokio::spawn(async move { tally.ask_timeout(Add(1), Duration::from_secs(20)).await })
+        })
+        .collect();
+    // The cluster gives up on b: its lease goes (as when etcd expires it during a freeze).
+    let mut events = a.subscribe();
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    client.lease_revoke(lease).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(MembershipEvent::Down(id)) = events.recv().await {
+                if id.as_str() == "b" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("a sees b down");
+    for ask in asks {
+        let outcome = ask.await.unwrap();
+        assert!(
+            matches!(outcome, Err(Error::NodeDown { .. })),
+            "the caller was told NodeDown: {outcome:?}"
+        );
+    }
+    // b registers again (from its etcd thread) while its actors' thread is still stuck.
+    let mut relisted = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..200 {
+        tick.tick().await;
+        let response = client.get(key, None).await.unwrap();
+        if response.kvs().first().is_some_and(|kv| kv.lease() != lease) {
+            relisted = true;
+            break;
+        }
+    }
+    assert!(relisted, "b registered again under a new lease");
+    // b resumes: the five asks are read now, under the lost lease. None is handled.
+    release.store(true, SeqCst);
+    until(
+        "b refused or handled the asks",
+        Duration::from_secs(10),
+        || b.stats().dropped(DropReason::Fenced) >= 5 || handled.load(SeqCst) > 0,
+    )
+    .await;
+    assert_eq!(
+        handled.load(SeqCst),
+        0,
+        "no ask received under the lost lease was handled"
+    );
+    assert_eq!(b.stats().dropped(DropReason::Fenced), 5, "all five refused");
+    // The new incarnation serves new links.
+    let again = eventually(
+        "the name is registered again",
+        Duration::from_secs(10),
+        || a.lookup::<Tally>("tally"),
+    )
+    .await;
+    assert_eq!(again.ask(Add(1)).await.unwrap(), 1);
+    a.shutdown().await;
+    let _ = stop_tx.send(());
+    tokio::task::spawn_blocking(move || b_thread.join())
+        .await
+        .unwrap()
+        .unwrap();
 }
