@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 use super::tests::{ask, replies};
-use crate::core::wire::envelope::{encode_envelope, encode_payload, Header, WireError};
+use crate::core::wire::envelope::{encode_envelope, encode_payload, WireError};
 use crate::core::wire::outbox::Outbox;
 use crate::discovery::LeaseClock;
 use crate::stats::DropReason;

@@ -324,7 +324,7 @@ async fn spawn_replica(
 ) -> Result<ActorId, bool> {
     if target == &node.info.id {
         return node
-            .spawn_replica(actor_type, group, fence, singleton, args)
+            .spawn_replica(actor_type, group, fence, singleton, args, node.link_epoch())
             .await
             .map_err(|e| matches!(e, WireError::UnknownActorType { .. }));
     }
@@ -373,7 +373,7 @@ async fn retire(
 ) -> Result<(), String> {
     if target == &node.info.id {
         return node
-            .retire(actor, group, fence)
+            .retire(actor, group, fence, node.link_epoch())
             .await
             .map_err(|e| format!("{e:?}"));
     }

@@ -152,7 +152,7 @@ impl NodeShared {
                 let replies = replies.clone();
                 tokio::spawn(async move {
                     let outcome = node
-                        .spawn_replica(&actor_type, &group, fence, singleton, &payload)
+                        .spawn_replica(&actor_type, &group, fence, singleton, &payload, epoch)
                         .await;
                     send_reply(&node, &replies, id, outcome.map(|a| a.0));
                 });
@@ -166,7 +166,7 @@ impl NodeShared {
                 let node = self.clone();
                 let replies = replies.clone();
                 tokio::spawn(async move {
-                    let outcome = node.retire(ActorId(target), &group, fence).await;
+                    let outcome = node.retire(ActorId(target), &group, fence, epoch).await;
                     send_reply(&node, &replies, id, outcome);
                 });
             }

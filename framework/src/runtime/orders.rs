@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::singleton::guard_singleton;
 use super::{write, NodeShared};
+use crate::core::fence::Admit;
 use crate::core::wire::envelope::WireError;
 use crate::id::ActorId;
 
@@ -18,7 +19,18 @@ impl NodeShared {
         }
     }
 
-    /// Starts a replica of `group` (a controller's order) and joins it to the group.
+    /// Refuses to go on with an order received under lease `epoch` once that lease is lost
+    /// or in doubt: the node may have been declared down while the order was under way (it
+    /// froze between two steps), and the controller has placed the work elsewhere.
+    fn still_member(&self, epoch: u64) -> std::result::Result<(), WireError> {
+        match self.admit_frame(epoch) {
+            Admit::Start => Ok(()),
+            Admit::Hold | Admit::Refuse => Err(WireError::NotMember),
+        }
+    }
+
+    /// Starts a replica of `group` (a controller's order, received under lease `epoch`) and
+    /// joins it to the group.
     pub(crate) async fn spawn_replica(
         self: &Arc<Self>,
         actor_type: &str,
@@ -26,11 +38,13 @@ impl NodeShared {
         fence: u64,
         singleton: bool,
         args: &[u8],
+        epoch: u64,
     ) -> std::result::Result<ActorId, WireError> {
         if self.is_stopping() {
             return Err(WireError::ShuttingDown);
         }
         self.check_fence(fence).await?;
+        self.still_member(epoch)?;
         let spawn = self
             .spawnables
             .get(actor_type)
@@ -53,11 +67,20 @@ impl NodeShared {
                 "the replica could not join its group: {e}"
             )));
         }
+        if let Err(e) = self.still_member(epoch) {
+            // Joined under a lease that was lost meanwhile, or under the next one: undo.
+            self.stop_local(actor);
+            let _ = self
+                .discovery
+                .leave_group(&self.info.cluster, group, &member)
+                .await;
+            return Err(e);
+        }
         if let Some(entry) = write(&self.actors).extra_mut(actor) {
             entry.groups.push((group.to_owned(), 1));
         }
         if singleton {
-            tokio::spawn(guard_singleton(Arc::downgrade(self), actor));
+            tokio::spawn(guard_singleton(Arc::downgrade(self), actor, epoch));
         }
         Ok(actor)
     }
@@ -69,8 +92,10 @@ impl NodeShared {
         actor: ActorId,
         group: &str,
         fence: u64,
+        epoch: u64,
     ) -> std::result::Result<(), WireError> {
         self.check_fence(fence).await?;
+        self.still_member(epoch)?;
         let type_name = self
             .handle_of(actor)
             .map(|h| h.type_name())

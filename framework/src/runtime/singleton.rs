@@ -8,13 +8,25 @@ use super::{read, NodeShared};
 use crate::core::singleton::{guard, Guard, MARGIN};
 use crate::id::ActorId;
 
-/// Stops singleton `actor` as soon as its node can no longer be sure its lease is alive:
-/// before etcd can expire the lease and the controller start another instance elsewhere.
-pub(crate) async fn guard_singleton(weak: Weak<NodeShared>, actor: ActorId) {
+/// Stops singleton `actor`, started under lease `epoch`, as soon as its node can no longer be
+/// sure that lease is alive: before etcd can expire it and the controller start another
+/// instance elsewhere. A lease known lost, or replaced by a new one (the node was declared
+/// down while it was frozen, and registered again), stops it at once, whatever the new
+/// lease's deadline says.
+pub(crate) async fn guard_singleton(weak: Weak<NodeShared>, actor: ActorId, epoch: u64) {
     let origin = Instant::now();
     loop {
         let Some(node) = weak.upgrade() else { return };
         if !read(&node.actors).contains(actor) {
+            return;
+        }
+        let replaced = node.lease.get().is_some_and(|clock| {
+            let lease = clock.lease();
+            lease.lost || lease.epoch != epoch
+        });
+        if replaced {
+            tracing::warn!(node = %node.info.id, %actor, "singleton stopped: the lease it was started under is gone (this node was declared down)");
+            node.stop_local(actor);
             return;
         }
         let deadline = node
