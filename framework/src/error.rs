@@ -11,8 +11,10 @@ use crate::id::{ActorId, NodeId};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No reply arrived within the ask's timeout. The message may or may not have been handled.
-    #[error("no reply within {after:?}; the message may or may not have been handled (raise the timeout with `ask_timeout` or check the target's load)")]
+    /// No reply arrived within the ask's timeout. The message may have been handled before the
+    /// deadline; it is not started after it (the deadline travels with the ask, read on the
+    /// target's clock with `NodeBuilder::max_clock_skew` allowed).
+    #[error("no reply within {after:?}; the message may have been handled before the deadline, but is not started after it: retry only if it is idempotent (raise the timeout with `ask_timeout` or check the target's load)")]
     Timeout {
         /// The timeout that elapsed.
         after: Duration,
@@ -41,15 +43,18 @@ pub enum Error {
         actor_type: &'static str,
     },
     /// The target's node could not be reached (connection refused, reset or lost). It may come back.
-    #[error("node {node} is unreachable: {reason}; the message may or may not have been delivered, retry if it is idempotent")]
+    #[error("node {node} is unreachable: {reason}; the message may or may not have been delivered and handled, retry only if it is idempotent")]
     NodeUnreachable {
         /// The node that could not be reached.
         node: NodeId,
         /// What the transport saw.
         reason: String,
     },
-    /// Discovery declared the target's node down or gone: its actors are gone with it.
-    #[error("node {node} has left the cluster or is down; its actors are gone, look up or spawn replacements")]
+    /// Discovery declared the target's node down or gone: its actors are gone with it. The
+    /// message was handled before that (its reply lost) or never; the node does not start it
+    /// after (a node declared down refuses, when it resumes, what it received before). Also
+    /// the answer of a node that is shutting down and refuses new work (not handled).
+    #[error("node {node} has left the cluster or is down; the message was not handled after that (it may have been before, with its reply lost): retry only if it is idempotent; its actors are gone, look up or spawn replacements")]
     NodeDown {
         /// The node that is down.
         node: NodeId,
@@ -216,6 +221,7 @@ impl Error {
             self,
             Error::Timeout { .. }
                 | Error::NodeUnreachable { .. }
+                | Error::NodeFenced { .. }
                 | Error::MailboxFull { .. }
                 | Error::Overloaded { .. }
                 | Error::Discovery(_)
