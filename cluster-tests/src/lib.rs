@@ -354,6 +354,92 @@ impl Spawnable for Replica {
 
 actormesh::remote_actor!(Replica = "cluster.Replica" { Where, Crash, Bump });
 
+/// Keeps the receiving node's thread busy: the handler spins (a synchronous loop, no sleep,
+/// no yield) for `ms` milliseconds, then answers how many it actually spun.
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+pub struct Spin {
+    /// How long to spin, in milliseconds.
+    pub ms: u64,
+}
+impl RemoteMessage for Spin {
+    const NAME: &'static str = "cluster.Spin";
+}
+
+/// An actor whose handler monopolises its node's thread on request (`cluster-node --etcd
+/// --fault-actors` registers one as `spinner-{NODE_ID}`).
+#[derive(Debug, Default)]
+pub struct Spinner;
+
+impl Actor for Spinner {
+    type Context = Context<Self>;
+}
+
+impl Handler<Spin> for Spinner {
+    type Result = u64;
+    fn handle(&mut self, msg: Spin, _: &mut Context<Self>) -> u64 {
+        let started = std::time::Instant::now();
+        let until = started + Duration::from_millis(msg.ms);
+        // Bounded by the clock: the loop ends `ms` after it started.
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+actormesh::remote_actor!(Spinner = "cluster.Spinner" { Spin });
+
+/// Applies the operation `id` to the [`Ledger`]: it records the id and answers how many
+/// operations it has applied so far (this one included).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "u64")]
+pub struct Apply {
+    /// The operation's id, fresh for every ask.
+    pub id: u64,
+}
+impl RemoteMessage for Apply {
+    const NAME: &'static str = "cluster.Apply";
+}
+
+/// Answers the ids of the operations the [`Ledger`] applied, in the order it applied them
+/// (an id applied twice appears twice).
+#[derive(Debug, Clone, Message, Serialize, Deserialize)]
+#[rtype(result = "Vec<u64>")]
+pub struct Applied;
+impl RemoteMessage for Applied {
+    const NAME: &'static str = "cluster.Applied";
+}
+
+/// A counter that remembers which operations it applied, so a test can compare what was
+/// executed with what its callers were told (`cluster-node --etcd --fault-actors` registers
+/// one as `ledger-{NODE_ID}`).
+#[derive(Debug, Default)]
+pub struct Ledger {
+    applied: Vec<u64>,
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+}
+
+impl Handler<Apply> for Ledger {
+    type Result = u64;
+    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> u64 {
+        self.applied.push(msg.id);
+        self.applied.len() as u64
+    }
+}
+
+impl Handler<Applied> for Ledger {
+    type Result = Vec<u64>;
+    fn handle(&mut self, _: Applied, _: &mut Context<Self>) -> Vec<u64> {
+        self.applied.clone()
+    }
+}
+
+actormesh::remote_actor!(Ledger = "cluster.Ledger" { Apply, Applied });
+
 /// The label `cluster-node --controller` processes carry, which replica specs select.
 pub const REPLICA_LABEL: (&str, &str) = ("role", "replica");
 
@@ -371,6 +457,9 @@ pub struct NodeSpec {
     group: Option<String>,
     controller: bool,
     supervised_worker: bool,
+    fault_actors: bool,
+    env: Vec<(String, String)>,
+    capture_log: bool,
 }
 
 impl NodeSpec {
@@ -389,6 +478,9 @@ impl NodeSpec {
             group: None,
             controller: false,
             supervised_worker: false,
+            fault_actors: false,
+            env: Vec::new(),
+            capture_log: false,
         }
     }
 
@@ -441,6 +533,27 @@ impl NodeSpec {
         self
     }
 
+    /// Runs a [`Spinner`] named `spinner-{id}` and a [`Ledger`] named `ledger-{id}`
+    /// (`--fault-actors`, with [`NodeSpec::etcd`]).
+    pub fn fault_actors(mut self) -> Self {
+        self.fault_actors = true;
+        self
+    }
+
+    /// Sets the environment variable `key` to `value` in the process (for example `RUST_LOG`,
+    /// which the node binaries' log filter reads; without it they log errors only).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Keeps what the process writes to its stderr (its log) in [`NodeProcess::log`] instead
+    /// of passing it on to the test's stderr.
+    pub fn capture_log(mut self) -> Self {
+        self.capture_log = true;
+        self
+    }
+
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
@@ -477,29 +590,50 @@ impl NodeSpec {
         if self.supervised_worker {
             command.arg("--supervised-worker");
         }
+        if self.fault_actors {
+            command.arg("--fault-actors");
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.stdin(Stdio::piped()).kill_on_drop(true);
         command
     }
 
     /// Starts the process and waits (up to [`READY_TIMEOUT`]) until it prints `READY`.
     ///
-    /// Its stderr goes to the test's; its stdin stays open (closing it stops the node).
+    /// Its stderr goes to the test's (or to [`NodeProcess::log`] with
+    /// [`NodeSpec::capture_log`]); its stdin stays open (closing it stops the node).
     pub async fn start(&self) -> Result<NodeProcess, String> {
         let id = &self.id;
+        let stderr = if self.capture_log {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = self
             .command()
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.binary))?;
         let pid = child.id().ok_or("the process is already gone")?;
+        let log = child.stderr.take().map(CapturedLog::collect);
+        // Where to look when the start fails.
+        let its_log = || match &log {
+            Some(log) => format!("; the end of its log: {:?}", log.last(20)),
+            None => " (see its stderr above)".to_owned(),
+        };
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
             .await
-            .map_err(|_| format!("{id} did not report ready within {READY_TIMEOUT:?}"))?
+            .map_err(|_| {
+                format!(
+                    "{id} did not report ready within {READY_TIMEOUT:?}{}",
+                    its_log()
+                )
+            })?
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{id} exited before it was ready (see its stderr above)"))?;
+            .ok_or_else(|| format!("{id} exited before it was ready{}", its_log()))?;
         let hex = line
             .strip_prefix("READY ")
             .ok_or_else(|| format!("unexpected first line from {id}: {line}"))?;
@@ -509,6 +643,7 @@ impl NodeSpec {
             pid,
             child,
             counter,
+            log,
         })
     }
 
@@ -554,6 +689,8 @@ pub struct NodeProcess {
     pub child: Child,
     /// `ActorRef<Counter>::to_bytes()` of its counter.
     pub counter: Vec<u8>,
+    /// Its stderr, when started with [`NodeSpec::capture_log`].
+    pub log: Option<CapturedLog>,
 }
 
 impl NodeProcess {
@@ -602,6 +739,113 @@ impl NodeProcess {
         self.child.start_kill().map_err(|e| e.to_string())?;
         self.wait_exit(Duration::from_secs(10)).await
     }
+}
+
+/// At most this many lines of a captured log are kept (the rest are only counted).
+const MAX_CAPTURED_LINES: usize = 100_000;
+
+/// At most this many lines of a captured log are read (a bound on the reading loop; far more
+/// than any scenario writes).
+const MAX_READ_LINES: u64 = 100_000_000;
+
+/// The lines a process wrote to its stderr (see [`NodeSpec::capture_log`]), read as they come
+/// by a task of the test, with ANSI colour codes removed. Clones share the lines.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedLog(std::sync::Arc<std::sync::Mutex<LogLines>>);
+
+#[derive(Debug, Default)]
+struct LogLines {
+    kept: Vec<String>,
+    total: u64,
+}
+
+impl CapturedLog {
+    /// Starts reading `stderr` into a new log (a task of the current tokio runtime).
+    fn collect(stderr: tokio::process::ChildStderr) -> Self {
+        let log = CapturedLog::default();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            for _ in 0..MAX_READ_LINES {
+                line.clear();
+                // Bytes, not `lines()`: a line that is not UTF-8 must not stop the reading
+                // (the process would block once the pipe is full).
+                match reader.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => sink.push(strip_ansi(&String::from_utf8_lossy(&line))),
+                }
+            }
+        });
+        log
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogLines> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, line: String) {
+        let mut lines = self.lock();
+        lines.total += 1;
+        if lines.kept.len() < MAX_CAPTURED_LINES {
+            lines.kept.push(line.trim_end().to_owned());
+        }
+    }
+
+    /// The lines read so far (at most the first 100 000).
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().kept.clone()
+    }
+
+    /// The last `n` lines kept so far.
+    pub fn last(&self, n: usize) -> Vec<String> {
+        let lines = self.lock();
+        lines.kept[lines.kept.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// How many lines were read so far, kept or not.
+    pub fn total(&self) -> u64 {
+        self.lock().total
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … letter`), as a terminal would show it.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            // Parameters and intermediates, then one final byte in '@'..='~'.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The value of the field `name` (`name=value`, as `tracing`'s default format writes it) in a
+/// log line, if the line has it.
+pub fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let pattern = format!("{name}=");
+    let mut rest = line;
+    // Bounded by the line's length: each step moves past one occurrence.
+    for _ in 0..line.len() {
+        let at = rest.find(&pattern)?;
+        let before = rest[..at].chars().next_back();
+        let value = &rest[at + pattern.len()..];
+        if before.is_none_or(char::is_whitespace) {
+            return Some(value.split_whitespace().next().unwrap_or(""));
+        }
+        rest = value;
+    }
+    None
 }
 
 /// Sends `signal` (`STOP`, `CONT`…) to process `pid` with the `kill` command.
@@ -790,5 +1034,22 @@ mod tests {
         );
         assert_eq!(from_hex("abc"), None);
         assert_eq!(from_hex("zz"), None);
+    }
+
+    #[test]
+    fn log_lines_lose_their_colours_and_give_their_fields() {
+        let line = "\u{1b}[33m WARN\u{1b}[0m \u{1b}[2mactormesh\u{1b}[0m: dropped a malformed envelope \u{1b}[3msuppressed\u{1b}[0m\u{1b}[2m=\u{1b}[0m42 \u{1b}[3mnode\u{1b}[0m\u{1b}[2m=\u{1b}[0mp1";
+        let plain = strip_ansi(line);
+        assert_eq!(
+            plain,
+            " WARN actormesh: dropped a malformed envelope suppressed=42 node=p1"
+        );
+        assert_eq!(log_field(&plain, "suppressed"), Some("42"));
+        assert_eq!(log_field(&plain, "node"), Some("p1"));
+        assert_eq!(log_field("unsuppressed=1", "suppressed"), None);
+        assert_eq!(
+            log_field("x unsuppressed=1 suppressed=2", "suppressed"),
+            Some("2")
+        );
     }
 }

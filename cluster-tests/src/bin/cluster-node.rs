@@ -1,6 +1,6 @@
 //! The scenario node:
 //! `cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] [--listen IP] [--load-ms MS]
-//! [--workers K] [--group NAME] [--controller] [--supervised-worker]`.
+//! [--workers K] [--group NAME] [--controller] [--supervised-worker] [--fault-actors]`.
 //!
 //! Starts a node, spawns a `Counter`, prints `READY <hex reference>` and serves until its
 //! standard input closes, then shuts down gracefully and exits 0.
@@ -22,6 +22,9 @@
 //! `role=replica` (which the scenarios' specs select, so the test node gets no replica).
 //! `--supervised-worker` (with `--etcd`) spawns a `Replica` under `Restart::OnFailure`
 //! supervision, named `sup-{NODE_ID}`, and a plain one named `neighbour-{NODE_ID}`.
+//! `--fault-actors` (with `--etcd`) spawns a `Spinner` (its handler keeps the node's thread
+//! busy on request) named `spinner-{NODE_ID}` and a `Ledger` (records the operations it
+//! applied) named `ledger-{NODE_ID}`.
 //!
 //! When the node cannot start (for example its id is used by a live node of the cluster) the
 //! error is printed to stderr and the process exits with code 1; a bad command line exits 2.
@@ -32,13 +35,14 @@ use std::time::Duration;
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{Node, Restart, Supervision};
 use actormesh_cluster_tests::{
-    set_local_node, to_hex, Counter, Observer, Replica, Worker, DEFAULT_GROUP, REPLICA_LABEL,
+    set_local_node, to_hex, Counter, Ledger, Observer, Replica, Spinner, Worker, DEFAULT_GROUP,
+    REPLICA_LABEL,
 };
 use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] \
                      [--listen IP] [--load-ms MS] [--workers K] [--group NAME] \
-                     [--controller] [--supervised-worker]";
+                     [--controller] [--supervised-worker] [--fault-actors]";
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -53,6 +57,7 @@ struct Args {
     group: String,
     controller: bool,
     supervised_worker: bool,
+    fault_actors: bool,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -70,6 +75,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         group: DEFAULT_GROUP.to_owned(),
         controller: false,
         supervised_worker: false,
+        fault_actors: false,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -79,6 +85,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--supervised-worker" => {
                 parsed.supervised_worker = true;
+                continue;
+            }
+            "--fault-actors" => {
+                parsed.fault_actors = true;
                 continue;
             }
             _ => {}
@@ -164,6 +174,14 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
             .await?;
         node.register_name(&format!("observer-{}", args.id), &observer)
             .await?;
+        if args.fault_actors {
+            let spinner = node.spawn(Spinner);
+            node.register_name(&format!("spinner-{}", args.id), &spinner)
+                .await?;
+            let ledger = node.spawn(Ledger::default());
+            node.register_name(&format!("ledger-{}", args.id), &ledger)
+                .await?;
+        }
         if args.supervised_worker {
             let supervised = node.spawn_supervised::<Replica>(
                 format!("sup-{}", args.id),
