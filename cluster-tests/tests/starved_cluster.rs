@@ -542,8 +542,9 @@ const CALLERS: usize = 4;
 const PACE: Duration = Duration::from_millis(20);
 /// The timeout of each ask of the load.
 const LOAD_ASK_TIMEOUT: Duration = Duration::from_secs(1);
-/// Asks one caller makes at most (a bound on its loop: 40 s at its pace).
-const MAX_ASKS_PER_CALLER: usize = 2_000;
+/// Turns (an ask, or a look-up after `NodeDown`) one caller takes at most (a bound on its
+/// loop: 40 s at its pace).
+const MAX_TURNS_PER_CALLER: usize = 2_000;
 /// Successes before the freeze (about 1 s of load).
 const WARM_SUCCESSES: u64 = 200;
 /// Callers' turns (asks, or look-ups of the ledger after `NodeDown`) after SIGCONT before the
@@ -600,7 +601,7 @@ async fn caller(me: Node, ledger: actormesh::ActorRef<Ledger>, load: Arc<Load>) 
     let mut tick = tokio::time::interval(PACE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ledger = Some(ledger);
-    for _ in 0..MAX_ASKS_PER_CALLER {
+    for _ in 0..MAX_TURNS_PER_CALLER {
         tick.tick().await;
         if load.stop.load(Ordering::Acquire) {
             return;
