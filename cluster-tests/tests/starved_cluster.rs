@@ -540,8 +540,13 @@ async fn a_flood_of_malformed_envelopes_neither_downs_the_node_nor_floods_its_lo
 const CALLERS: usize = 4;
 /// Each caller's pace: 50 asks a second.
 const PACE: Duration = Duration::from_millis(20);
-/// The timeout of each ask of the load.
-const LOAD_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The timeout of each ask of the load when the callers give up before the node wakes: the
+/// node refuses their asks as read after their deadline.
+const SHORT_ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The timeout of each ask of the load when it outlasts the freeze: the callers are told
+/// `NodeDown` first, the node reads their asks before their deadline, and only its fence (it
+/// learns that its lease is gone) keeps it from applying them.
+const LONG_ASK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Turns (an ask, or a look-up after `NodeDown`) one caller takes at most (a bound on its
 /// loop: 40 s at its pace).
 const MAX_TURNS_PER_CALLER: usize = 2_000;
@@ -576,6 +581,8 @@ struct Load {
     /// Failed look-ups of the ledger (after a `NodeDown`), by error kind.
     lookups_failed: Mutex<BTreeMap<String, usize>>,
     lookups_ok: AtomicU64,
+    /// The timeout of each ask (and look-up).
+    ask_timeout: Duration,
 }
 
 impl Load {
@@ -608,7 +615,7 @@ async fn caller(me: Node, ledger: actormesh::ActorRef<Ledger>, load: Arc<Load>) 
         }
         load.turns.send_modify(|n| *n += 1);
         let Some(target) = &ledger else {
-            let found = tokio::time::timeout(LOAD_ASK_TIMEOUT, me.lookup::<Ledger>("ledger-p1"))
+            let found = tokio::time::timeout(load.ask_timeout, me.lookup::<Ledger>("ledger-p1"))
                 .await
                 .map_err(|_| "Timeout".to_owned())
                 .and_then(|r| r.map_err(|e| kind(&e)));
@@ -630,7 +637,7 @@ async fn caller(me: Node, ledger: actormesh::ActorRef<Ledger>, load: Arc<Load>) 
         };
         let id = load.next_id.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        let result = target.ask_timeout(Apply { id }, LOAD_ASK_TIMEOUT).await;
+        let result = target.ask_timeout(Apply { id }, load.ask_timeout).await;
         let error = result.as_ref().err();
         if matches!(error, Some(Error::NodeDown { .. })) {
             ledger = None;
@@ -667,6 +674,19 @@ async fn wait_count(
 
 #[actix::test]
 async fn a_frozen_counter_applies_exactly_the_asks_whose_callers_succeeded() {
+    frozen_ledger(SHORT_ASK_TIMEOUT).await;
+}
+
+/// The fence: callers told `NodeDown` while their asks wait, unexpired, in the frozen node's
+/// socket. Without the fence the node applies them when it wakes.
+#[actix::test]
+async fn a_frozen_counter_declared_down_applies_nothing_its_callers_were_told_failed() {
+    frozen_ledger(LONG_ASK_TIMEOUT).await;
+}
+
+/// SIGSTOP the node holding a ledger for 3x the TTL under ask load (asks of `ask_timeout`),
+/// SIGCONT, and compare what it applied with what its callers were told.
+async fn frozen_ledger(ask_timeout: Duration) {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let etcd = start_etcd();
@@ -697,6 +717,7 @@ async fn a_frozen_counter_applies_exactly_the_asks_whose_callers_succeeded() {
         turns: watch::Sender::new(0),
         lookups_failed: Mutex::new(BTreeMap::new()),
         lookups_ok: AtomicU64::new(0),
+        ask_timeout,
     });
     let mut events = me.subscribe();
     let callers: Vec<_> = (0..CALLERS)
@@ -752,7 +773,7 @@ async fn a_frozen_counter_applies_exactly_the_asks_whose_callers_succeeded() {
     .unwrap();
     load.stop.store(true, Ordering::Release);
     for caller in callers {
-        tokio::time::timeout(LOAD_ASK_TIMEOUT * 3, caller)
+        tokio::time::timeout(ask_timeout * 3, caller)
             .await
             .expect("a caller stops within one ask after being told")
             .expect("a caller's task ends");
@@ -840,7 +861,7 @@ async fn a_frozen_counter_applies_exactly_the_asks_whose_callers_succeeded() {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     eprintln!(
-        "[zombie] load {load_took:?}: {} asks by {CALLERS} callers; p1 declared Down \
+        "[zombie] ask timeout {ask_timeout:?}; load {load_took:?}: {} asks by {CALLERS} callers; p1 declared Down \
          {down_after:?} after SIGSTOP, Up {up_after:?} after SIGCONT; lease {lease_before:x} \
          -> {lease_after:x}",
         calls.len()
