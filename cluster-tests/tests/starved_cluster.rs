@@ -219,9 +219,6 @@ const ENVELOPES_PER_FRAME: usize = 640;
 const ENVELOPE_BYTES: usize = 64;
 /// The gRPC path of the link stream (`framework/src/transport/mod.rs`).
 const LINK_PATH: &str = "/actormesh.Mesh/Link";
-/// The wire protocol version the handshake names (`core::wire::PROTOCOL_VERSION`; the test
-/// checks the handshake is accepted, so a version bump shows up as a refusal here).
-const PROTOCOL_VERSION: u32 = 2;
 /// The log line of a dropped malformed envelope (`runtime/inbound.rs`).
 const MALFORMED_LINE: &str = "dropped a malformed envelope";
 /// Lines one call site logs per second (`ratelog::PER_WINDOW`).
@@ -317,6 +314,7 @@ async fn connect(addr: SocketAddr) -> tonic::transport::Channel {
 /// the number of reply frames.
 async fn send_link_frames(
     channel: tonic::transport::Channel,
+    protocol: u32,
     cluster: &str,
     to: &str,
     frames: Vec<Bytes>,
@@ -328,7 +326,7 @@ async fn send_link_frames(
         let md = request.metadata_mut();
         md.insert(
             "actormesh-protocol",
-            tonic::metadata::MetadataValue::from(PROTOCOL_VERSION),
+            tonic::metadata::MetadataValue::from(protocol),
         );
         md.insert_bin(
             "actormesh-cluster-bin",
@@ -404,6 +402,8 @@ async fn a_flood_of_malformed_envelopes_neither_downs_the_node_nor_floods_its_lo
     let mut events = me.subscribe();
     let channel = connect(addr).await;
     let flood_started = Instant::now();
+    // The handshake names the protocol version this build speaks (as every node records it).
+    let protocol = me.info().protocol;
     let mut streams = Vec::new();
     let mut sent_bytes = 0;
     let mut sent_envelopes = 0;
@@ -415,6 +415,7 @@ async fn a_flood_of_malformed_envelopes_neither_downs_the_node_nor_floods_its_lo
         sent_envelopes += (FRAMES_PER_STREAM * ENVELOPES_PER_FRAME) as u64;
         streams.push(actix::spawn(send_link_frames(
             channel.clone(),
+            protocol,
             "flood",
             "p1",
             frames,
@@ -459,7 +460,14 @@ async fn a_flood_of_malformed_envelopes_neither_downs_the_node_nor_floods_its_lo
                 if last_probe.get().elapsed() > Duration::from_millis(1100) {
                     last_probe.set(Instant::now());
                     probes.set(probes.get() + 1);
-                    send_link_frames(channel, "flood", "p1", vec![malformed_frame(0, 1)]).await?;
+                    send_link_frames(
+                        channel,
+                        protocol,
+                        "flood",
+                        "p1",
+                        vec![malformed_frame(0, 1)],
+                    )
+                    .await?;
                 }
                 Err(format!(
                     "{lines} lines + {suppressed} suppressed of {sent} malformed envelopes"
