@@ -875,6 +875,7 @@ pub async fn etcd_test_node(endpoint: &str, cluster: &str, id: &str) -> Result<N
         .cluster(cluster)
         .node_id(id)
         .discovery(etcd_discovery(endpoint, TTL).await?)
+        .insecure_links()
         .load_report_interval(Duration::from_millis(500))
         .start()
         .await

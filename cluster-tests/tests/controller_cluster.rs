@@ -84,6 +84,7 @@ async fn start_cluster(
         .cluster(cluster)
         .node_id("driver")
         .discovery(discovery.clone())
+        .insecure_links()
         .load_report_interval(Duration::from_millis(500))
         .start()
         .await

@@ -97,6 +97,7 @@ async fn never_two_live_singletons_under_repeated_kills() {
         .cluster("single")
         .node_id("observer")
         .discovery(discovery)
+        .insecure_links()
         .start()
         .await
         .unwrap();

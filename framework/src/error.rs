@@ -203,6 +203,10 @@ pub enum Error {
     /// The node is unknown to this node's membership view.
     #[error("node {0} is not a member of this cluster (not in the discovery view)")]
     UnknownNode(NodeId),
+    /// The link TLS material cannot be used (unreadable or invalid PEM, a key that does not
+    /// match its certificate, a certificate that does not name the node).
+    #[error("link TLS: {0}")]
+    Tls(String),
     /// The discovery backend failed.
     #[error("discovery error: {0}")]
     Discovery(String),

@@ -64,6 +64,8 @@
 mod actor_ref;
 mod context;
 mod core;
+#[cfg(feature = "dev-certs")]
+mod devcerts;
 pub mod discovery;
 mod error;
 mod group;
@@ -87,6 +89,8 @@ pub use actor_ref::ActorRef;
 /// `#[remote(name = "...", result = "...")]`; see the trait.
 pub use actormesh_macros::RemoteMessage;
 pub use context::{SpawnContext, Spawnable};
+#[cfg(feature = "dev-certs")]
+pub use devcerts::{DevCa, NodeCert};
 pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
@@ -98,6 +102,7 @@ pub use message::{Accepts, RemoteActor, RemoteMessage, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
 pub use supervise::{Restart, Supervision};
+pub use transport::tls::LinkTls;
 
 /// The names most programs need: `use actormesh::prelude::*;`.
 pub mod prelude {

@@ -27,6 +27,7 @@ async fn node(etcd: &Etcd, cluster: &str, id: &str) -> Node {
         .cluster(cluster)
         .node_id(id)
         .discovery(discovery(etcd).await)
+        .insecure_links()
         .spawnable::<Counter>()
         .load_report_interval(Duration::from_millis(200))
         .start()
@@ -95,6 +96,7 @@ async fn duplicate_node_id_is_refused_and_clusters_are_isolated() {
         .cluster("one")
         .node_id("same")
         .discovery(discovery(&etcd).await)
+        .insecure_links()
         .start()
         .await
         .unwrap_err();
@@ -321,6 +323,7 @@ async fn credentials_are_used_and_missing_ones_are_a_clear_error() {
     let with = Node::builder()
         .cluster("auth")
         .discovery(EtcdDiscovery::connect(config).await.unwrap())
+        .insecure_links()
         .start()
         .await
         .expect("a node with credentials joins");
@@ -330,6 +333,7 @@ async fn credentials_are_used_and_missing_ones_are_a_clear_error() {
         Ok(d) => Node::builder()
             .cluster("auth")
             .discovery(d)
+            .insecure_links()
             .start()
             .await
             .unwrap_err(),
@@ -342,6 +346,7 @@ async fn credentials_are_used_and_missing_ones_are_a_clear_error() {
         Ok(d) => Node::builder()
             .cluster("auth")
             .discovery(d)
+            .insecure_links()
             .start()
             .await
             .unwrap_err(),
@@ -357,6 +362,7 @@ async fn a_node_id_that_would_break_the_key_layout_is_refused() {
         .cluster("c")
         .node_id("rack/7")
         .discovery(discovery(&etcd).await)
+        .insecure_links()
         .start()
         .await
         .unwrap_err();
@@ -439,6 +445,7 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         .cluster("lead")
         .node_id("b")
         .discovery(db.clone())
+        .insecure_links()
         .start()
         .await
         .unwrap();
@@ -542,6 +549,7 @@ async fn a_singleton_stops_itself_when_its_node_is_cut_off_from_etcd() {
         .cluster("single")
         .node_id("a")
         .discovery(discovery(&etcd).await)
+        .insecure_links()
         .spawnable::<Lone>()
         .controller(true)
         .start()
@@ -711,6 +719,7 @@ async fn a_node_declared_down_while_stuck_handles_nothing_it_received_before() {
                     .cluster("stuck")
                     .node_id("b")
                     .discovery(EtcdDiscovery::connect(config).await.unwrap())
+                    .insecure_links()
                     .start()
                     .await
                     .unwrap();
@@ -817,4 +826,31 @@ async fn a_node_declared_down_while_stuck_handles_nothing_it_received_before() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Secure by default: a node on etcd (a cluster that spans machines) does not start with
+/// plaintext links unless told so, and says how to fix it.
+#[actix::test]
+async fn a_node_on_etcd_needs_tls_or_an_explicit_opt_out() {
+    let etcd = etcd();
+    let err = Node::builder()
+        .cluster("secure-default")
+        .node_id("plain")
+        .discovery(discovery(&etcd).await)
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Start(text) if text.contains("NodeBuilder::tls") && text.contains("insecure_links")),
+        "{err}"
+    );
+    let dev = Node::builder()
+        .cluster("secure-default")
+        .node_id("dev")
+        .discovery(discovery(&etcd).await)
+        .insecure_links()
+        .start()
+        .await
+        .expect("an explicit opt-out starts");
+    dev.shutdown().await;
 }

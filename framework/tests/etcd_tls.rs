@@ -117,12 +117,14 @@ async fn a_node_joins_over_tls_with_a_client_certificate() {
                 .await
                 .expect("TLS connect"),
         )
+        .insecure_links()
         .start()
         .await
         .expect("joins over TLS");
     let b = Node::builder()
         .cluster("tls")
         .discovery(EtcdDiscovery::connect(config).await.unwrap())
+        .insecure_links()
         .start()
         .await
         .unwrap();
@@ -139,6 +141,7 @@ async fn a_node_joins_over_tls_with_a_client_certificate() {
         Ok(d) => Node::builder()
             .cluster("tls")
             .discovery(d)
+            .insecure_links()
             .start()
             .await
             .unwrap_err(),

@@ -16,6 +16,11 @@
 //!   node finds the cluster's other nodes through etcd, which needs the `etcd` feature
 //!   (`cargo run --features etcd`; building it needs `protoc`). When unset, the node uses an
 //!   embedded `MemoryDiscovery`: a cluster of this process alone;
+//! - `ACTORMESH_NODE_ID`: this node's id (default: a random one);
+//! - `ACTORMESH_TLS_DIR`: a directory holding `ca.pem`, `{node id}.pem` and `{node id}.key`:
+//!   mutual TLS on every link (a node on etcd needs it, see the book's "Securing a cluster");
+//!   the files may be replaced while the service runs (new connections use them);
+//! - `ACTORMESH_INSECURE_LINKS=1`: plaintext links on etcd, for development only;
 //! - `RUST_LOG`: the log filter (default `info`).
 
 use std::future::Future;
@@ -125,14 +130,26 @@ async fn serve(listen: SocketAddr) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Starts a node of the service's cluster on `discovery`.
-async fn start_node(listen: SocketAddr, discovery: impl Discovery) -> Result<Node, Error> {
-    Node::builder()
-        .cluster(CLUSTER)
-        .listen(listen)
-        .discovery(discovery)
-        .start()
-        .await
+/// Starts a node of the service's cluster on `discovery`, with link TLS from
+/// `ACTORMESH_TLS_DIR` if set.
+async fn start_node(listen: SocketAddr, discovery: impl Discovery) -> Result<Node, BoxError> {
+    let mut builder = Node::builder().cluster(CLUSTER).listen(listen);
+    let id = std::env::var("ACTORMESH_NODE_ID").ok();
+    if let Some(id) = &id {
+        builder = builder.node_id(id.as_str());
+    }
+    if let Ok(dir) = std::env::var("ACTORMESH_TLS_DIR") {
+        let id = id.ok_or("ACTORMESH_TLS_DIR needs ACTORMESH_NODE_ID: the node id its certificate names")?;
+        let dir = std::path::Path::new(&dir);
+        builder = builder.tls(actormesh::LinkTls::from_files(
+            dir.join("ca.pem"),
+            dir.join(format!("{id}.pem")),
+            dir.join(format!("{id}.key")),
+        )?);
+    } else if std::env::var("ACTORMESH_INSECURE_LINKS").is_ok_and(|v| v == "1") {
+        builder = builder.insecure_links();
+    }
+    Ok(builder.discovery(discovery).start().await?)
 }
 
 /// Connects to the etcd at `endpoints` (comma-separated).
@@ -193,7 +210,11 @@ async fn self_check(listen: SocketAddr) -> Result<String, BoxError> {
     let node = start_node(listen, discovery.clone()).await?;
     let service = node.spawn(Greeter::default());
     node.register_name(SERVICE, &service).await?;
-    let client = start_node(SocketAddr::from(([127, 0, 0, 1], 0)), discovery).await?;
+    let client = Node::builder()
+        .cluster(CLUSTER)
+        .discovery(discovery)
+        .start()
+        .await?;
     let outcome = ask_service(&client).await;
     client.shutdown().await;
     node.shutdown().await;

@@ -164,6 +164,7 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
         EtcdDiscovery::connect(EtcdConfig::new([endpoint.clone()]).lease_ttl(args.ttl)).await?;
     let node = builder
         .discovery(discovery)
+        .insecure_links()
         .load_report_interval(args.load_interval)
         .start()
         .await?;

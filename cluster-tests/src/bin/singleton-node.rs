@@ -90,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .cluster(cluster.as_str())
         .node_id(id.as_str())
         .discovery(discovery)
+        .insecure_links()
         .spawnable::<Beacon>()
         .controller(true)
         .start()

@@ -73,6 +73,7 @@ async fn start(endpoint: &str, id: &str) -> Result<Node, Error> {
         .node_id(id)
         .label("zone", "local")
         .discovery(discovery)
+        .insecure_links()
         .load_report_interval(LOAD_INTERVAL)
         .start()
         .await

@@ -78,6 +78,7 @@ async fn run_node(endpoint: &str, id: &str) -> Result<(), BoxError> {
         .cluster(CLUSTER)
         .node_id(id)
         .discovery(discovery(endpoint).await?)
+        .insecure_links()
         .label("role", "replica")
         .spawnable::<Replica>()
         .controller(true)
@@ -150,6 +151,7 @@ async fn bench(endpoint: &str) -> Result<Vec<Duration>, BoxError> {
         .cluster(CLUSTER)
         .node_id("observer")
         .discovery(watch.clone())
+        .insecure_links()
         .start()
         .await?;
     for (id, _) in &children {

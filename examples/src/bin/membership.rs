@@ -23,6 +23,7 @@ async fn etcd_node(endpoint: &str, id: &str) -> Result<(Node, EtcdDiscovery), ac
         .cluster("membership")
         .node_id(id)
         .discovery(discovery.clone())
+        .insecure_links()
         .start()
         .await?;
     Ok((node, discovery))
@@ -94,6 +95,7 @@ async fn scale_in_memory(
                 .cluster("membership")
                 .node_id(format!("m{i}"))
                 .discovery(discovery.clone())
+                .insecure_links()
                 .start()
                 .await?,
         );

@@ -186,6 +186,13 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Whether the cluster this backend holds can span machines (etcd: yes; the in-process
+    /// memory discovery: no). A node on such a backend refuses to start with plaintext links
+    /// unless told so (`NodeBuilder::insecure_links`).
+    fn spans_machines(&self) -> bool {
+        false
+    }
+
     /// What `node` knows of its own lease, kept current by the backend: the node fences
     /// itself with it (it starts no work received under a lease that is lost, and holds work
     /// while the lease is in doubt until [`confirm_lease`](Self::confirm_lease) answers).

@@ -1,5 +1,6 @@
 //! Configuring and starting a [`Node`].
 
+use crate::transport::tls::LinkTls;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
@@ -54,6 +55,10 @@ pub struct NodeBuilder {
     send_queue_bytes: usize,
     load_interval: Duration,
     controller: bool,
+    tls: Option<LinkTls>,
+    insecure_links: bool,
+    max_connections: usize,
+    handshake_timeout: Duration,
 }
 
 impl NodeBuilder {
@@ -76,7 +81,46 @@ impl NodeBuilder {
             send_queue_bytes: 64 * 1024 * 1024,
             load_interval: Duration::from_secs(5),
             controller: false,
+            tls: None,
+            insecure_links: false,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Secures every link of this node with mutual TLS (see [`LinkTls`]): the node presents
+    /// its certificate, which must name its node id (so set [`node_id`](Self::node_id)), and
+    /// accepts only peers whose certificate is signed by the same CA and names the node id
+    /// they claim. Every node of a cluster must use TLS, or none.
+    ///
+    /// A node on a discovery that spans machines (etcd) refuses to start without it unless
+    /// [`insecure_links`](Self::insecure_links) says otherwise.
+    pub fn tls(mut self, tls: LinkTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Runs plaintext links (h2c) on a discovery that spans machines (etcd), for development
+    /// only: anyone who can reach the node's port can then send its actors any message. Logged
+    /// at `WARN` when the node starts. The in-process [`MemoryDiscovery`] needs no opt-out.
+    pub fn insecure_links(mut self) -> Self {
+        self.insecure_links = true;
+        self
+    }
+
+    /// The most connections the node keeps open at once, links and connections still in
+    /// their handshake together (default 1,024); more are closed at once, with a log line.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// How long a new connection may take to become a link, TLS handshake included (default
+    /// 5 s); a connection that sends nothing, or anything but a valid link handshake, is
+    /// closed then.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
     }
 
     /// Gives the node a value its actors can read with [`Node::data`] (one value per type; a
@@ -253,8 +297,21 @@ impl NodeBuilder {
         let discovery = self
             .discovery
             .unwrap_or_else(|| Arc::new(MemoryDiscovery::new()));
+        match &self.tls {
+            Some(tls) => tls.check_own_name(&id)?,
+            None if discovery.spans_machines() && !self.insecure_links => {
+                return Err(Error::Start(format!(
+                    "node {id} uses a discovery that spans machines but its links have no TLS: anyone who can reach {addr} could send its actors any message. Configure `NodeBuilder::tls` (see the book's 'Securing a cluster'), or call `NodeBuilder::insecure_links()` for development"
+                )));
+            }
+            None if discovery.spans_machines() => {
+                tracing::warn!(node = %id, %addr, "INSECURE: links are plaintext and unauthenticated (NodeBuilder::insecure_links); anyone who can reach this address can send this node's actors any message. For development only");
+            }
+            None => {}
+        }
         let stats = Arc::new(Stats::default());
         let link_config = Arc::new(LinkConfig {
+            tls: self.tls.clone(),
             local: id.clone(),
             cluster: self.cluster.clone(),
             connect_timeout: self.connect_timeout,
@@ -273,6 +330,11 @@ impl NodeBuilder {
                 send_queue_bytes: self.send_queue_bytes,
                 shutdown_timeout: self.shutdown_timeout,
                 max_clock_skew: self.max_clock_skew,
+                tls: self.tls,
+                listen: crate::transport::listener::Limits {
+                    max_connections: self.max_connections,
+                    handshake_timeout: self.handshake_timeout,
+                },
             },
             link_config,
             stats,

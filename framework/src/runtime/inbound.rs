@@ -251,6 +251,14 @@ impl crate::transport::server::Acceptor for NodeShared {
         (self.config.max_frame, self.config.send_queue_bytes)
     }
 
+    fn listen_limits(&self) -> crate::transport::listener::Limits {
+        self.config.listen
+    }
+
+    fn tls(&self) -> Option<crate::transport::tls::LinkTls> {
+        self.config.tls.clone()
+    }
+
     fn is_stopping(&self) -> bool {
         NodeShared::is_stopping(self)
     }

@@ -78,6 +78,10 @@ pub(crate) struct Config {
     pub(crate) shutdown_timeout: Duration,
     /// How far two nodes' wall clocks may disagree (see `NodeBuilder::max_clock_skew`).
     pub(crate) max_clock_skew: Duration,
+    /// Link TLS (`NodeBuilder::tls`), shared with the outbound links' configuration.
+    pub(crate) tls: Option<crate::transport::tls::LinkTls>,
+    /// The accepting side's limits.
+    pub(crate) listen: crate::transport::listener::Limits,
 }
 
 /// Builds an actor of a [`Spawnable`] type from wire arguments (the remote side of `spawn_on`).

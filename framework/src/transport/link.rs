@@ -29,6 +29,8 @@ use crate::stats::{DropReason, Stats};
 /// What every link of a node shares.
 #[derive(Debug)]
 pub(crate) struct LinkConfig {
+    /// Mutual TLS for the links' connections (`None`: plaintext h2c).
+    pub(crate) tls: Option<super::tls::LinkTls>,
     pub(crate) local: NodeId,
     pub(crate) cluster: String,
     pub(crate) connect_timeout: Duration,
@@ -300,6 +302,18 @@ impl PeerLink {
         }
     }
 
+    /// `HandshakeRefused` if `error` comes from a TLS refusal (the peer refused our
+    /// certificate, or we refused its), else `NodeUnreachable`.
+    fn tls_or_unreachable(&self, error: &(dyn std::error::Error + 'static)) -> Error {
+        match tls_refusal(error) {
+            Some(reason) => Error::HandshakeRefused {
+                peer: format!("{} at {}", self.node, self.addr),
+                reason,
+            },
+            None => self.unreachable(error),
+        }
+    }
+
     /// Opens the stream and returns its response half.
     async fn connect(&self, epoch: u64) -> Result<Streaming<Bytes>, Error> {
         let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
@@ -311,7 +325,21 @@ impl PeerLink {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = tokio::time::timeout(self.config.connect_timeout, endpoint.connect())
+        let connect = async {
+            match &self.config.tls {
+                None => endpoint.connect().await,
+                Some(tls) => {
+                    endpoint
+                        .connect_with_connector(super::tls::Connector {
+                            tls: tls.clone(),
+                            addr: self.addr,
+                            peer: self.node.clone(),
+                        })
+                        .await
+                }
+            }
+        };
+        let channel = tokio::time::timeout(self.config.connect_timeout, connect)
             .await
             .map_err(|_| {
                 self.unreachable(format!(
@@ -319,12 +347,20 @@ impl PeerLink {
                     self.addr, self.config.connect_timeout
                 ))
             })?
-            .map_err(|e| self.unreachable(connect_error(&e, self.addr)))?;
+            .map_err(|e| match tls_refusal(&e) {
+                Some(reason) => Error::HandshakeRefused {
+                    peer: format!("{} at {}", self.node, self.addr),
+                    reason,
+                },
+                None => self.unreachable(connect_error(&e, self.addr)),
+            })?;
         let limit = self.config.max_frame + 1024;
         let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        grpc.ready().await.map_err(|e| self.unreachable(e))?;
+        grpc.ready()
+            .await
+            .map_err(|e| self.tls_or_unreachable(&e))?;
         let mut request = tonic::Request::new(FrameStream {
             outbox: self.outbox.clone(),
             epoch,
@@ -354,7 +390,13 @@ impl PeerLink {
                 self.addr, self.config.connect_timeout
             ))
         })?
-        .map_err(|s| self.status_error(s))?;
+        .map_err(|s| match tls_refusal(&s) {
+            Some(reason) => Error::HandshakeRefused {
+                peer: format!("{} at {}", self.node, self.addr),
+                reason,
+            },
+            None => self.status_error(s),
+        })?;
         Ok(response.into_inner())
     }
 
@@ -538,6 +580,32 @@ impl PeerLink {
             WireError::NotMember => Error::NodeFenced { node },
         }
     }
+}
+
+/// The TLS check that failed, in words, when a connection failed in its TLS handshake: a
+/// refusal that retrying will not cure (a certificate for another node, another cluster's CA,
+/// an expired certificate), so the caller gets `HandshakeRefused`.
+fn tls_refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = super::tls::rustls_error(io) {
+                return Some(format!("TLS: {}", super::tls::explain(tls)));
+            }
+            // An alert that arrived after the handshake (TLS 1.3 sends the verdict on our
+            // certificate then) reaches us as text.
+            if let Some(alert) = io.to_string().strip_prefix("received fatal alert: ") {
+                return Some(format!(
+                    "TLS: the other side refused our certificate (TLS alert {alert}); its log says which check failed"
+                ));
+            }
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(format!("TLS: {}", super::tls::explain(tls)));
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// A readable cause for a failed connection to `addr`: the operating system's verdict when

@@ -10,7 +10,9 @@
 
 pub(crate) mod codec;
 pub(crate) mod link;
+pub(crate) mod listener;
 pub(crate) mod server;
+pub(crate) mod tls;
 
 /// The gRPC path of the link stream.
 pub(crate) const LINK_PATH: &str = "/actormesh.Mesh/Link";

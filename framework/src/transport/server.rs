@@ -11,8 +11,6 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tonic::body::Body;
 use tonic::codec::Streaming;
 use tonic::server::NamedService;
@@ -20,6 +18,8 @@ use tonic::{Request, Response, Status};
 use tower_service::Service;
 
 use super::codec::RawCodec;
+use super::listener::{ConnInfo, Limits};
+use super::tls::LinkTls;
 use super::{
     CONNECTION_WINDOW, LINK_PATH, MD_CLUSTER, MD_FROM, MD_PROTOCOL, MD_TO, REFUSED, STREAM_WINDOW,
 };
@@ -36,6 +36,10 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     fn cluster(&self) -> &str;
     /// The largest frame accepted, and the bytes a reply queue may hold.
     fn limits(&self) -> (usize, usize);
+    /// The listener's limits (connections, handshake deadline).
+    fn listen_limits(&self) -> Limits;
+    /// The node's link TLS material, if links are secured.
+    fn tls(&self) -> Option<LinkTls>;
     /// Whether the node is shutting down (new links are refused).
     fn is_stopping(&self) -> bool;
     /// Fires (`true`) when the node shuts down.
@@ -55,23 +59,32 @@ pub(crate) trait Acceptor: Send + Sync + 'static {
     );
 }
 
+/// Concurrent HTTP/2 streams one connection may open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 8;
+/// The largest header list (the link handshake is a few hundred bytes).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+
 /// Starts the transport server on `listener`; it stops with the node.
 pub(crate) fn serve<N: Acceptor>(node: Arc<N>, listener: TcpListener) {
     let mut shutdown = node.shutdown_signal();
     let mut hard_stop = node.shutdown_signal();
+    let incoming = super::listener::incoming(
+        listener,
+        node.tls(),
+        node.listen_limits(),
+        node.shutdown_signal(),
+    );
     let service = MeshService { node };
     tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(stream) = &conn {
-                let _ = stream.set_nodelay(true);
-            }
-            conn
-        });
         let server = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            // A peer needs one link stream per connection (a few while it reconnects).
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST))
+            .http2_max_pending_accept_reset_streams(Some(16))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = shutdown.wait_for(|stop| *stop).await;
@@ -173,29 +186,47 @@ pub(crate) fn check_handshake<N: Acceptor>(
     protocol: Option<&str>,
     cluster: &str,
     to: &str,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     let theirs = protocol.and_then(|p| p.parse::<u32>().ok());
     if theirs != Some(PROTOCOL_VERSION) {
-        return Err(format!(
-            "protocol version mismatch: node {} speaks version {PROTOCOL_VERSION}, the caller {}; run the same actormesh protocol on every node",
-            node.node_id(),
+        let public = format!(
+            "protocol version mismatch: this node speaks version {PROTOCOL_VERSION}, the caller {}; run the same actormesh protocol on every node",
             protocol.unwrap_or("none")
-        ));
+        );
+        return Err(Refusal {
+            detail: format!("{public} (node {})", node.node_id()),
+            public,
+        });
     }
     if cluster != node.cluster() {
-        return Err(format!(
-            "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster}`",
-            node.node_id(),
-            node.cluster()
-        ));
+        return Err(Refusal {
+            detail: format!(
+                "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster}`",
+                node.node_id(),
+                node.cluster()
+            ),
+            public: format!("this node does not belong to cluster `{cluster}`"),
+        });
     }
     if to != node.node_id().as_str() {
-        return Err(format!(
-            "node id mismatch: this address belongs to node `{}`, not `{to}` (stale address?)",
-            node.node_id()
-        ));
+        return Err(Refusal {
+            detail: format!(
+                "node id mismatch: this address belongs to node `{}`, not `{to}` (stale address?)",
+                node.node_id()
+            ),
+            public: format!("this address does not belong to node `{to}` (stale address?)"),
+        });
     }
     Ok(())
+}
+
+/// Why a link handshake was refused: in full (logged, and told to an authenticated caller),
+/// and without anything about this node that the caller did not already say (told to an
+/// unauthenticated one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) detail: String,
+    pub(crate) public: String,
 }
 
 fn accept<N: Acceptor>(
@@ -210,9 +241,40 @@ fn accept<N: Acceptor>(
     let cluster = bin(&request, MD_CLUSTER);
     let from = bin(&request, MD_FROM);
     let to = bin(&request, MD_TO);
-    if let Err(reason) = check_handshake(&**node, protocol.as_deref(), &cluster, &to) {
-        crate::ratelog::warn_limited!(node = %node.node_id(), caller = %from, %reason, "refused a link");
-        return Err(Status::failed_precondition(format!("{REFUSED}{reason}")));
+    let info = request.extensions().get::<ConnInfo>().cloned();
+    let remote = info
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), |i| i.remote.to_string());
+    // With TLS, the caller is who its certificate says, and must claim that id.
+    let authenticated = match node.tls() {
+        None => false,
+        Some(_) => {
+            let names_caller = info
+                .as_ref()
+                .and_then(|i| i.peer_cert.as_ref())
+                .is_some_and(|cert| super::tls::names(cert, &NodeId::new(from.clone())));
+            if !names_caller {
+                crate::ratelog::warn_limited!(node = %node.node_id(), %remote, claimed = %from, "refused a link: the caller's certificate does not name the node id it claims");
+                return Err(Status::permission_denied(format!(
+                    "{REFUSED}the certificate presented does not name the node id claimed"
+                )));
+            }
+            true
+        }
+    };
+    if let Err(refusal) = check_handshake(&**node, protocol.as_deref(), &cluster, &to) {
+        crate::ratelog::warn_limited!(node = %node.node_id(), %remote, caller = %from, reason = %refusal.detail, "refused a link");
+        // Only an authenticated caller learns this node's side of a mismatch.
+        let told = if authenticated {
+            refusal.detail
+        } else {
+            refusal.public
+        };
+        return Err(Status::failed_precondition(format!("{REFUSED}{told}")));
+    }
+    if let Some(info) = &info {
+        info.linked
+            .store(true, std::sync::atomic::Ordering::Release);
     }
     if node.is_stopping() {
         return Err(Status::unavailable(format!(
@@ -276,7 +338,7 @@ mod tests {
     use crate::Node;
 
     #[actix_rt::test]
-    async fn handshake_refusals_name_both_sides() {
+    async fn handshake_refusals_name_both_sides_but_tell_a_stranger_nothing_new() {
         let node = Node::builder()
             .cluster("blue")
             .node_id("n1")
@@ -288,15 +350,27 @@ mod tests {
         assert_eq!(check_handshake(shared, Some(&v), "blue", "n1"), Ok(()));
         let e = check_handshake(shared, Some("999"), "blue", "n1").unwrap_err();
         assert!(
-            e.contains("protocol version mismatch") && e.contains("999"),
-            "{e}"
+            e.detail.contains("protocol version mismatch") && e.detail.contains("999"),
+            "{e:?}"
         );
         let e = check_handshake(shared, None, "blue", "n1").unwrap_err();
-        assert!(e.contains("none"), "{e}");
+        assert!(e.detail.contains("none"), "{e:?}");
         let e = check_handshake(shared, Some(&v), "green", "n1").unwrap_err();
-        assert!(e.contains("`blue`") && e.contains("`green`"), "{e}");
+        assert!(
+            e.detail.contains("`blue`") && e.detail.contains("`green`"),
+            "{e:?}"
+        );
+        // What an unauthenticated caller is told names only what it said itself.
+        assert!(
+            !e.public.contains("blue") && !e.public.contains("n1") && e.public.contains("green"),
+            "{e:?}"
+        );
         let e = check_handshake(shared, Some(&v), "blue", "n2").unwrap_err();
-        assert!(e.contains("node id mismatch"), "{e}");
+        assert!(e.detail.contains("node id mismatch"), "{e:?}");
+        assert!(
+            !e.public.contains("n1") && !e.public.contains("blue"),
+            "{e:?}"
+        );
         node.shutdown().await;
     }
 }

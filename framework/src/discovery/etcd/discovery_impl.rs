@@ -339,6 +339,10 @@ impl Discovery for EtcdDiscovery {
             .and_then(|s| s.clock.alive_until())
     }
 
+    fn spans_machines(&self) -> bool {
+        true
+    }
+
     fn lease_clock(&self, cluster: &str, node: &NodeId) -> Option<Arc<LeaseClock>> {
         self.inner.session(cluster, node).map(|s| s.clock.clone())
     }
