@@ -81,6 +81,10 @@ pub mod supervise;
 mod trace;
 mod transport;
 
+/// For fuzzing only (`tests/fuzz_wire.rs`): the frame decoder's entry points. Not part of the API.
+#[doc(hidden)]
+pub use crate::core::wire::fuzz as __fuzz;
+
 pub use crate::core::status::{Blocked, GroupStatus};
 pub use crate::core::terminated::{Terminated, TerminationReason};
 pub use crate::core::{balance, controller, placement};

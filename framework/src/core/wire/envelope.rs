@@ -12,12 +12,42 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::trace::TraceContext;
 
 /// The bincode configuration of every header and payload: varint integers and a hard limit on
-/// what one decode may allocate, so a lying length prefix cannot exhaust memory.
+/// what one decode may allocate, so a lying length prefix cannot exhaust memory. Decodes lower
+/// the limit further to the size of their input (`with_limit_for!`).
 pub(crate) const CONFIG: bincode::config::Configuration<
     bincode::config::LittleEndian,
     bincode::config::Varint,
     bincode::config::Limit<{ 64 * 1024 * 1024 }>,
 > = bincode::config::standard().with_limit::<{ 64 * 1024 * 1024 }>();
+
+/// Runs `$decode` (an expression using the configuration `$cfg`) with the bincode limit scaled
+/// to the `$len` bytes being decoded: the smallest of 1, 4, 16 and 64 MiB that is at least 16
+/// times `$len`, so a few bytes claiming a 60 MiB string cannot allocate it. Never smaller than
+/// a valid value needs: bincode claims at most 16 bytes per byte read (`u128` varint) and, for
+/// a string or byte vector, its length once its bytes are there to read.
+macro_rules! with_limit_for {
+    ($len:expr, |$cfg:ident| $decode:expr) => {{
+        use bincode::config::standard as std_config;
+        match $len.saturating_mul(16) {
+            0..=0x10_0000 => {
+                let $cfg = std_config().with_limit::<0x10_0000>();
+                $decode
+            }
+            0x10_0001..=0x40_0000 => {
+                let $cfg = std_config().with_limit::<0x40_0000>();
+                $decode
+            }
+            0x40_0001..=0x100_0000 => {
+                let $cfg = std_config().with_limit::<0x100_0000>();
+                $decode
+            }
+            _ => {
+                let $cfg = CONFIG;
+                $decode
+            }
+        }
+    }};
+}
 
 /// Size of the length prefix of every envelope.
 pub(crate) const LEN_PREFIX: usize = 4;
@@ -182,8 +212,10 @@ pub(crate) fn encode_payload<T: serde::Serialize + ?Sized>(
 /// Deserializes a payload with serde. Trailing bytes are an error: they mean the two sides
 /// disagree about the type.
 pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let (value, read) =
-        bincode::serde::decode_from_slice::<T, _>(bytes, CONFIG).map_err(|e| e.to_string())?;
+    let (value, read) = with_limit_for!(bytes.len(), |config| {
+        bincode::serde::decode_from_slice::<T, _>(bytes, config)
+    })
+    .map_err(|e| e.to_string())?;
     if read != bytes.len() {
         return Err(format!(
             "{} trailing bytes after the value: the two nodes disagree about the message type",
@@ -254,7 +286,9 @@ impl Iterator for Envelopes {
         self.pos = end;
         let envelope = &self.frame[start..end];
         Some(
-            match bincode::decode_from_slice::<Header, _>(envelope, CONFIG) {
+            match with_limit_for!(envelope.len(), |config| {
+                bincode::decode_from_slice::<Header, _>(envelope, config)
+            }) {
                 Ok((header, read)) => Ok((header, self.frame.slice(start + read..end))),
                 Err(e) => Err(FrameError::BadHeader(e.to_string())),
             },
@@ -347,6 +381,45 @@ mod tests {
         // A varint claiming a 2^60-element Vec<u8> must be refused, not allocated.
         let bytes = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0x10];
         assert!(decode_payload::<Vec<u8>>(&bytes).is_err());
+    }
+
+    #[test]
+    fn small_envelope_cannot_claim_a_large_string() {
+        // Fuzz finding (seed 0xdc768b2afd87d6b6): a Spawn header whose 11 bytes claim a 60 MiB
+        // actor type allocated the 60 MiB (zeroed) before finding the bytes missing.
+        let frame = [7, 0, 0, 0, 2, 0, 0xfc, 0, 0, 0xc0, 0x03];
+        let got: Vec<_> = Envelopes::new(Bytes::copy_from_slice(&frame)).collect();
+        match &got[..] {
+            [Err(FrameError::BadHeader(e))] => assert!(e.contains("LimitExceeded"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(decode_payload::<String>(&[0xfc, 0, 0, 0xc0, 0x03]).is_err());
+    }
+
+    #[test]
+    fn limit_scaled_to_the_input_still_fits_valid_values() {
+        // u128 zeros: 1 byte each on the wire, 16 claimed (the worst ratio), across the
+        // 1 MiB / 4 MiB limit boundary.
+        for n in [65_530, 65_536, 70_000] {
+            let values = vec![0u128; n];
+            let mut buf = BytesMut::new();
+            encode_payload(&values, &mut buf).unwrap();
+            assert_eq!(decode_payload::<Vec<u128>>(&buf).unwrap(), values);
+        }
+        let text = "é".repeat(600_000);
+        let mut buf = BytesMut::new();
+        encode_payload(&text, &mut buf).unwrap();
+        assert_eq!(decode_payload::<String>(&buf).unwrap(), text);
+        let big = Header::Reply {
+            id: u64::MAX,
+            error: Some(WireError::HandlerPanicked("p".repeat(2 << 20))),
+        };
+        let mut frame = BytesMut::new();
+        encode_envelope(&mut frame, &big, |_| Ok::<_, ()>(())).unwrap();
+        let got: Vec<_> = Envelopes::new(frame.freeze())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(got[0].0, big);
     }
 
     #[test]
