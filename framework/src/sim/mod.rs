@@ -28,7 +28,11 @@
 //!   them), 1 % of the messages between nodes are lost; etcd's requests and answers are lost
 //!   only to cuts. A cut isolates a node from etcd, from some peers, or both, and heals.
 //! - **faults** ([`scenario`]): kills, graceful leaves, restarts (same node id, actor ids
-//!   from 1 again), cuts, a leader cut from etcd but not from its peers, spec changes, load.
+//!   from 1 again), cuts, a leader cut from etcd but not from its peers, spec changes, load,
+//!   freezes ([`freeze`]: SIGSTOP for 0.5 to 12 s, the leader or any node, or a node in the
+//!   middle of an order; what reaches it waits and runs in a random order when it resumes).
+//! - **the fence** ([`fence`]): orders are admitted and started as `core::fence` decides,
+//!   by the lease epoch of the link they came by and what the node knows of its lease.
 //!
 //! Not modelled: clock drift (every node reads the same virtual clock), etcd failing or
 //! being slow as a whole, watch compaction, multi-key transactions as one revision, messages
@@ -50,7 +54,13 @@ use std::time::Duration;
 
 mod check;
 mod etcd;
+mod fence;
+mod fixes;
+mod freeze;
+#[cfg(test)]
+mod freezes;
 mod leader;
+mod net;
 mod node;
 mod orders;
 mod rng;

@@ -37,6 +37,8 @@ pub(crate) enum Purpose {
         group: String,
         singleton: bool,
         fence: u64,
+        /// The lease epoch of the link the order came by.
+        epoch: u64,
     },
     /// The group membership of a replica just started for a spawn order.
     JoinSpawn {
@@ -49,6 +51,9 @@ pub(crate) enum Purpose {
     /// ([`Fixes::fenced_join`](super::world::Fixes::fenced_join)).
     FencedJoin {
         from: Inc,
+        order: u64,
+        /// The lease epoch of the link the order came by.
+        epoch: u64,
         ask: u64,
         fence: u64,
         /// The lease the member key is written under.
@@ -67,7 +72,12 @@ pub(crate) enum Purpose {
         group: String,
         actor: ActorId,
         fence: u64,
+        /// The lease epoch of the link the order came by.
+        epoch: u64,
     },
+    /// Asking etcd whether the lease is alive, with frames held meanwhile
+    /// ([`fence`](super::fence)).
+    ConfirmLease(LeaseId),
     /// The leader's spec watch.
     WatchSpecs(u64),
     /// The leader's following of a group.
@@ -84,6 +94,14 @@ impl Purpose {
         !matches!(
             self,
             Purpose::KeepAlive(_) | Purpose::ReadLoads(_) | Purpose::Fire
+        )
+    }
+
+    /// Whether the request carries out an order.
+    pub(crate) fn is_order(&self) -> bool {
+        matches!(
+            self,
+            Purpose::FenceSpawn { .. } | Purpose::FencedJoin { .. } | Purpose::FenceRetire { .. }
         )
     }
 }
@@ -153,6 +171,31 @@ pub(crate) struct Node {
     pub(crate) watches: BTreeMap<WatchId, Watching>,
     pub(crate) campaign: Campaign,
     pub(crate) leading: Option<Leading>,
+    /// What the node knows of its lease, for the fence ([`fence`](super::fence)).
+    pub(crate) fence: FenceState,
+}
+
+/// What a node knows of its lease beyond [`Node::alive_until`], and its links.
+#[derive(Debug, Default)]
+pub(crate) struct FenceState {
+    /// The lease (its id) last granted; 0 before the first.
+    pub(crate) epoch: u64,
+    /// etcd said the lease is gone; no new one yet.
+    pub(crate) lost: bool,
+    /// A confirmation of the lease timed out: serving unconfirmed until etcd answers.
+    pub(crate) unconfirmed: bool,
+    /// The node was seen cut from etcd during the confirmation that timed out (so the
+    /// unconfirmed serving is the outage case the fence allows).
+    pub(crate) cut_when_unconfirmed: bool,
+    /// A confirmation is under way.
+    pub(crate) confirming: bool,
+    /// The links from each peer: the connection number, the epoch it was accepted under,
+    /// and whether it is open.
+    pub(crate) links: BTreeMap<Inc, (u64, u64, bool)>,
+    /// Orders read while the lease was in doubt: sender, link epoch, order.
+    pub(crate) held: Vec<(Inc, u64, super::world::Msg)>,
+    /// Spawns whose member key was written, held while the lease was in doubt.
+    pub(crate) held_starts: Vec<Purpose>,
 }
 
 impl Node {
@@ -176,6 +219,11 @@ impl Node {
         let replica = self.actors.remove(&actor)?;
         self.singletons -= usize::from(replica.singleton);
         Some(replica)
+    }
+
+    /// What the node's requests in flight are for.
+    pub(crate) fn requests(&self) -> impl Iterator<Item = &Purpose> {
+        self.requests.values().map(|(_, p)| p)
     }
 
     /// Forgets a request (answered, or given up); what it was for.
@@ -241,6 +289,7 @@ impl World {
             watches: BTreeMap::new(),
             campaign: Campaign::Idle,
             leading: None,
+            fence: FenceState::default(),
         });
         self.trace
             .note(self.now, || format!("start n{slot} (inc {inc})"));
@@ -270,6 +319,7 @@ impl World {
         let Some(node) = self.nodes[slot].take() else {
             return;
         };
+        self.frozen.remove(&node.inc);
         for watch in node.watches.keys() {
             self.cancel_watch(*watch);
         }
@@ -277,7 +327,7 @@ impl World {
 
     /// Registers (again): a fresh lease, the node key, and the members of the replicas that
     /// are still registered.
-    fn register(&mut self, inc: Inc) {
+    pub(crate) fn register(&mut self, inc: Inc) {
         let load = self.load_report(inc);
         let Some(node) = self.node_mut(inc) else {
             return;
@@ -415,7 +465,7 @@ impl World {
         let Some(node) = self.node_mut(inc) else {
             return;
         };
-        let Some((_, purpose)) = node.requests.remove(&req) else {
+        let Some((sent, purpose)) = node.requests.remove(&req) else {
             return;
         };
         match purpose {
@@ -442,6 +492,7 @@ impl World {
                 }
             }
             Purpose::KeepAlive(_) | Purpose::ReadLoads(_) | Purpose::Fire => {}
+            Purpose::ConfirmLease(lease) => self.confirmation_timed_out(inc, lease, sent),
             order => self.order_timed_out(inc, order),
         }
     }
@@ -469,6 +520,9 @@ impl World {
                 node.lease = Some(lease);
                 node.alive_until = Some(sent + ttl);
                 node.registering = false;
+                node.fence.epoch = lease;
+                node.fence.lost = false;
+                node.fence.unconfirmed = false;
                 // The keys of the previous lease are gone with it.
                 node.leaving.clear();
                 self.trace
@@ -482,15 +536,11 @@ impl World {
             (Purpose::KeepAlive(lease), Reply::KeptAlive(true)) => {
                 if node.lease == Some(lease) {
                     node.alive_until = node.alive_until.max(Some(sent + ttl));
+                    node.fence.unconfirmed = false;
                 }
             }
             (Purpose::KeepAlive(lease), Reply::KeptAlive(false)) => {
-                if node.lease == Some(lease) && !node.registering {
-                    self.trace.note(self.now, || {
-                        format!("n{slot} lost lease {lease}; registering again")
-                    });
-                    self.register(inc);
-                }
+                self.lease_lost(inc, lease);
             }
             (Purpose::Campaign, _) => {
                 node.campaign = Campaign::Idle;
@@ -505,6 +555,9 @@ impl World {
                 }
             }
             (Purpose::Fire, _) => {}
+            (Purpose::ConfirmLease(lease), Reply::KeptAlive(alive)) => {
+                self.lease_confirmed(inc, lease, sent, alive)
+            }
             (order, reply) => self.order_answered(inc, order, reply),
         }
     }

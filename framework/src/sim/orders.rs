@@ -19,8 +19,17 @@ use super::server::{Op, Reply};
 use super::world::{node_id, slot, Inc, Msg, World};
 
 impl World {
-    /// A message from another node (or from itself).
-    pub(crate) fn on_message(&mut self, inc: Inc, from: Inc, msg: Msg) {
+    /// A message from another node (or from itself), on connection `conn`: an order goes
+    /// through the [fence](super::fence) first.
+    pub(crate) fn on_message(&mut self, inc: Inc, from: Inc, conn: u64, msg: Msg) {
+        match msg {
+            Msg::SpawnReply { token, ask, result } => self.spawn_answered(inc, token, ask, result),
+            order => self.read_order(inc, from, conn, order),
+        }
+    }
+
+    /// An order read from a link of lease `epoch` was admitted by the fence.
+    pub(crate) fn order_admitted(&mut self, inc: Inc, from: Inc, epoch: u64, msg: Msg) {
         match msg {
             Msg::Spawn {
                 order,
@@ -37,6 +46,7 @@ impl World {
                         group,
                         singleton,
                         fence,
+                        epoch,
                     };
                     return self.request(inc, Op::ReadLeader, purpose);
                 }
@@ -56,6 +66,8 @@ impl World {
                 };
                 let purpose = Purpose::FencedJoin {
                     from,
+                    order,
+                    epoch,
                     ask,
                     fence,
                     lease,
@@ -76,10 +88,11 @@ impl World {
                     group,
                     actor,
                     fence,
+                    epoch,
                 };
                 self.request(inc, Op::ReadLeader, purpose);
             }
-            Msg::SpawnReply { token, ask, result } => self.spawn_answered(inc, token, ask, result),
+            Msg::SpawnReply { .. } => {}
         }
     }
 
@@ -94,11 +107,14 @@ impl World {
                     group,
                     singleton,
                     fence,
+                    epoch,
                 },
                 Reply::Leader(leader),
             ) => {
                 let current = leader.map(|(_, t)| t);
-                if !self.fence_holds(inc, order, fence, current) {
+                if !self.fence_holds(inc, order, fence, current)
+                    || !self.may_start_order(inc, order, epoch)
+                {
                     return self.spawn_reply(inc, from, fence, ask, Err(false));
                 }
                 let Some(node) = self.node_mut(inc) else {
@@ -159,6 +175,8 @@ impl World {
             (
                 Purpose::FencedJoin {
                     from,
+                    order,
+                    epoch,
                     ask,
                     fence,
                     lease,
@@ -175,6 +193,23 @@ impl World {
                 if !joined || node.lease != Some(lease) {
                     return self.spawn_reply(inc, from, fence, ask, Err(false));
                 }
+                let purpose = Purpose::FencedJoin {
+                    from,
+                    order,
+                    epoch,
+                    ask,
+                    fence,
+                    lease,
+                    group: group.clone(),
+                    singleton,
+                    actor,
+                };
+                if !self.may_start_join(inc, purpose) {
+                    return;
+                }
+                let Some(node) = self.node_mut(inc) else {
+                    return;
+                };
                 node.add_replica(
                     actor,
                     Replica {
@@ -192,11 +227,14 @@ impl World {
                     group,
                     actor,
                     fence,
+                    epoch,
                 },
                 Reply::Leader(leader),
             ) => {
                 let current = leader.map(|(_, t)| t);
-                if self.fence_holds(inc, order, fence, current) {
+                if self.fence_holds(inc, order, fence, current)
+                    && self.may_retire(inc, order, epoch)
+                {
                     self.retire(inc, &group, actor);
                 }
             }
@@ -288,7 +326,7 @@ impl World {
     }
 
     /// Answers a spawn order of `to` (on the link it came by: only to that incarnation).
-    fn spawn_reply(
+    pub(crate) fn spawn_reply(
         &mut self,
         inc: Inc,
         to: Inc,

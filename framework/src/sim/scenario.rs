@@ -75,6 +75,13 @@ pub(crate) enum Fault {
     RemoveSpec(String),
     /// The asks in flight the slot's load reports say.
     Load(usize, u64),
+    /// Freeze the node of the slot (SIGSTOP) for this long.
+    Freeze(usize, Duration),
+    /// Freeze the node of the slot for this long as soon as it sends its next etcd request
+    /// for an order.
+    FreezeMidOrder(usize, Duration),
+    /// The frozen incarnation resumes (SIGCONT).
+    Thaw(super::world::Inc),
     /// The end of the faults: everything healed and restarted, no load.
     Quiet,
 }
@@ -170,6 +177,14 @@ impl World {
             Fault::Next => self.next_fault(),
             Fault::Start(slot) => self.start_node(slot),
             Fault::Kill(slot) => self.kill(slot),
+            Fault::Leave(slot)
+                if self.nodes[slot]
+                    .as_ref()
+                    .is_some_and(|n| self.is_frozen(n.inc)) =>
+            {
+                // A stopped process cannot leave gracefully: it is killed.
+                self.kill(slot)
+            }
             Fault::Leave(slot) => {
                 if let Some((inc, lease, info)) = self.nodes[slot]
                     .as_ref()
@@ -197,7 +212,11 @@ impl World {
                 self.etcd.delete(&Key::Spec(group));
             }
             Fault::Load(slot, load) => self.load[slot] = load,
+            Fault::Freeze(slot, d) => self.freeze(slot, d),
+            Fault::FreezeMidOrder(slot, d) => self.arm_freeze(slot, d),
+            Fault::Thaw(inc) => self.thaw(inc),
             Fault::Quiet => {
+                self.freeze_armed.clear();
                 self.net.etcd_cut.clear();
                 self.net.peer_cut.clear();
                 self.load.iter_mut().for_each(|l| *l = 0);
@@ -228,7 +247,7 @@ impl World {
         let any = self.rng.below(n);
         let heal_in = self.rng.millis(500, 15_000);
         let now = self.now;
-        let fault = match self.rng.below(100) {
+        let fault = match self.rng.below(110) {
             0..12 if alive.len() > 1 => Fault::Kill(alive[self.rng.below(alive.len())]),
             12..16 if alive.len() > 1 => Fault::Leave(alive[self.rng.below(alive.len())]),
             16..30 if !dead.is_empty() => Fault::Start(dead[self.rng.below(dead.len())]),
@@ -280,6 +299,12 @@ impl World {
             }
             87..94 => Fault::Load(any, self.rng.range(0, 30)),
             94..100 if alive.len() > 1 && leader.is_some() => Fault::Kill(leader.unwrap_or(any)),
+            // Freezes from 0.5 s to 4 TTLs: shorter and longer than the lease.
+            100..104 => Fault::Freeze(any, self.rng.millis(500, 12_000)),
+            104..106 if leader.is_some() => {
+                Fault::Freeze(leader.unwrap_or(any), self.rng.millis(500, 12_000))
+            }
+            106..110 => Fault::FreezeMidOrder(any, self.rng.millis(3_000, 12_000)),
             _ => return,
         };
         self.on_fault(fault);

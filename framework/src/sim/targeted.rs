@@ -12,7 +12,7 @@ use super::world::{slot, Config, Fixes, Inc, World};
 
 /// A quiet cluster of `nodes` nodes (no message lost or slow) with a group `g` of 3 replicas
 /// and a singleton `s`, settled for 20 s.
-fn settled(nodes: usize, fixes: Fixes) -> World {
+pub(super) fn settled(nodes: usize, fixes: Fixes) -> World {
     settled_with(Config {
         nodes,
         fixes,
@@ -21,7 +21,7 @@ fn settled(nodes: usize, fixes: Fixes) -> World {
 }
 
 /// [`settled`] with `cfg` (but never a message lost or slow).
-fn settled_with(cfg: Config) -> World {
+pub(super) fn settled_with(cfg: Config) -> World {
     let nodes = cfg.nodes;
     let cfg = Config {
         drop_rate: 0.0,
@@ -43,19 +43,19 @@ fn settled_with(cfg: Config) -> World {
     world
 }
 
-fn secs(n: u64) -> Time {
+pub(super) fn secs(n: u64) -> Time {
     Duration::from_secs(n)
 }
 
 /// The incarnation of the leader etcd has.
-fn leader(world: &World) -> Option<Inc> {
+pub(super) fn leader(world: &World) -> Option<Inc> {
     let (id, _) = world.etcd.leader()?;
     let slot = super::world::slot_of_id(&id)?;
     world.nodes[slot].as_ref().map(|n| n.inc)
 }
 
 /// Runs in steps of `step` until `done` holds (at most `limit` more); whether it did.
-fn run_until_true(
+pub(super) fn run_until_true(
     world: &mut World,
     step: Duration,
     limit: Duration,
@@ -152,7 +152,7 @@ fn a_deposed_leader_that_still_believes_it_leads_has_every_order_refused() {
 }
 
 /// The host of the singleton `s` and the replica, if it runs.
-fn singleton_host(world: &World) -> Option<(Inc, crate::id::ActorId)> {
+pub(super) fn singleton_host(world: &World) -> Option<(Inc, crate::id::ActorId)> {
     world.nodes.iter().flatten().find_map(|n| {
         n.actors
             .iter()

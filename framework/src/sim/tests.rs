@@ -46,7 +46,7 @@ fn the_properties_hold_over_thousands_of_seeds() {
     let failures: Vec<&str> = runs.iter().filter_map(|r| r.failure.as_deref()).collect();
     let total = |f: fn(&Stats) -> u64| runs.iter().map(|r| f(&r.stats)).sum::<u64>();
     eprintln!(
-        "simulation: {} seeds, {hours:.1} simulated hours, {} failures ({:.1} s; {} events, {} faults, {} leaderships, {} spawn and {} retire orders, {} applied, {} refused by the fence, {} unchecked (etcd unreachable), {} applied after their issuer was deposed, {} singletons stopped by their guard)",
+        "simulation: {} seeds, {hours:.1} simulated hours, {} failures ({:.1} s; {} events, {} faults, {} leaderships, {} spawn and {} retire orders, {} applied, {} refused by the fence, {} unchecked (etcd unreachable), {} applied after their issuer was deposed, {} singletons stopped by their guard; {} freezes, {} outlived the lease, {} orders held while the lease was in doubt, {} refused when read under a lost lease, {} not started (lease lost or in doubt), {} started unconfirmed under an expired lease during a cut, {} sent before a freeze that outlived the lease and started after it)",
         runs.len(),
         failures.len(),
         started.elapsed().as_secs_f64(),
@@ -60,6 +60,13 @@ fn the_properties_hold_over_thousands_of_seeds() {
         total(|s| s.refused_unreachable),
         total(|s| s.applied_after_deposition),
         total(|s| s.guard_stops),
+        total(|s| s.freezes),
+        total(|s| s.freezes_outlived),
+        total(|s| s.orders_held),
+        total(|s| s.orders_refused_by_lease),
+        total(|s| s.starts_refused_by_lease),
+        total(|s| s.unconfirmed_lost_starts),
+        total(|s| s.stale_starts_after_freeze),
     );
     for failure in failures.iter().take(40) {
         eprintln!("  {}", failure.lines().next().unwrap_or_default());

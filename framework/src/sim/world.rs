@@ -7,7 +7,7 @@
 //! [`scenario`](super::scenario), the properties in [`check`](super::check).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,8 @@ use crate::id::{ActorId, NodeId};
 
 use super::check::Stats;
 use super::etcd::{Change, Etcd, Key, WatchId};
+pub(crate) use super::fixes::Fixes;
+pub(crate) use super::net::Net;
 use super::node::{Node, Purpose};
 use super::rng::Rng;
 use super::scenario::{Fault, Scenario};
@@ -54,45 +56,10 @@ pub(crate) struct Config {
     pub(crate) loads: bool,
     /// How the nodes differ from today's node code.
     pub(crate) fixes: Fixes,
-}
-
-/// Changes to the node's side of things that the simulation found necessary; the default
-/// is today's code. See the module docs of [`sim`](super).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Fixes {
-    /// A spawn order registers the replica's group membership first, in one etcd
-    /// transaction with the fence check (`leader` key's creation revision == fence), and
-    /// starts the replica only once registered, and only if the lease the key was written
-    /// under is still the node's (its singleton guard checking at once).
-    /// Today's `spawn_replica` checks the fence (one read), starts the replica, then joins
-    /// its group (a second request): a deposed leader's order can complete after the new
-    /// leader started another instance, a singleton runs unguarded while it joins, and a
-    /// join answered after the node lost its lease and registered again leaves a replica
-    /// running whose key went with the old lease (guarded by the new lease's deadline).
-    pub(crate) fenced_join: bool,
-    /// A replica that leaves its group (stopped, retired, or whose registration may have
-    /// been written without an answer) retries the deletion of its member key until etcd
-    /// answers or the lease is gone. Today's node tries once: a singleton stopped by its
-    /// guard while cut from etcd leaves its key behind when the cut heals before the lease
-    /// expires, and the controller then counts a member that is not running, for good.
-    pub(crate) leave_until_done: bool,
-    /// A campaign that finds the leader key bound to the node's own lease takes it as won
-    /// (token: the key's creation revision). Today's `campaign` then waits for the key to go:
-    /// when the answer of a campaign that won is lost (a cut, a timeout), the node retries,
-    /// finds the key taken, by itself, and waits for ever while keeping its lease alive: the
-    /// cluster has no controller until that node dies.
-    pub(crate) reclaim_leadership: bool,
-}
-
-impl Fixes {
-    /// Both fixes.
-    pub(crate) fn all() -> Self {
-        Fixes {
-            fenced_join: true,
-            leave_until_done: true,
-            reclaim_leadership: true,
-        }
-    }
+    /// Whether nodes fence the work others ask of them by their lease
+    /// ([`core::fence`](crate::core::fence)); off only to show that the checks catch its
+    /// absence.
+    pub(crate) fence: bool,
 }
 
 impl Default for Config {
@@ -106,6 +73,7 @@ impl Default for Config {
             slow_rate: 0.02,
             loads: true,
             fixes: Fixes::all(),
+            fence: true,
         }
     }
 }
@@ -176,8 +144,13 @@ pub(crate) enum Ev {
     FromEtcd { to: Inc, req: u64, reply: Reply },
     /// The next item of a watch stream reaches its node.
     Pump(WatchId),
-    /// A message reaches a node.
-    Peer { from: Inc, to: Inc, msg: Msg },
+    /// A message reaches a node, on the sender's connection number `conn` to it.
+    Peer {
+        from: Inc,
+        to: Inc,
+        conn: u64,
+        msg: Msg,
+    },
     /// A node's timer fires.
     Timer { inc: Inc, timer: Timer },
     /// The scenario acts.
@@ -233,22 +206,6 @@ pub(crate) struct Stream {
     pub(crate) pumping: bool,
 }
 
-/// Who is cut from whom.
-#[derive(Debug, Default)]
-pub(crate) struct Net {
-    /// Slots cut from etcd.
-    pub(crate) etcd_cut: BTreeSet<usize>,
-    /// Pairs of slots cut from each other (lower slot first).
-    pub(crate) peer_cut: BTreeSet<(usize, usize)>,
-}
-
-impl Net {
-    /// Whether `a` and `b` can talk.
-    pub(crate) fn peers(&self, a: usize, b: usize) -> bool {
-        a == b || !self.peer_cut.contains(&(a.min(b), a.max(b)))
-    }
-}
-
 /// The simulated cluster. See the [module docs](self).
 pub(crate) struct World {
     pub(crate) cfg: Config,
@@ -278,6 +235,38 @@ pub(crate) struct World {
     pub(crate) scenario: Option<Scenario>,
     /// The first property violation seen.
     pub(crate) violation: Option<String>,
+    /// The frozen incarnations ([`freeze`](super::freeze)).
+    pub(crate) frozen: BTreeMap<Inc, Frozen>,
+    /// Every freeze that ended, by incarnation.
+    pub(crate) thawed: BTreeMap<Inc, Vec<Thawed>>,
+    /// The current connection number of each (sender, receiver) pair: a receiver that
+    /// closes a link makes the sender open a new one.
+    pub(crate) conns: BTreeMap<(Inc, Inc), u64>,
+    /// When each order was issued.
+    pub(crate) issued_at: BTreeMap<u64, Time>,
+    /// The last time each slot was seen cut from etcd.
+    pub(crate) cut_seen: BTreeMap<usize, Time>,
+    /// Freezes waiting for their node's next order (see `World::arm_freeze`).
+    pub(crate) freeze_armed: BTreeMap<usize, Duration>,
+}
+
+/// A frozen incarnation (SIGSTOP): what reached it meanwhile waits here.
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    pub(crate) since: Time,
+    /// The lease it believed it held when frozen.
+    pub(crate) lease: Option<super::etcd::LeaseId>,
+    /// The events that reached it, in arrival order.
+    pub(crate) held: Vec<Ev>,
+}
+
+/// A freeze that ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thawed {
+    pub(crate) since: Time,
+    pub(crate) until: Time,
+    /// Whether etcd had expired the node's lease by the end of the freeze.
+    pub(crate) outlived: bool,
 }
 
 impl std::fmt::Debug for World {
@@ -318,6 +307,12 @@ impl World {
             trace: Trace::default(),
             scenario: None,
             violation: None,
+            frozen: BTreeMap::new(),
+            thawed: BTreeMap::new(),
+            conns: BTreeMap::new(),
+            issued_at: BTreeMap::new(),
+            cut_seen: BTreeMap::new(),
+            freeze_armed: BTreeMap::new(),
         }
     }
 
@@ -344,19 +339,27 @@ impl World {
                 self.violate(format!("runaway: more than {MAX_EVENTS} events"));
                 break;
             }
+            self.end_instant(Some(at));
             self.now = at;
             self.trace.event(at, seq, &ev);
             self.etcd.expire_due(at);
             self.flush_changes();
             self.handle(ev);
             self.flush_changes();
-            self.check_singletons();
+            for cut in &self.net.etcd_cut {
+                self.cut_seen.insert(*cut, at);
+            }
+            self.check_singletons(false);
         }
+        self.end_instant(self.queue.peek().map(|next| next.at));
         self.now = self.now.max(until);
         self.violation.is_none()
     }
 
     fn handle(&mut self, ev: Ev) {
+        let Some(ev) = self.hold_if_frozen(ev) else {
+            return;
+        };
         match ev {
             Ev::ToEtcd {
                 from,
@@ -375,9 +378,14 @@ impl World {
                 }
             }
             Ev::Pump(watch) => self.pump(watch),
-            Ev::Peer { from, to, msg } => {
+            Ev::Peer {
+                from,
+                to,
+                conn,
+                msg,
+            } => {
                 if self.alive(to) && self.net.peers(slot(from), slot(to)) {
-                    self.on_message(to, from, msg);
+                    self.on_message(to, from, conn, msg);
                 }
             }
             Ev::Timer { inc, timer } => {
@@ -427,6 +435,7 @@ impl World {
     pub(crate) fn request(&mut self, inc: Inc, op: Op, purpose: Purpose) {
         let now = self.now;
         let waits = purpose.waits();
+        let mid_order = purpose.is_order();
         let answer = !matches!(purpose, Purpose::Fire);
         let Some(node) = self.node_mut(inc) else {
             return;
@@ -454,6 +463,7 @@ impl World {
                 },
             );
         }
+        self.freeze_if_armed(inc, mid_order);
     }
 
     /// Sends `msg` from `from` to the live incarnation of the node `to`, if any, unless the
@@ -470,12 +480,14 @@ impl World {
         else {
             return;
         };
+        let conn = self.conns.get(&(from, target)).copied().unwrap_or(0);
         if target == from {
             self.schedule(
                 self.now,
                 Ev::Peer {
                     from,
                     to: target,
+                    conn,
                     msg,
                 },
             );
@@ -490,6 +502,7 @@ impl World {
             Ev::Peer {
                 from,
                 to: target,
+                conn,
                 msg,
             },
         );
