@@ -174,7 +174,7 @@ async fn measure(links: Links) -> Result<Figures, BoxError> {
             Ok(()) => sent += 1,
             Err(_) => tokio::task::yield_now().await,
         }
-        if sent % YIELD_EVERY == 0 {
+        if sent.is_multiple_of(YIELD_EVERY) {
             tokio::task::yield_now().await;
         }
     }

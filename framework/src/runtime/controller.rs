@@ -373,7 +373,7 @@ async fn retire(
 ) -> Result<(), String> {
     if target == &node.info.id {
         return node
-            .retire(actor, group, fence, node.link_epoch())
+            .retire(actor, group, fence)
             .await
             .map_err(|e| format!("{e:?}"));
     }

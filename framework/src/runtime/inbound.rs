@@ -166,7 +166,7 @@ impl NodeShared {
                 let node = self.clone();
                 let replies = replies.clone();
                 tokio::spawn(async move {
-                    let outcome = node.retire(ActorId(target), &group, fence, epoch).await;
+                    let outcome = node.retire(ActorId(target), &group, fence).await;
                     send_reply(&node, &replies, id, outcome);
                 });
             }

@@ -19,13 +19,16 @@ impl NodeShared {
         }
     }
 
-    /// Refuses to go on with an order received under lease `epoch` once that lease is lost
-    /// or in doubt: the node may have been declared down while the order was under way (it
-    /// froze between two steps), and the controller has placed the work elsewhere.
+    /// Refuses to go on with a spawn order received under lease `epoch` once that lease is
+    /// known lost (or replaced): the node was declared down while the order was under way (it
+    /// froze between two steps), and the controller places the work elsewhere. A lease merely
+    /// in doubt does not stop it: undoing a join the controller has already seen makes it
+    /// place another replica while this one may still run (the simulation found two singletons
+    /// that way); the singleton guard stops a replica whose lease turns out lost.
     fn still_member(&self, epoch: u64) -> std::result::Result<(), WireError> {
         match self.admit_frame(epoch) {
-            Admit::Start => Ok(()),
-            Admit::Hold | Admit::Refuse => Err(WireError::NotMember),
+            Admit::Start | Admit::Hold => Ok(()),
+            Admit::Refuse => Err(WireError::NotMember),
         }
     }
 
@@ -92,10 +95,10 @@ impl NodeShared {
         actor: ActorId,
         group: &str,
         fence: u64,
-        epoch: u64,
     ) -> std::result::Result<(), WireError> {
+        // Stopping is always safe: a retire is carried out whatever this node's lease (one
+        // refused while the controller counts the replica gone would leave one too many).
         self.check_fence(fence).await?;
-        self.still_member(epoch)?;
         let type_name = self
             .handle_of(actor)
             .map(|h| h.type_name())
