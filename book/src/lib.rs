@@ -31,6 +31,9 @@ pub mod supervision {}
 #[doc = include_str!("actors.md")]
 pub mod actors {}
 
+#[doc = include_str!("security.md")]
+pub mod security {}
+
 /// The repository's README, so that its example is compiled and run too.
 #[doc(hidden)]
 #[doc = include_str!("../../README.md")]
