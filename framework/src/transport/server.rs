@@ -188,10 +188,13 @@ pub(crate) fn check_handshake<N: Acceptor>(
     to: &str,
 ) -> Result<(), Refusal> {
     let theirs = protocol.and_then(|p| p.parse::<u32>().ok());
+    // What the caller sent is echoed in refusals and logs: bounded and escaped, so that a
+    // caller can neither inflate the answer nor forge log lines.
+    let (cluster_shown, to_shown) = (shown(cluster), shown(to));
     if theirs != Some(PROTOCOL_VERSION) {
         let public = format!(
             "protocol version mismatch: this node speaks version {PROTOCOL_VERSION}, the caller {}; run the same actormesh protocol on every node",
-            protocol.unwrap_or("none")
+            protocol.map_or_else(|| "none".to_owned(), shown)
         );
         return Err(Refusal {
             detail: format!("{public} (node {})", node.node_id()),
@@ -201,23 +204,37 @@ pub(crate) fn check_handshake<N: Acceptor>(
     if cluster != node.cluster() {
         return Err(Refusal {
             detail: format!(
-                "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster}`",
+                "cluster name mismatch: node {} belongs to cluster `{}`, the caller to `{cluster_shown}`",
                 node.node_id(),
                 node.cluster()
             ),
-            public: format!("this node does not belong to cluster `{cluster}`"),
+            public: format!("this node does not belong to cluster `{cluster_shown}`"),
         });
     }
     if to != node.node_id().as_str() {
         return Err(Refusal {
             detail: format!(
-                "node id mismatch: this address belongs to node `{}`, not `{to}` (stale address?)",
+                "node id mismatch: this address belongs to node `{}`, not `{to_shown}` (stale address?)",
                 node.node_id()
             ),
-            public: format!("this address does not belong to node `{to}` (stale address?)"),
+            public: format!("this address does not belong to node `{to_shown}` (stale address?)"),
         });
     }
     Ok(())
+}
+
+/// `text` as it may be echoed: at most 64 characters, control characters escaped.
+fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string();
+    if text.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Why a link handshake was refused: in full (logged, and told to an authenticated caller),
@@ -240,6 +257,7 @@ fn accept<N: Acceptor>(
         .map(str::to_owned);
     let cluster = bin(&request, MD_CLUSTER);
     let from = bin(&request, MD_FROM);
+    let from_shown = shown(&from);
     let to = bin(&request, MD_TO);
     let info = request.extensions().get::<ConnInfo>().cloned();
     let remote = info
@@ -254,7 +272,7 @@ fn accept<N: Acceptor>(
                 .and_then(|i| i.peer_cert.as_ref())
                 .is_some_and(|cert| super::tls::names(cert, &NodeId::new(from.clone())));
             if !names_caller {
-                crate::ratelog::warn_limited!(node = %node.node_id(), %remote, claimed = %from, "refused a link: the caller's certificate does not name the node id it claims");
+                crate::ratelog::warn_limited!(node = %node.node_id(), %remote, claimed = %from_shown, "refused a link: the caller's certificate does not name the node id it claims");
                 return Err(Status::permission_denied(format!(
                     "{REFUSED}the certificate presented does not name the node id claimed"
                 )));
@@ -263,7 +281,7 @@ fn accept<N: Acceptor>(
         }
     };
     if let Err(refusal) = check_handshake(&**node, protocol.as_deref(), &cluster, &to) {
-        crate::ratelog::warn_limited!(node = %node.node_id(), %remote, caller = %from, reason = %refusal.detail, "refused a link");
+        crate::ratelog::warn_limited!(node = %node.node_id(), %remote, caller = %from_shown, reason = %refusal.detail, "refused a link");
         // Only an authenticated caller learns this node's side of a mismatch.
         let told = if authenticated {
             refusal.detail
@@ -367,6 +385,13 @@ mod tests {
         );
         let e = check_handshake(shared, Some(&v), "blue", "n2").unwrap_err();
         assert!(e.detail.contains("node id mismatch"), "{e:?}");
+        // What the caller sent comes back bounded and escaped.
+        let long = format!("evil\n{}", "x".repeat(10_000));
+        let e = check_handshake(shared, Some(&v), &long, "n1").unwrap_err();
+        assert!(
+            e.public.len() < 200 && !e.public.contains('\n') && e.public.contains("evil\\n"),
+            "{e:?}"
+        );
         assert!(
             !e.public.contains("n1") && !e.public.contains("blue"),
             "{e:?}"
