@@ -266,6 +266,7 @@ impl NodeBuilder {
                     .to_owned(),
             )
         })?;
+        crate::transport::listener::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(self.listen)
             .await
             .map_err(|e| Error::Start(format!("cannot listen on {}: {e}", self.listen)))?;

@@ -256,3 +256,51 @@ pub(crate) fn incoming(
     });
     ReceiverStream::new(rx)
 }
+
+/// Raises the process's soft limit of open files to its hard limit, once, where the system
+/// allows it: a node holds one descriptor per link and per connection in its handshake, and
+/// the usual soft limit (1,024) is easily reached. Logged at debug; a refusal changes nothing.
+pub(crate) fn raise_open_files_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(unix)]
+        {
+            use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+            let limit = getrlimit(Resource::Nofile);
+            if limit.current < limit.maximum {
+                let raised = Rlimit {
+                    current: limit.maximum,
+                    maximum: limit.maximum,
+                };
+                match setrlimit(Resource::Nofile, raised) {
+                    Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the soft limit of open files"),
+                    Err(e) => tracing::debug!(error = %e, "cannot raise the soft limit of open files"),
+                }
+            }
+        }
+    });
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised_to_the_hard_one() {
+        use rustix::process::{getrlimit, Resource};
+        raise_open_files_limit();
+        let limit = getrlimit(Resource::Nofile);
+        assert_eq!(limit.current, limit.maximum, "{limit:?}");
+    }
+
+    #[test]
+    fn running_out_of_descriptors_pauses_the_accept_loop() {
+        for errno in [24, 23, 105, 12] {
+            assert!(exhausted(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        assert!(
+            !exhausted(&io::Error::from_raw_os_error(103)),
+            "ECONNABORTED"
+        );
+    }
+}
