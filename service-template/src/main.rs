@@ -139,7 +139,9 @@ async fn start_node(listen: SocketAddr, discovery: impl Discovery) -> Result<Nod
         builder = builder.node_id(id.as_str());
     }
     if let Ok(dir) = std::env::var("ACTORMESH_TLS_DIR") {
-        let id = id.ok_or("ACTORMESH_TLS_DIR needs ACTORMESH_NODE_ID: the node id its certificate names")?;
+        let id = id.ok_or(
+            "ACTORMESH_TLS_DIR needs ACTORMESH_NODE_ID: the node id its certificate names",
+        )?;
         let dir = std::path::Path::new(&dir);
         builder = builder.tls(actormesh::LinkTls::from_files(
             dir.join("ca.pem"),
