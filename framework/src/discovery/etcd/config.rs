@@ -5,7 +5,7 @@ use std::time::Duration;
 use etcd_client::ConnectOptions;
 
 /// How to reach etcd and how to use it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EtcdConfig {
     pub(super) endpoints: Vec<String>,
     pub(super) prefix: String,
@@ -15,6 +15,22 @@ pub struct EtcdConfig {
     tls: Option<EtcdTls>,
     pub(super) connect_timeout: Duration,
     pub(super) request_timeout: Duration,
+}
+
+/// The password never appears: only the user name, and whether TLS is configured.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("EtcdConfig");
+        d.field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user));
+        #[cfg(feature = "etcd-tls")]
+        d.field("tls", &self.tls.is_some());
+        d.field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// TLS towards etcd (feature `etcd-tls`): the CA that signed etcd's certificate and, for
@@ -181,5 +197,17 @@ mod tests {
         let config = EtcdConfig::new(["http://e:2379"]).lease_ttl(Duration::from_millis(500));
         assert_eq!(config.lease_ttl, Duration::from_secs(2));
         assert_eq!(config.ttl_secs(), 2);
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_never_printed() {
+        let config = EtcdConfig::new(["http://127.0.0.1:2379"]).credentials("shop", "hunter2");
+        let text = format!("{config:?}");
+        assert!(text.contains("shop") && !text.contains("hunter2"), "{text}");
     }
 }
