@@ -435,3 +435,53 @@ async fn a_certificate_for_one_node_cannot_claim_another() {
     );
     b.shutdown().await;
 }
+
+/// An authenticated peer may hold a few links at once, not more.
+#[actix::test]
+async fn an_authenticated_peer_holds_at_most_a_few_links() {
+    use tonic::metadata::MetadataValue;
+    let ca = DevCa::new("secure").unwrap();
+    let d = MemoryDiscovery::new();
+    let b = tls_node(&d, "b", ca.link_tls("b").unwrap()).await;
+    let protocol = b.info().protocol;
+    let peer = ca.node("peer").unwrap();
+    let mut held = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        let channel = raw_tls_channel(&ca, &peer, "b", b.addr()).await;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        // A request stream that stays open: the link stays open.
+        let mut request = tonic::Request::new(tokio_stream::pending::<bytes::Bytes>());
+        let md = request.metadata_mut();
+        md.insert("actormesh-protocol", MetadataValue::from(protocol));
+        md.insert_bin(
+            "actormesh-cluster-bin",
+            MetadataValue::from_bytes(b"secure"),
+        );
+        md.insert_bin("actormesh-from-bin", MetadataValue::from_bytes(b"peer"));
+        md.insert_bin("actormesh-to-bin", MetadataValue::from_bytes(b"b"));
+        match grpc
+            .streaming(
+                request,
+                http::uri::PathAndQuery::from_static("/actormesh.Mesh/Link"),
+                RawBytes,
+            )
+            .await
+        {
+            Ok(response) => held.push(response),
+            Err(status) => {
+                refused = Some(status);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("one link too many is refused");
+    assert_eq!(held.len(), 4, "four links held");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    b.shutdown().await;
+}

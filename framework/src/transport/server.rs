@@ -74,7 +74,10 @@ pub(crate) fn serve<N: Acceptor>(node: Arc<N>, listener: TcpListener) {
         node.listen_limits(),
         node.shutdown_signal(),
     );
-    let service = MeshService { node };
+    let service = MeshService {
+        node,
+        peers: Arc::new(PeerLinks::default()),
+    };
     tokio::spawn(async move {
         let server = tonic::transport::Server::builder()
             .initial_stream_window_size(STREAM_WINDOW)
@@ -107,12 +110,55 @@ pub(crate) fn serve<N: Acceptor>(node: Arc<N>, listener: TcpListener) {
 /// The tonic service: routes the link method, refuses everything else.
 struct MeshService<N> {
     node: Arc<N>,
+    peers: Arc<PeerLinks>,
+}
+
+/// Links open per authenticated peer node (a peer needs one; a few while it reconnects).
+const MAX_LINKS_PER_PEER: usize = 4;
+
+/// How many links each authenticated peer has open. Only a TLS-authenticated id is counted:
+/// a plaintext caller could claim a peer's id to use up that peer's share.
+#[derive(Default)]
+struct PeerLinks(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One counted link of a peer; uncounted on drop (when its reader ends).
+struct PeerLink {
+    peers: Arc<PeerLinks>,
+    peer: String,
+}
+
+impl PeerLinks {
+    fn open(self: &Arc<Self>, peer: &str) -> Option<PeerLink> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(peer.to_owned()).or_default();
+        if *count >= MAX_LINKS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(PeerLink {
+            peers: self.clone(),
+            peer: peer.to_owned(),
+        })
+    }
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        let mut open = self.peers.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.peer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 impl<N> Clone for MeshService<N> {
     fn clone(&self) -> Self {
         MeshService {
             node: self.node.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -142,12 +188,13 @@ impl<N: Acceptor> Service<http::Request<Body>> for MeshService<N> {
             });
         }
         let node = self.node.clone();
+        let peers = self.peers.clone();
         Box::pin(async move {
             let limit = node.limits().0 + 1024;
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit);
-            Ok(grpc.streaming(LinkHandler { node }, request).await)
+            Ok(grpc.streaming(LinkHandler { node, peers }, request).await)
         })
     }
 }
@@ -155,6 +202,7 @@ impl<N: Acceptor> Service<http::Request<Body>> for MeshService<N> {
 /// Accepts one link: checks the handshake, then reads requests until the stream ends.
 struct LinkHandler<N> {
     node: Arc<N>,
+    peers: Arc<PeerLinks>,
 }
 
 impl<N: Acceptor> Service<Request<Streaming<Bytes>>> for LinkHandler<N> {
@@ -167,7 +215,7 @@ impl<N: Acceptor> Service<Request<Streaming<Bytes>>> for LinkHandler<N> {
     }
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        ready(accept(&self.node, request))
+        ready(accept(&self.node, &self.peers, request))
     }
 }
 
@@ -248,6 +296,7 @@ pub(crate) struct Refusal {
 
 fn accept<N: Acceptor>(
     node: &Arc<N>,
+    peers: &Arc<PeerLinks>,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
     let protocol = request
@@ -300,6 +349,19 @@ fn accept<N: Acceptor>(
             node.node_id()
         )));
     }
+    let counted = if authenticated {
+        match peers.open(&from) {
+            Some(counted) => Some(counted),
+            None => {
+                crate::ratelog::warn_limited!(node = %node.node_id(), %remote, caller = %from_shown, limit = MAX_LINKS_PER_PEER, "refused a link: the peer has its maximum of links open");
+                return Err(Status::resource_exhausted(format!(
+                    "{REFUSED}too many links open from node `{from_shown}`"
+                )));
+            }
+        }
+    } else {
+        None
+    };
     let (max_frame, queue_bytes) = node.limits();
     let outbox = Arc::new(Outbox::new(max_frame, queue_bytes));
     node.track_inbound(&outbox);
@@ -311,6 +373,7 @@ fn accept<N: Acceptor>(
         outbox.clone(),
         from,
         epoch,
+        counted,
     ));
     Ok(Response::new(ReplyStream(FrameStream { outbox, epoch: 0 })))
 }
@@ -321,6 +384,7 @@ async fn read_link<N: Acceptor>(
     outbox: Arc<Outbox>,
     from: String,
     epoch: u64,
+    _counted: Option<PeerLink>,
 ) {
     let mut shutdown = node.shutdown_signal();
     loop {
@@ -354,6 +418,18 @@ impl Stream for ReplyStream {
 mod tests {
     use super::*;
     use crate::Node;
+
+    #[test]
+    fn an_authenticated_peer_has_a_bounded_share_of_links() {
+        let peers = Arc::new(PeerLinks::default());
+        let held: Vec<_> = (0..MAX_LINKS_PER_PEER)
+            .map(|_| peers.open("n2").expect("within the share"))
+            .collect();
+        assert!(peers.open("n2").is_none(), "one more is refused");
+        assert!(peers.open("n3").is_some(), "another peer has its own share");
+        drop(held);
+        assert!(peers.open("n2").is_some(), "closed links free their place");
+    }
 
     #[actix_rt::test]
     async fn handshake_refusals_name_both_sides_but_tell_a_stranger_nothing_new() {
