@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::link::{link_request, RawBytes};
+
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -386,49 +388,6 @@ async fn an_http1_request_is_closed_or_answered_with_an_error() {
 
 // ---------------------------------------------------------------------------------------------
 // 3. HTTP/2 (gRPC) to another path.
-
-/// Frames as they are, for the raw gRPC client.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawBytes;
-
-impl tonic::codec::Codec for RawBytes {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = RawBytes;
-    type Decoder = RawBytes;
-    fn encoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-    fn decoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-}
-
-impl tonic::codec::Encoder for RawBytes {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawBytes {
-    type Item = Bytes;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Bytes>, tonic::Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
 
 async fn plaintext_channel(addr: SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -985,40 +944,6 @@ async fn idle_connections_are_capped_and_closed_at_the_deadline() {
 
 // ---------------------------------------------------------------------------------------------
 // 6. A valid handshake for another cluster.
-
-/// A link request with the handshake metadata; returns the node's answer.
-async fn link_request(
-    channel: tonic::transport::Channel,
-    protocol: u32,
-    cluster: &str,
-    from: &str,
-    to: &str,
-) -> Result<(), tonic::Status> {
-    use tonic::metadata::MetadataValue;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(tokio_stream::iter(Vec::<Bytes>::new()));
-    let md = request.metadata_mut();
-    md.insert("actormesh-protocol", MetadataValue::from(protocol));
-    md.insert_bin(
-        "actormesh-cluster-bin",
-        MetadataValue::from_bytes(cluster.as_bytes()),
-    );
-    md.insert_bin(
-        "actormesh-from-bin",
-        MetadataValue::from_bytes(from.as_bytes()),
-    );
-    md.insert_bin("actormesh-to-bin", MetadataValue::from_bytes(to.as_bytes()));
-    grpc.streaming(
-        request,
-        PathAndQuery::from_static("/actormesh.Mesh/Link"),
-        RawBytes,
-    )
-    .await
-    .map(|_| ())
-}
 
 #[actix::test]
 async fn another_clusters_handshake_is_refused_naming_only_its_own_cluster() {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use actormesh::prelude::*;
 use actormesh::{DevCa, LinkTls};
+use common::link::{handshake, link_request, RawBytes};
 use common::*;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -328,83 +329,6 @@ impl tower_service::Service<http::Uri> for RawConnector {
     }
 }
 
-/// A link request with the handshake metadata; returns the server's answer.
-async fn link_request(
-    channel: tonic::transport::Channel,
-    protocol: u32,
-    cluster: &str,
-    from: &str,
-    to: &str,
-) -> Result<(), tonic::Status> {
-    use tonic::metadata::MetadataValue;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(tokio_stream::iter(Vec::<bytes::Bytes>::new()));
-    let md = request.metadata_mut();
-    md.insert("actormesh-protocol", MetadataValue::from(protocol));
-    md.insert_bin(
-        "actormesh-cluster-bin",
-        MetadataValue::from_bytes(cluster.as_bytes()),
-    );
-    md.insert_bin(
-        "actormesh-from-bin",
-        MetadataValue::from_bytes(from.as_bytes()),
-    );
-    md.insert_bin("actormesh-to-bin", MetadataValue::from_bytes(to.as_bytes()));
-    grpc.streaming(
-        request,
-        http::uri::PathAndQuery::from_static("/actormesh.Mesh/Link"),
-        RawBytes,
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Frames as they are, for the raw link client.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawBytes;
-
-impl tonic::codec::Codec for RawBytes {
-    type Encode = bytes::Bytes;
-    type Decode = bytes::Bytes;
-    type Encoder = RawBytes;
-    type Decoder = RawBytes;
-    fn encoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-    fn decoder(&mut self) -> RawBytes {
-        RawBytes
-    }
-}
-
-impl tonic::codec::Encoder for RawBytes {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: bytes::Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawBytes {
-    type Item = bytes::Bytes;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
 /// A peer with a valid certificate for one node id cannot claim another, and an
 /// authenticated peer's refusals are detailed while nothing it did not know leaks before.
 #[actix::test]
@@ -439,7 +363,6 @@ async fn a_certificate_for_one_node_cannot_claim_another() {
 /// An authenticated peer may hold a few links at once, not more.
 #[actix::test]
 async fn an_authenticated_peer_holds_at_most_a_few_links() {
-    use tonic::metadata::MetadataValue;
     let ca = DevCa::new("secure").unwrap();
     let d = MemoryDiscovery::new();
     let b = tls_node(&d, "b", ca.link_tls("b").unwrap()).await;
@@ -453,14 +376,7 @@ async fn an_authenticated_peer_holds_at_most_a_few_links() {
         grpc.ready().await.unwrap();
         // A request stream that stays open: the link stays open.
         let mut request = tonic::Request::new(tokio_stream::pending::<bytes::Bytes>());
-        let md = request.metadata_mut();
-        md.insert("actormesh-protocol", MetadataValue::from(protocol));
-        md.insert_bin(
-            "actormesh-cluster-bin",
-            MetadataValue::from_bytes(b"secure"),
-        );
-        md.insert_bin("actormesh-from-bin", MetadataValue::from_bytes(b"peer"));
-        md.insert_bin("actormesh-to-bin", MetadataValue::from_bytes(b"b"));
+        handshake(&mut request, protocol, "secure", "peer", "b");
         match grpc
             .streaming(
                 request,

@@ -18,6 +18,8 @@ use actormesh::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+pub mod link;
+
 /// Holds handlers until the test lets them through, and tells the test how many arrived.
 ///
 /// A handler calls [`Gate::pass`]; the test awaits [`Gate::arrived`] to know the work is being
