@@ -460,6 +460,7 @@ pub struct NodeSpec {
     fault_actors: bool,
     env: Vec<(String, String)>,
     capture_log: bool,
+    open_files_limit: Option<u32>,
 }
 
 impl NodeSpec {
@@ -481,6 +482,7 @@ impl NodeSpec {
             fault_actors: false,
             env: Vec::new(),
             capture_log: false,
+            open_files_limit: None,
         }
     }
 
@@ -554,22 +556,42 @@ impl NodeSpec {
         self
     }
 
+    /// Runs the process with at most `n` open files: the binary is started as
+    /// `sh -c 'ulimit -n N && exec BINARY ARGS…'`, so its pid is still the node's. `ulimit -n`
+    /// sets the soft and the hard limit both: the node's own raise of its soft limit to the
+    /// hard one cannot lift it.
+    pub fn open_files_limit(mut self, n: u32) -> Self {
+        self.open_files_limit = Some(n);
+        self
+    }
+
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
     }
 
     fn command(&self) -> Command {
-        let mut command = match &self.netns {
-            Some(ns) => {
-                // `ip netns exec` execs the binary: the child's pid is the node's.
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, &self.binary]);
-                c
-            }
-            None => Command::new(&self.binary),
-        };
-        command.args([&self.cluster, &self.id]);
+        // The program that runs the binary, and the arguments before the node's own: `sh` and
+        // `ip netns exec` both exec what they run, so the child's pid is the node's.
+        let mut program = self.binary.clone();
+        let mut prefix: Vec<String> = Vec::new();
+        if let Some(n) = self.open_files_limit {
+            // The binary and its arguments reach the script as `$0 "$@"`: no quoting needed.
+            prefix = vec![
+                "-c".to_owned(),
+                format!("ulimit -n {n} && exec \"$0\" \"$@\""),
+                program,
+            ];
+            program = "sh".to_owned();
+        }
+        if let Some(ns) = &self.netns {
+            let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), ns.clone(), program];
+            wrapped.append(&mut prefix);
+            prefix = wrapped;
+            program = "ip".to_owned();
+        }
+        let mut command = Command::new(program);
+        command.args(prefix).args([&self.cluster, &self.id]);
         if let Some(endpoint) = &self.etcd {
             command
                 .args(["--etcd", endpoint])
