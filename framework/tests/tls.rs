@@ -24,6 +24,16 @@ async fn tls_node(discovery: &MemoryDiscovery, id: &str, tls: LinkTls) -> Node {
         .unwrap_or_else(|e| panic!("node {id} starts: {e}"))
 }
 
+/// What `node` gets when it asks the counter registered as `ctr` (and must fail).
+async fn refused_ask(node: &Node) -> Error {
+    node.lookup::<Counter>("ctr")
+        .await
+        .unwrap()
+        .ask(Add(1))
+        .await
+        .unwrap_err()
+}
+
 /// `a` asks a counter registered on `b` under `name`.
 async fn counter_on(b: &Node, a: &Node, name: &str) -> ActorRef<Counter> {
     a.wait_for_node(b.id(), Duration::from_secs(5))
@@ -76,13 +86,7 @@ async fn another_clusters_ca_is_refused_with_a_typed_error_and_the_cluster_goes_
         .unwrap();
     let counter = b.spawn(Counter::default());
     b.register_name("ctr", &counter).await.unwrap();
-    let err = intruder
-        .lookup::<Counter>("ctr")
-        .await
-        .unwrap()
-        .ask(Add(1))
-        .await
-        .unwrap_err();
+    let err = refused_ask(&intruder).await;
     assert!(
         matches!(&err, Error::HandshakeRefused { reason, .. } if reason.contains("not signed by this cluster's CA")),
         "{err}"
@@ -113,13 +117,7 @@ async fn expired_and_not_yet_valid_certificates_are_refused() {
         node.wait_for_node(b.id(), Duration::from_secs(5))
             .await
             .unwrap();
-        let err = node
-            .lookup::<Counter>("ctr")
-            .await
-            .unwrap()
-            .ask(Add(1))
-            .await
-            .unwrap_err();
+        let err = refused_ask(&node).await;
         // The accepting side logs which check failed ("the certificate has expired"); the
         // connecting side learns that its certificate was refused.
         assert!(
