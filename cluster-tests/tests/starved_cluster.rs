@@ -413,8 +413,11 @@ async fn a_flood_of_malformed_envelopes_neither_downs_the_node_nor_floods_its_lo
             .collect();
         sent_bytes += frames.iter().map(Bytes::len).sum::<usize>();
         sent_envelopes += (FRAMES_PER_STREAM * ENVELOPES_PER_FRAME) as u64;
+        // A connection per stream: a node lets one connection open only a few streams at
+        // once (8), as a peer needs one link.
+        let stream_channel = connect(addr).await;
         streams.push(actix::spawn(send_link_frames(
-            channel.clone(),
+            stream_channel,
             protocol,
             "flood",
             "p1",
