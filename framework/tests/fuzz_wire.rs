@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use actormesh::__fuzz::{decode_frame, round_trip, seed_frames, FrameOutcome, DECODE_LIMIT};
+use actormesh::__fuzz::{decode_frame, round_trip, seed_frames, FrameOutcome, Rng, DECODE_LIMIT};
 use peak_alloc::PeakAlloc;
 
 #[global_allocator]
@@ -40,28 +40,6 @@ const SLACK: usize = 4 * 1024 * 1024;
 const MAX_INPUT: usize = 256 * 1024;
 /// Examples kept per finding class.
 const EXAMPLES: usize = 3;
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// The seed of input `i` of a run seeded `seed`.
 fn input_seed(seed: u64, i: u64) -> u64 {

@@ -18,6 +18,38 @@ pub const DECODE_LIMIT: usize = 64 * 1024 * 1024;
 /// Size of the length prefix of every envelope.
 pub const LEN_PREFIX: usize = super::envelope::LEN_PREFIX;
 
+/// SplitMix64: a small, seeded, deterministic generator for the fuzzers (the in-crate
+/// handshake fuzzer and `framework/tests/fuzz_wire.rs`), so that a seed replays an input.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+
+    /// One of `items` (which must not be empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
 /// What decoding one frame gave.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FrameOutcome {
@@ -394,24 +426,7 @@ mod tests {
         }
     }
 
-    /// SplitMix64: a small, seeded, deterministic generator.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
+    use super::Rng;
 
     /// One metadata value as a peer could send it: raw header-value bytes.
     fn raw_value(rng: &mut Rng, good: &str, binary: bool) -> Vec<u8> {
