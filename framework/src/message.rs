@@ -391,8 +391,10 @@ where
         deadline,
         fence,
     } = delivery;
+    // One clock read for both checks (an ask always has a deadline; a tell has neither).
+    let now = deadline.map(|_| std::time::Instant::now());
     if let Some(fence) = fence {
-        if !fence.may_start(std::time::Instant::now()) {
+        if !fence.may_start(now.unwrap_or_else(std::time::Instant::now)) {
             tracing::debug!(
                 actor_type = A::NAME,
                 message = M::NAME,
@@ -404,7 +406,7 @@ where
             return;
         }
     }
-    if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+    if deadline.zip(now).is_some_and(|(d, now)| d <= now) {
         tracing::debug!(
             actor_type = A::NAME,
             message = M::NAME,

@@ -124,42 +124,40 @@ impl NodeShared {
 /// lease is alive, refused if it is lost, started anyway (unconfirmed) if the store cannot be
 /// reached, so that an outage of the store does not stop the cluster.
 async fn confirm_and_release(weak: Weak<NodeShared>) {
-    {
-        let Some(node) = weak.upgrade() else { return };
-        let Some(clock) = node.clock().cloned() else {
-            return;
-        };
-        let epoch = clock.epoch();
-        let check = node
-            .discovery
-            .confirm_lease(&node.info.cluster, &node.info.id)
-            .await;
-        match check {
-            Ok(LeaseCheck::Alive) => {
-                if node.admit_frame(epoch) == Admit::Hold {
-                    // A backend that said alive without renewing the clock: do not ask
-                    // again and again; serve, as when the store cannot be reached.
-                    clock.unconfirmed(epoch);
-                }
-                tracing::info!(node = %node.info.id, "membership confirmed after a pause; held requests start");
-            }
-            Ok(LeaseCheck::Lost) => {
-                tracing::warn!(node = %node.info.id, "this node's lease is gone (the cluster declared it down): requests received under it are refused");
-            }
-            Ok(LeaseCheck::Unreachable) | Err(_) => {
+    let Some(node) = weak.upgrade() else { return };
+    let Some(clock) = node.clock().cloned() else {
+        return;
+    };
+    let epoch = clock.epoch();
+    let check = node
+        .discovery
+        .confirm_lease(&node.info.cluster, &node.info.id)
+        .await;
+    match check {
+        Ok(LeaseCheck::Alive) => {
+            if node.admit_frame(epoch) == Admit::Hold {
+                // A backend that said alive without renewing the clock: do not ask
+                // again and again; serve, as when the store cannot be reached.
                 clock.unconfirmed(epoch);
-                tracing::warn!(node = %node.info.id, "cannot reach the discovery store to confirm this node's membership; serving unconfirmed until it answers");
             }
+            tracing::info!(node = %node.info.id, "membership confirmed after a pause; held requests start");
         }
-        let frames = {
-            let mut held = lock(&node.held);
-            held.bytes = 0;
-            held.confirming = false;
-            std::mem::take(&mut held.frames)
-        };
-        // A frame held again (the lease fell in doubt again meanwhile) starts a new round.
-        for (frame, replies, epoch) in frames {
-            node.on_request_frame(frame, &replies, epoch);
+        Ok(LeaseCheck::Lost) => {
+            tracing::warn!(node = %node.info.id, "this node's lease is gone (the cluster declared it down): requests received under it are refused");
         }
+        Ok(LeaseCheck::Unreachable) | Err(_) => {
+            clock.unconfirmed(epoch);
+            tracing::warn!(node = %node.info.id, "cannot reach the discovery store to confirm this node's membership; serving unconfirmed until it answers");
+        }
+    }
+    let frames = {
+        let mut held = lock(&node.held);
+        held.bytes = 0;
+        held.confirming = false;
+        std::mem::take(&mut held.frames)
+    };
+    // A frame held again (the lease fell in doubt again meanwhile) starts a new round.
+    for (frame, replies, epoch) in frames {
+        node.on_request_frame(frame, &replies, epoch);
     }
 }
