@@ -216,6 +216,42 @@ pub enum Error {
     /// Starting the node failed.
     #[error("node failed to start: {0}")]
     Start(String),
+    /// A message to an entity could not be delivered in time: no node hosts its type, or its
+    /// shard was moving between nodes (or being taken over from a failed node) for the whole
+    /// wait. Not handled.
+    #[error("entity {kind}/{key} is unavailable: {why}")]
+    EntityUnavailable {
+        /// The entity type.
+        kind: &'static str,
+        /// The entity's key (printable form).
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// Too many messages are waiting for shards in motion of this entity type on this node
+    /// (see `EntityConfig::buffer`): the message was refused, not queued.
+    #[error("too many messages wait for moving shards of entity type {kind} on this node ({limit}); retry later")]
+    EntityBufferFull {
+        /// The entity type.
+        kind: &'static str,
+        /// The buffer's capacity.
+        limit: usize,
+    },
+    /// A state save (or load) was refused because a newer activation of the entity has
+    /// claimed its state: this activation is stale (its shard moved on or its node was
+    /// declared down) and must not write.
+    #[error("state of entity {kind}/{key} belongs to a newer activation (fencing token {token} is stale)")]
+    StaleActivation {
+        /// The entity type.
+        kind: String,
+        /// The entity's key (printable form).
+        key: String,
+        /// The refused token.
+        token: u64,
+    },
+    /// The state store failed (unreachable, or refused the request).
+    #[error("state store: {0}")]
+    Store(String),
 }
 
 impl Error {
@@ -229,6 +265,9 @@ impl Error {
                 | Error::MailboxFull { .. }
                 | Error::Overloaded { .. }
                 | Error::Discovery(_)
+                | Error::EntityUnavailable { .. }
+                | Error::EntityBufferFull { .. }
+                | Error::Store(_)
         )
     }
 }

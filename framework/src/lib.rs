@@ -77,6 +77,7 @@ mod runtime;
 #[cfg(test)]
 mod sim;
 mod stats;
+pub mod store;
 pub mod supervise;
 mod trace;
 mod transport;
@@ -105,6 +106,7 @@ pub use id::{ActorId, NodeId};
 pub use message::{Accepts, RemoteActor, RemoteMessage, WireValue};
 pub use node::{Node, NodeBuilder};
 pub use stats::{DropReason, StatsSnapshot};
+pub use store::{MemoryStore, StateStore};
 pub use supervise::{Restart, Supervision};
 pub use transport::tls::LinkTls;
 

@@ -140,6 +140,16 @@ impl EtcdDiscovery {
     pub fn config(&self) -> &EtcdConfig {
         &self.inner.config
     }
+
+    /// The shared client (counting the request about to be sent), the key prefix and the
+    /// request timeout: for the etcd state store, which shares this connection.
+    pub(crate) fn client_for_store(&self) -> (Client, String, Duration) {
+        (
+            self.inner.client(),
+            self.inner.config.prefix.clone(),
+            self.inner.config.request_timeout,
+        )
+    }
 }
 
 impl Inner {
