@@ -66,6 +66,16 @@ pub(crate) fn may_start(lease: &Lease, epoch: u64, now: Time) -> bool {
     admit(lease, epoch, now) == Admit::Start
 }
 
+/// Whether a node may let an activation of a keyed entity handle a message at `now`: its
+/// shard was taken under lease `epoch`, and the lease must be certainly alive for `margin`
+/// more. Stricter than [`may_start`]: no grace while the store is unreachable
+/// (`unconfirmed`), because a new owner takes the shard as soon as the store expires the
+/// lease, and the lease's holder stops hosting before that can happen (the singleton guard's
+/// rule).
+pub(crate) fn may_host(lease: &Lease, epoch: u64, now: Time, margin: Time) -> bool {
+    !lease.lost && lease.epoch == epoch && now + margin < lease.alive_until
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -127,5 +137,26 @@ mod tests {
         assert!(may_start(&l, 7, ms(60_000)));
         // But an old link stays refused.
         assert_eq!(admit(&l, 6, ms(0)), Admit::Refuse);
+    }
+
+    #[test]
+    fn an_entity_is_hosted_only_while_the_lease_is_certainly_alive_for_the_margin() {
+        let l = lease(7, 3_000);
+        let margin = ms(300);
+        assert!(may_host(&l, 7, ms(2_000), margin));
+        assert!(!may_host(&l, 7, ms(2_700), margin));
+        assert!(!may_host(&l, 7, ms(9_000), margin));
+        // Another lease, a lost one, or an unconfirmed one past its deadline: never.
+        assert!(!may_host(&l, 6, ms(0), margin));
+        assert!(!may_host(&Lease { lost: true, ..l }, 7, ms(0), margin));
+        assert!(!may_host(
+            &Lease {
+                unconfirmed: true,
+                ..l
+            },
+            7,
+            ms(2_800),
+            margin
+        ));
     }
 }

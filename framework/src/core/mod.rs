@@ -13,6 +13,7 @@
 //! - [`controller`]: the controller's decisions, a pure state machine.
 //! - [`singleton`]: when a singleton's host must stop it.
 //! - [`fence`]: when a node may start work another node asked of it (its lease).
+//! - [`shard`]: keyed entities' shards: key to shard, the allocator, a host's steps.
 //! - [`diff`]: the difference between two reads of a key range (the etcd follower's resync).
 //! - [`health`]: when a group's caller ejects an instance.
 //! - [`view`]: a node's membership view.
@@ -26,6 +27,7 @@ pub(crate) mod fence;
 pub(crate) mod health;
 pub(crate) mod model;
 pub mod placement;
+pub(crate) mod shard;
 pub(crate) mod singleton;
 pub(crate) mod status;
 pub(crate) mod terminated;

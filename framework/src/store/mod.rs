@@ -30,7 +30,7 @@ use crate::error::Error;
 #[cfg(feature = "etcd")]
 mod etcd;
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdStateStore;
+pub use etcd::{EtcdStateStore, MAX_STATE_BYTES as ETCD_MAX_STATE_BYTES};
 
 /// A boxed future returned by [`StateStore`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
