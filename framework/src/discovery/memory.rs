@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Discovery, DiscoveryFuture, GroupEvent, GroupMember, GroupSpec, GroupView, Leadership,
-    LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo, SpecEvent, SpecView,
+    Assignment, Discovery, DiscoveryFuture, EntityEvent, EntityView, GroupEvent, GroupMember,
+    GroupSpec, GroupView, Leadership, LoadReport, Membership, MembershipEvent, NameEntry, NodeInfo,
+    ShardOwner, SpecEvent, SpecView,
 };
 use crate::error::Error;
 use crate::id::ActorId;
@@ -40,6 +41,24 @@ struct Cluster {
     specs: BTreeMap<String, GroupSpec>,
     spec_watchers: Vec<mpsc::UnboundedSender<(u64, SpecEvent)>>,
     campaigners: Vec<(NodeId, oneshot::Sender<Leadership>)>,
+    /// Entity type -> host -> shard count.
+    entity_hosts: BTreeMap<String, BTreeMap<NodeId, u32>>,
+    entities: BTreeMap<String, Entities>,
+}
+
+/// One entity type's assignment, owners (with their tokens) and watchers.
+#[derive(Debug, Default)]
+struct Entities {
+    assignment: Option<Assignment>,
+    owners: BTreeMap<u32, (ShardOwner, u64)>,
+    watchers: Vec<mpsc::UnboundedSender<(u64, EntityEvent)>>,
+}
+
+impl Entities {
+    fn publish(&mut self, revision: u64, event: EntityEvent) {
+        self.watchers
+            .retain(|w| w.send((revision, event.clone())).is_ok());
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +129,21 @@ impl Cluster {
         }
         self.names.retain(|_, entry| &entry.node != node);
         self.load.remove(node);
+        for hosts in self.entity_hosts.values_mut() {
+            hosts.remove(node);
+        }
+        for entities in self.entities.values_mut() {
+            let gone: Vec<u32> = entities
+                .owners
+                .iter()
+                .filter(|(_, (o, _))| &o.node == node)
+                .map(|(s, _)| *s)
+                .collect();
+            for shard in gone {
+                entities.owners.remove(&shard);
+                entities.publish(revision, EntityEvent::Released(shard));
+            }
+        }
         for group in self.groups.values_mut() {
             let gone: Vec<_> = group
                 .members
@@ -435,6 +469,211 @@ impl Discovery for MemoryDiscovery {
 
     fn loads<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, BTreeMap<NodeId, LoadReport>> {
         Box::pin(async move { Ok(self.load(cluster)) })
+    }
+
+    fn register_entity_host<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        node: &'a NodeId,
+        shards: u32,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move { self.register_host(cluster, kind, node, shards) })
+    }
+
+    fn unregister_entity_host<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            self.with_entities(cluster, kind, |c, _| {
+                if let Some(hosts) = c.entity_hosts.get_mut(kind) {
+                    hosts.remove(node);
+                }
+            });
+            Ok(())
+        })
+    }
+
+    fn read_entity_hosts<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, BTreeMap<NodeId, u32>>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .map(|c| c.entity_hosts.clone())
+                .unwrap_or_default())
+        })
+    }
+
+    fn put_assignment<'a>(
+        &'a self,
+        cluster: &'a str,
+        assignment: &'a Assignment,
+        token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            self.with_entities(cluster, &assignment.kind, |c, rev| {
+                if c.leader.as_ref().map(|l| l.token) != Some(token) {
+                    return Err(Error::Discovery(format!(
+                        "assignment of {} refused: token {token} is not the current leader's",
+                        assignment.kind
+                    )));
+                }
+                let e = c.entities.entry(assignment.kind.clone()).or_default();
+                e.assignment = Some(assignment.clone());
+                e.publish(rev, EntityEvent::Assigned(assignment.clone()));
+                Ok(())
+            })
+        })
+    }
+
+    fn read_assignment<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+    ) -> DiscoveryFuture<'a, Option<Assignment>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .and_then(|c| c.entities.get(kind))
+                .and_then(|e| e.assignment.clone()))
+        })
+    }
+
+    fn watch_entities<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+    ) -> DiscoveryFuture<'a, EntityView> {
+        Box::pin(async move {
+            let mut st = self.lock();
+            let revision = st.revision;
+            let c = st.clusters.entry(cluster.to_owned()).or_default();
+            let e = c.entities.entry(kind.to_owned()).or_default();
+            let (tx, rx) = mpsc::unbounded_channel();
+            e.watchers.push(tx);
+            Ok(EntityView {
+                revision,
+                assignment: e.assignment.clone(),
+                owners: e.owners.values().map(|(o, _)| o.clone()).collect(),
+                events: rx,
+            })
+        })
+    }
+
+    fn acquire_shard<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        shard: u32,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Option<u64>> {
+        Box::pin(async move { self.acquire(cluster, kind, shard, node) })
+    }
+
+    fn release_shard<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        shard: u32,
+        node: &'a NodeId,
+        token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async move {
+            self.release(cluster, kind, shard, node, token);
+            Ok(())
+        })
+    }
+}
+
+impl MemoryDiscovery {
+    /// Runs `f` on the entity state of `kind` in `cluster`, at a new revision.
+    fn with_entities<T>(
+        &self,
+        cluster: &str,
+        kind: &str,
+        f: impl FnOnce(&mut Cluster, u64) -> T,
+    ) -> T {
+        let _ = kind;
+        let mut st = self.lock();
+        st.revision += 1;
+        let rev = st.revision;
+        let c = st.clusters.entry(cluster.to_owned()).or_default();
+        f(c, rev)
+    }
+
+    fn member_or_err(c: &Cluster, node: &NodeId) -> Result<(), Error> {
+        if c.members.contains_key(node) {
+            Ok(())
+        } else {
+            Err(Error::UnknownNode(node.clone()))
+        }
+    }
+}
+
+/// The keyed-entity half of the trait, kept apart from the rest.
+impl MemoryDiscovery {
+    fn register_host(
+        &self,
+        cluster: &str,
+        kind: &str,
+        node: &NodeId,
+        shards: u32,
+    ) -> Result<(), Error> {
+        self.with_entities(cluster, kind, |c, _| {
+            Self::member_or_err(c, node)?;
+            c.entity_hosts
+                .entry(kind.to_owned())
+                .or_default()
+                .insert(node.clone(), shards);
+            Ok(())
+        })
+    }
+
+    fn acquire(
+        &self,
+        cluster: &str,
+        kind: &str,
+        shard: u32,
+        node: &NodeId,
+    ) -> Result<Option<u64>, Error> {
+        self.with_entities(cluster, kind, |c, rev| {
+            Self::member_or_err(c, node)?;
+            let e = c.entities.entry(kind.to_owned()).or_default();
+            if e.owners.contains_key(&shard) {
+                return Ok(None);
+            }
+            let owner = ShardOwner {
+                shard,
+                node: node.clone(),
+                epoch: 0,
+            };
+            e.owners.insert(shard, (owner.clone(), rev));
+            e.publish(rev, EntityEvent::Owned(owner));
+            Ok(Some(rev))
+        })
+    }
+
+    fn release(&self, cluster: &str, kind: &str, shard: u32, node: &NodeId, token: u64) {
+        self.with_entities(cluster, kind, |c, rev| {
+            let e = c.entities.entry(kind.to_owned()).or_default();
+            let ours = e
+                .owners
+                .get(&shard)
+                .is_some_and(|(o, t)| &o.node == node && (token == 0 || *t == token));
+            if ours {
+                e.owners.remove(&shard);
+                e.publish(rev, EntityEvent::Released(shard));
+            }
+        })
     }
 }
 

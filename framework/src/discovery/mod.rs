@@ -22,6 +22,7 @@ pub use crate::core::model::{
     Autoscale, GroupEvent, GroupMember, GroupSpec, LoadReport, MembershipEvent, NameEntry,
     NodeInfo, PlacementPolicy, SpecEvent,
 };
+pub use crate::core::shard::{Assignment, EntityEvent, ShardOwner};
 use crate::error::Error;
 use crate::id::NodeId;
 
@@ -70,6 +71,24 @@ pub struct SpecView {
     pub specs: Vec<GroupSpec>,
     /// Every change after, in order.
     pub events: mpsc::UnboundedReceiver<(u64, SpecEvent)>,
+}
+
+/// An entity type's assignment and shard owners at `revision`, and every change after.
+#[derive(Debug)]
+pub struct EntityView {
+    /// The revision of the snapshot.
+    pub revision: u64,
+    /// The assignment at `revision`, if the controller has written one.
+    pub assignment: Option<Assignment>,
+    /// The shards' owners at `revision`.
+    pub owners: Vec<ShardOwner>,
+    /// Every change after `revision`, in order.
+    pub events: mpsc::UnboundedReceiver<(u64, EntityEvent)>,
+}
+
+/// The error of a backend that does not keep keyed entities.
+fn no_entities() -> Error {
+    Error::Discovery("this discovery backend does not support keyed entities".to_owned())
 }
 
 /// Leadership of a cluster (for its controller), won with [`Discovery::campaign`].
@@ -217,6 +236,92 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
 
     /// The current leader of `cluster` and its token, if any.
     fn leader<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Option<(NodeId, u64)>>;
+
+    /// Registers `node` as a host of entity type `kind` with `shards` shards (owned by the
+    /// node: it goes when the node leaves or is declared down).
+    fn register_entity_host<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+        _node: &'a NodeId,
+        _shards: u32,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// Withdraws `node` as a host of `kind` (it drains: the controller moves its shards).
+    fn unregister_entity_host<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+        _node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// The hosts of every entity type: type -> node -> its shard count.
+    fn read_entity_hosts<'a>(
+        &'a self,
+        _cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, BTreeMap<NodeId, u32>>> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// Writes `assignment` if, and only if, `token` is the current leader's token; fails
+    /// with [`Error::Discovery`] otherwise (a deposed controller cannot move shards).
+    fn put_assignment<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _assignment: &'a Assignment,
+        _token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// The assignment of `kind` now (a read, no watch).
+    fn read_assignment<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+    ) -> DiscoveryFuture<'a, Option<Assignment>> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// The assignment and owners of `kind` and every change after, as for
+    /// [`Discovery::join`].
+    fn watch_entities<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+    ) -> DiscoveryFuture<'a, EntityView> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// Takes the ownership of `shard` of `kind` for `node`, bound to its lease, if nobody
+    /// holds it: `Some(token)`, a token larger than any earlier owner's of the shard, or
+    /// `None` when another node holds it.
+    fn acquire_shard<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+        _shard: u32,
+        _node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Option<u64>> {
+        Box::pin(async { Err(no_entities()) })
+    }
+
+    /// Releases the ownership of `shard` if it is still the one `node` took with `token`
+    /// (`token` 0: whatever ownership `node` holds).
+    fn release_shard<'a>(
+        &'a self,
+        _cluster: &'a str,
+        _kind: &'a str,
+        _shard: u32,
+        _node: &'a NodeId,
+        _token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(async { Err(no_entities()) })
+    }
 
     /// Publishes the latest load report of `node` (owned by the node, replaced each time).
     fn report_load<'a>(

@@ -74,6 +74,17 @@ pub struct ShardOwner {
     pub epoch: u64,
 }
 
+/// A change under an entity type's keys in the store, in the order the store made them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntityEvent {
+    /// The controller wrote a new assignment.
+    Assigned(Assignment),
+    /// A node took a shard's ownership.
+    Owned(ShardOwner),
+    /// A shard's ownership went (released, or expired with its owner's lease).
+    Released(u32),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

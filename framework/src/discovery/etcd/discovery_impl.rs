@@ -8,18 +8,117 @@ use std::sync::Arc;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use tokio::sync::mpsc;
 
+use super::entities::{entity_event, EntityRecord};
 use super::follow::{follow_prefix, group_event, membership_event, spec_event};
 use super::record::{NodeRecord, NodeState};
 use super::session::{keep_alive, Session};
 use super::{election, lock, EtcdDiscovery};
 use crate::discovery::{
-    Discovery, DiscoveryFuture, GroupMember, GroupSpec, GroupView, Leadership, LeaseCheck,
-    LeaseClock, LoadReport, Membership, NameEntry, NodeInfo, SpecView,
+    Assignment, Discovery, DiscoveryFuture, EntityView, GroupMember, GroupSpec, GroupView,
+    Leadership, LeaseCheck, LeaseClock, LoadReport, Membership, NameEntry, NodeInfo, SpecView,
 };
 use crate::error::Error;
 use crate::id::NodeId;
 
 impl Discovery for EtcdDiscovery {
+    fn register_entity_host<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        node: &'a NodeId,
+        shards: u32,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(self.inner.register_entity_host(cluster, kind, node, shards))
+    }
+
+    fn unregister_entity_host<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(self.inner.unregister_entity_host(cluster, kind, node))
+    }
+
+    fn read_entity_hosts<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, BTreeMap<NodeId, u32>>> {
+        Box::pin(self.inner.read_entity_hosts(cluster))
+    }
+
+    fn put_assignment<'a>(
+        &'a self,
+        cluster: &'a str,
+        assignment: &'a Assignment,
+        token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(self.inner.put_assignment(cluster, assignment, token))
+    }
+
+    fn read_assignment<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+    ) -> DiscoveryFuture<'a, Option<Assignment>> {
+        Box::pin(self.inner.read_assignment(cluster, kind))
+    }
+
+    fn watch_entities<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+    ) -> DiscoveryFuture<'a, EntityView> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let (revision, values) = inner.read_entities(cluster, kind).await?;
+            let mut assignment = None;
+            let mut owners = Vec::new();
+            for value in values.values() {
+                match value {
+                    EntityRecord::Assignment(a) => assignment = Some(a.clone()),
+                    EntityRecord::Owner(o) => owners.push(o.clone()),
+                }
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            inner.io.spawn(follow_prefix(
+                Arc::downgrade(inner),
+                inner.keys(cluster).entities(kind),
+                revision,
+                values,
+                tx,
+                entity_event,
+            ));
+            Ok(EntityView {
+                revision: revision as u64,
+                assignment,
+                owners,
+                events: rx,
+            })
+        })
+    }
+
+    fn acquire_shard<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        shard: u32,
+        node: &'a NodeId,
+    ) -> DiscoveryFuture<'a, Option<u64>> {
+        Box::pin(self.inner.acquire_shard(cluster, kind, shard, node))
+    }
+
+    fn release_shard<'a>(
+        &'a self,
+        cluster: &'a str,
+        kind: &'a str,
+        shard: u32,
+        node: &'a NodeId,
+        token: u64,
+    ) -> DiscoveryFuture<'a, ()> {
+        Box::pin(self.inner.release_shard(cluster, kind, shard, node, token))
+    }
+
     fn read_specs<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<GroupSpec>> {
         Box::pin(async move {
             let inner = &self.inner;

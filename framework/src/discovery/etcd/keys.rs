@@ -63,6 +63,39 @@ impl Keys {
         format!("{}specs/{}", self.root, group)
     }
 
+    /// `entity-hosts/`: the prefix of every entity type's hosts.
+    pub(super) fn entity_hosts(&self) -> String {
+        format!("{}entity-hosts/", self.root)
+    }
+
+    /// `entity-hosts/{kind}/{node}`: `node` hosts entity type `kind` (bound to its lease).
+    pub(super) fn entity_host(&self, kind: &str, node: &NodeId) -> String {
+        format!("{}entity-hosts/{kind}/{node}", self.root)
+    }
+
+    /// The entity type and node of a key under [`entity_hosts`](Self::entity_hosts).
+    pub(super) fn entity_host_of(&self, key: &[u8]) -> Option<(String, NodeId)> {
+        let rest = key.strip_prefix(self.entity_hosts().as_bytes())?;
+        let rest = String::from_utf8_lossy(rest);
+        let (kind, node) = rest.split_once('/')?;
+        Some((kind.to_owned(), NodeId::new(node)))
+    }
+
+    /// `entities/{kind}/`: the assignment and the owners of entity type `kind`.
+    pub(super) fn entities(&self, kind: &str) -> String {
+        format!("{}entities/{kind}/", self.root)
+    }
+
+    /// `entities/{kind}/assignment`.
+    pub(super) fn assignment(&self, kind: &str) -> String {
+        format!("{}assignment", self.entities(kind))
+    }
+
+    /// `entities/{kind}/owners/{shard}` (bound to the owner's lease).
+    pub(super) fn shard_owner(&self, kind: &str, shard: u32) -> String {
+        format!("{}owners/{shard:05}", self.entities(kind))
+    }
+
     /// `leader`: the key the cluster's leader holds.
     pub(super) fn leader(&self) -> String {
         format!("{}leader", self.root)

@@ -51,6 +51,7 @@
 mod config;
 mod discovery_impl;
 mod election;
+mod entities;
 mod follow;
 mod io;
 mod keys;
