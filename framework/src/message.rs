@@ -569,7 +569,11 @@ where
         return Err(WireError::ActorNotFound);
     }
     match inbound.ask {
-        None if !inbound.wrap && inbound.trace.is_none() && !handle_spans_enabled() => {
+        None if !inbound.wrap
+            && inbound.trace.is_none()
+            && inbound.fence.is_none()
+            && !handle_spans_enabled() =>
+        {
             addr.do_send(message)
         }
         None => addr.do_send(Deliver {
@@ -577,7 +581,7 @@ where
             reply: None,
             trace: inbound.trace,
             deadline: None,
-            fence: None,
+            fence: inbound.fence,
         }),
         Some(ask) => {
             let node = inbound.node;
@@ -592,7 +596,7 @@ where
                 })),
                 trace: inbound.trace,
                 deadline: Some(ask.deadline.into_std()),
-                fence: node.fence_stamp(ask.epoch),
+                fence: inbound.fence.or_else(|| node.fence_stamp(ask.epoch)),
             });
         }
     }

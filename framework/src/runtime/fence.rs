@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::reply::send_reply;
 use super::{lock, NodeShared};
-use crate::core::fence::{admit, may_start, Admit};
+use crate::core::fence::{admit, may_host, may_start, Admit};
 use crate::core::wire::envelope::{Envelopes, Header, WireError};
 use crate::core::wire::outbox::Outbox;
 use crate::discovery::{LeaseCheck, LeaseClock};
@@ -38,12 +38,29 @@ pub(crate) struct Held {
 pub(crate) struct FenceStamp {
     clock: Arc<LeaseClock>,
     epoch: u64,
+    /// For a keyed entity's message: the lease must be certainly alive for this margin more
+    /// (`core::fence::may_host`), with no grace while the store is unreachable.
+    host_margin: Option<std::time::Duration>,
 }
 
 impl FenceStamp {
+    /// The stamp of a message to a keyed entity whose shard was taken under lease `epoch`.
+    pub(crate) fn hosting(clock: Arc<LeaseClock>, epoch: u64, margin: std::time::Duration) -> Self {
+        FenceStamp {
+            clock,
+            epoch,
+            host_margin: Some(margin),
+        }
+    }
+
     /// Whether the ask may start at `now`.
     pub(crate) fn may_start(&self, now: Instant) -> bool {
-        may_start(&self.clock.lease(), self.epoch, self.clock.time(now))
+        let lease = self.clock.lease();
+        let now = self.clock.time(now);
+        match self.host_margin {
+            None => may_start(&lease, self.epoch, now),
+            Some(margin) => may_host(&lease, self.epoch, now, margin),
+        }
     }
 }
 
@@ -72,6 +89,7 @@ impl NodeShared {
         self.clock().map(|clock| FenceStamp {
             clock: clock.clone(),
             epoch,
+            host_margin: None,
         })
     }
 

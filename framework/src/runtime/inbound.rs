@@ -69,6 +69,7 @@ impl NodeShared {
                             trace,
                             ask: None,
                             wrap: false,
+                            fence: None,
                         },
                         &payload,
                     ),
@@ -120,6 +121,7 @@ impl NodeShared {
                                 epoch,
                             }),
                             wrap: false,
+                            fence: None,
                         },
                         &payload,
                     ),
@@ -235,6 +237,8 @@ fn drop_reason(e: &WireError) -> DropReason {
         WireError::UnknownActorType { .. } => DropReason::UnknownActor,
         WireError::Fenced => DropReason::ShuttingDown,
         WireError::NotMember => DropReason::Fenced,
+        WireError::NotOwner => DropReason::UnknownActor,
+        WireError::EntityBufferFull => DropReason::QueueFull,
     }
 }
 

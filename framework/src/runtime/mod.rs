@@ -288,6 +288,9 @@ pub(crate) struct Inbound<'a> {
     pub(crate) ask: Option<AskReply>,
     /// Deliver wrapped even when nothing is traced (the target is supervised).
     pub(crate) wrap: bool,
+    /// A keyed entity's message: the fence its handler checks (instead of the link's lease
+    /// for an ask), also for a tell.
+    pub(crate) fence: Option<fence::FenceStamp>,
 }
 
 /// The return address of an ask.

@@ -578,6 +578,15 @@ impl PeerLink {
                 "node {node} refused the order: the sender no longer leads the cluster"
             )),
             WireError::NotMember => Error::NodeFenced { node },
+            WireError::NotOwner => Error::EntityUnavailable {
+                kind: actor_type,
+                key: String::new(),
+                why: format!("node {node} does not host its shard (it moved or is moving)"),
+            },
+            WireError::EntityBufferFull => Error::EntityBufferFull {
+                kind: actor_type,
+                limit: 0,
+            },
         }
     }
 }

@@ -77,6 +77,12 @@ pub(crate) enum WireError {
     /// The receiving node's membership (its lease) was lost, or in doubt and could not be
     /// confirmed, when the request was to start: it was not handled.
     NotMember,
+    /// The receiving node does not host the entity's shard (it moved, or is moving): not
+    /// handled; the caller routes it again.
+    NotOwner,
+    /// Too many messages wait for moving shards of the entity type on the receiving node:
+    /// not handled.
+    EntityBufferFull,
 }
 
 /// Why a watched actor terminated, as carried in a `Terminated` envelope.
@@ -143,6 +149,26 @@ pub(crate) enum Header {
     Reply { id: u64, error: Option<WireError> },
     /// A watched actor terminated.
     Terminated { watch: u64, reason: WireTermination },
+    /// Fire-and-forget message to the keyed entity `key` of type `kind`, activated where its
+    /// shard is hosted; payload is the message. `hops` counts the nodes that forwarded it
+    /// (a shard in motion): a node does not forward past a small bound.
+    EntityTell {
+        kind: String,
+        key: Vec<u8>,
+        message: u64,
+        hops: u8,
+        trace: Option<TraceContext>,
+    },
+    /// Request with a reply to the keyed entity `key` of type `kind`; as `Ask` otherwise.
+    EntityAsk {
+        id: u64,
+        kind: String,
+        key: Vec<u8>,
+        message: u64,
+        timeout_ms: u32,
+        deadline_unix_ms: u64,
+        trace: Option<TraceContext>,
+    },
 }
 
 /// Why an envelope or frame could not be read.
