@@ -358,6 +358,7 @@ impl NodeBuilder {
             asks_handled: AtomicU64::new(0),
             events,
             lease: std::sync::OnceLock::new(),
+            entities: RwLock::new(HashMap::new()),
             held: Mutex::new(Default::default()),
         });
         crate::runtime::local::install(&shared);

@@ -72,6 +72,11 @@ async fn lead(node: &Arc<NodeShared>, mut leadership: Leadership) {
         .map(|(name, policy)| (name.clone(), policy.clone()))
         .collect();
     let mut core = Controller::new(leadership.token, placements);
+    // The shard allocator of keyed entities runs as long as this lead.
+    let _allocator = AbortOnDrop(tokio::spawn(super::entity::allocate::run(
+        Arc::downgrade(node),
+        leadership.token,
+    )));
     let origin = Instant::now();
     // Answers of the orders (group followers, load reads, spawns) come back on one channel.
     let (tx, mut answers) = mpsc::unbounded_channel::<Event>();
@@ -395,4 +400,13 @@ async fn retire(
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Aborts a task when dropped (a task that lives as long as a scope).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::entity::inbound::EntityRequest;
 use super::reply::send_reply;
 use super::{lock, write, AskReply, Inbound, NodeShared, Watcher};
 use crate::core::fence::Admit;
@@ -192,6 +193,62 @@ impl NodeShared {
                         self.notify_watcher(watcher, target, TerminationReason::NotFound);
                     }
                 }
+            }
+            Header::EntityTell {
+                kind,
+                key,
+                message,
+                hops,
+                trace,
+            } => self.on_entity_request(
+                EntityRequest {
+                    kind,
+                    key,
+                    message,
+                    payload,
+                    trace,
+                    ask: None,
+                    hops,
+                },
+                replies,
+            ),
+            Header::EntityAsk {
+                id,
+                kind,
+                key,
+                message,
+                timeout_ms,
+                deadline_unix_ms,
+                trace,
+            } => {
+                let Some(left) = time_left(
+                    timeout_ms,
+                    deadline_unix_ms,
+                    crate::id::unix_ms(std::time::SystemTime::now()),
+                    self.config.max_clock_skew,
+                ) else {
+                    self.stats.dropped(DropReason::DeadlineExpired, 1);
+                    send_reply::<()>(self, replies, id, Err(WireError::DeadlineExpired));
+                    return;
+                };
+                let ask = AskReply {
+                    id,
+                    outbox: replies.clone(),
+                    deadline: tokio::time::Instant::now() + left,
+                    epoch,
+                };
+                self.on_entity_request(
+                    EntityRequest {
+                        kind,
+                        key,
+                        message,
+                        payload,
+                        trace,
+                        ask: Some(ask),
+                        hops: 0,
+                    },
+                    replies,
+                )
             }
             other @ (Header::Reply { .. } | Header::Terminated { .. }) => {
                 self.stats.dropped(DropReason::Malformed, 1);

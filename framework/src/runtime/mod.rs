@@ -54,6 +54,7 @@ use crate::transport::link::{LinkConfig, PeerLink};
 pub(crate) mod controller;
 pub(crate) mod decode;
 pub(crate) mod dispatch;
+pub(crate) mod entity;
 pub(crate) mod fence;
 pub(crate) mod inbound;
 pub(crate) mod load;
@@ -181,6 +182,8 @@ pub(crate) struct NodeShared {
     pub(crate) events: broadcast::Sender<MembershipEvent>,
     /// What this node knows of its lease, once joined to a discovery with leases.
     pub(crate) lease: std::sync::OnceLock<Arc<crate::discovery::LeaseClock>>,
+    /// The keyed entity types this node hosts or sends to, by name.
+    pub(crate) entities: RwLock<HashMap<&'static str, Arc<entity::KindHost>>>,
     /// Request frames read while the lease was in doubt (see `fence.rs`).
     pub(crate) held: Mutex<fence::Held>,
 }

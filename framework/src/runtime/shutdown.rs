@@ -11,6 +11,8 @@ impl NodeShared {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        // 0. Hand hosted entity shards over (their activations finish their queued messages).
+        self.drain_entities(deadline).await;
         tracing::info!(node = %self.info.id, "shutting down: draining in-flight asks");
         // 1. Let the asks being handled here finish and their replies leave.
         let drained = tokio::time::timeout_at(deadline, async {

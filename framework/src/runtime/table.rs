@@ -65,6 +65,7 @@ impl NodeShared {
         let Some((handle, entry)) = write(&self.actors).remove(id) else {
             return;
         };
+        self.entity_stopped(id);
         let stopping = self.stopping.load(Ordering::Acquire);
         let reason = if stopping {
             TerminationReason::NodeShutdown
