@@ -67,6 +67,7 @@ mod core;
 #[cfg(feature = "dev-certs")]
 mod devcerts;
 pub mod discovery;
+mod entity;
 mod error;
 mod group;
 mod id;
@@ -100,6 +101,7 @@ pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
 };
+pub use entity::{Entity, EntityConfig, EntityContext, EntityRef, EntityState};
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};

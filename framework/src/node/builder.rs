@@ -17,7 +17,7 @@ use crate::core::wire::PROTOCOL_VERSION;
 use crate::discovery::{Discovery, MemoryDiscovery, NodeInfo};
 use crate::error::{Error, Result};
 use crate::id::NodeId;
-use crate::runtime::{write, ActorTable, Config, NodeShared, SpawnFn};
+use crate::runtime::{read, write, ActorTable, Config, NodeShared, SpawnFn};
 use crate::stats::Stats;
 use crate::transport::link::LinkConfig;
 
@@ -54,11 +54,16 @@ pub struct NodeBuilder {
     max_frame: usize,
     send_queue_bytes: usize,
     load_interval: Duration,
-    controller: bool,
+    controller: Option<bool>,
     tls: Option<LinkTls>,
     insecure_links: bool,
     max_connections: usize,
     handshake_timeout: Duration,
+    entities: Vec<(
+        &'static str,
+        crate::entity::EntityConfig,
+        Arc<dyn crate::runtime::entity::Activator>,
+    )>,
 }
 
 impl NodeBuilder {
@@ -80,11 +85,12 @@ impl NodeBuilder {
             max_frame: 4 * 1024 * 1024,
             send_queue_bytes: 64 * 1024 * 1024,
             load_interval: Duration::from_secs(5),
-            controller: false,
+            controller: None,
             tls: None,
             insecure_links: false,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
+            entities: Vec::new(),
         }
     }
 
@@ -249,9 +255,22 @@ impl NodeBuilder {
     }
 
     /// Makes this node a candidate for the cluster's controller, which keeps deployed groups
-    /// at their desired state (see [`controller`](crate::controller)); default off.
+    /// at their desired state (see [`controller`](crate::controller)) and assigns the shards
+    /// of keyed entities; default off, except on a node that hosts an entity type
+    /// ([`entity`](Self::entity)), where it is on unless set here.
     pub fn controller(mut self, enabled: bool) -> Self {
-        self.controller = enabled;
+        self.controller = Some(enabled);
+        self
+    }
+
+    /// Hosts entity type `E` on this node, with `config` (shard count, idle time, state
+    /// store...): the node registers as a host, the controller assigns it a share of the
+    /// type's shards, and it activates the entities of the shards it holds. Any node can send
+    /// to the type with [`Node::entity`] without hosting it.
+    pub fn entity<E: crate::entity::Entity>(mut self, config: crate::entity::EntityConfig) -> Self {
+        self.entities.retain(|(kind, _, _)| *kind != E::KIND);
+        self.entities
+            .push((E::KIND, config, crate::entity::activator::<E>()));
         self
     }
 
@@ -259,7 +278,9 @@ impl NodeBuilder {
     ///
     /// Must run inside an actix system (`#[actix::main]`, `#[actix::test]`): the node's
     /// actors run on the arbiter that calls this.
-    pub async fn start(self) -> Result<Node> {
+    pub async fn start(mut self) -> Result<Node> {
+        let entities = std::mem::take(&mut self.entities);
+        let run_controller = self.controller.unwrap_or(!entities.is_empty());
         let arbiter = actix_rt::Arbiter::try_current().ok_or_else(|| {
             Error::Start(
                 "no actix arbiter here: start the node inside an actix system (#[actix::main] or #[actix::test])"
@@ -358,7 +379,19 @@ impl NodeBuilder {
             asks_handled: AtomicU64::new(0),
             events,
             lease: std::sync::OnceLock::new(),
-            entities: RwLock::new(HashMap::new()),
+            entities: RwLock::new(
+                entities
+                    .into_iter()
+                    .map(|(kind, config, activator)| {
+                        let host = crate::runtime::entity::KindHost::new(
+                            kind,
+                            config.into_kind(),
+                            Some(activator),
+                        );
+                        (kind, Arc::new(host))
+                    })
+                    .collect(),
+            ),
             held: Mutex::new(Default::default()),
         });
         crate::runtime::local::install(&shared);
@@ -389,8 +422,12 @@ impl NodeBuilder {
             Arc::downgrade(&shared),
             shared.config.load_interval,
         ));
-        if self.controller {
+        if run_controller {
             tokio::spawn(crate::runtime::controller::run(Arc::downgrade(&shared)));
+        }
+        let hosted: Vec<_> = read(&shared.entities).values().cloned().collect();
+        for host in hosted {
+            crate::runtime::entity::shards::start(&shared, &host);
         }
         tracing::info!(node = %id, cluster = %self.cluster, %addr, "node started");
         Ok(Node { shared })

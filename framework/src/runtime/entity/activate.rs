@@ -33,7 +33,12 @@ impl KindHost {
     }
 
     /// Loads the state of `key` (if the type has a store) and starts the activation.
-    pub(super) fn load_and_start(self: &Arc<Self>, node: &Arc<NodeShared>, key: Vec<u8>, token: u64) {
+    pub(super) fn load_and_start(
+        self: &Arc<Self>,
+        node: &Arc<NodeShared>,
+        key: Vec<u8>,
+        token: u64,
+    ) {
         let Some(store) = self.config.store.clone() else {
             self.finish_activation(node, key, token, Ok(None));
             return;
@@ -61,7 +66,9 @@ impl KindHost {
         let still_owned = {
             let st = lock(&self.state);
             match st.keys.get(&key) {
-                Some(Activation::Loading { shard, token: t, .. }) if *t == token => {
+                Some(Activation::Loading {
+                    shard, token: t, ..
+                }) if *t == token => {
                     matches!(st.shards[*shard as usize].local, Local::Owned { token: held, .. } if held == token)
                 }
                 _ => false,
@@ -71,7 +78,7 @@ impl KindHost {
         let started = match (&loaded, still_owned, &self.activator) {
             (Ok(_), true, Some(activator)) => {
                 let state = loaded.ok().flatten();
-                Some(activator.start(node, &key, token, state))
+                activator.start(node, &key, token, state)
             }
             _ => {
                 if let Err(e) = &loaded {
@@ -188,11 +195,11 @@ fn stop_activation(st: &mut KindState, key: &[u8]) {
     }) = st.keys.remove(key)
     {
         handle.stop();
+        st.by_id.insert(id, key.to_vec());
         st.keys.insert(
             key.to_vec(),
             Activation::Stopping {
                 shard,
-                id,
                 queue: VecDeque::new(),
             },
         );

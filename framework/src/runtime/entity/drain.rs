@@ -36,10 +36,8 @@ impl NodeShared {
                 .iter()
                 .map(|h| {
                     let st = lock(&h.state);
-                    let assigned_here = st
-                        .assignment
-                        .as_ref()
-                        .map_or(0, |a| a.count(&self.info.id));
+                    let assigned_here =
+                        st.assignment.as_ref().map_or(0, |a| a.count(&self.info.id));
                     let held = st.shards.iter().filter(|s| s.local != Local::Idle).count();
                     held.max(assigned_here)
                 })

@@ -27,7 +27,11 @@ pub(crate) struct EntityRequest {
 
 impl NodeShared {
     /// Routes an entity request from another node.
-    pub(crate) fn on_entity_request(self: &Arc<Self>, request: EntityRequest, replies: &Arc<Outbox>) {
+    pub(crate) fn on_entity_request(
+        self: &Arc<Self>,
+        request: EntityRequest,
+        replies: &Arc<Outbox>,
+    ) {
         let EntityRequest {
             kind,
             key,

@@ -44,7 +44,7 @@ pub(crate) const MAX_HOPS: u8 = 4;
 
 /// Starts an activation of one entity type: built above the runtime (it knows the user's
 /// type), called by the runtime with the key, the ownership token and the loaded state.
-pub(crate) trait Activator: Send + Sync {
+pub(crate) trait Activator: Send + Sync + std::fmt::Debug {
     /// Starts the activation of `key` and returns its id and dispatch handle.
     fn start(
         &self,
@@ -52,7 +52,7 @@ pub(crate) trait Activator: Send + Sync {
         key: &[u8],
         token: u64,
         state: Option<Vec<u8>>,
-    ) -> (ActorId, Arc<dyn LocalDispatch>);
+    ) -> Option<(ActorId, Arc<dyn LocalDispatch>)>;
 }
 
 /// One entity type's settings on this node.
@@ -134,7 +134,6 @@ pub(crate) enum Activation {
     /// Stopping after its queued messages: new ones wait for a fresh activation.
     Stopping {
         shard: u32,
-        id: ActorId,
         queue: VecDeque<Pending>,
     },
 }
@@ -183,7 +182,10 @@ enum Place {
     /// Wait in the activation's queue.
     Key,
     /// Start an activation (taken under `token`, lease `epoch`) and wait in its queue.
-    Activate { shard: u32, token: u64 },
+    Activate {
+        shard: u32,
+        token: u64,
+    },
 }
 
 /// The answer to a caller that can wait by itself (an ask from this node).
@@ -337,9 +339,9 @@ impl KindHost {
             }
             Place::Key => {
                 match st.keys.get_mut(&pending.key) {
-                    Some(Activation::Loading { queue, .. } | Activation::Stopping { queue, .. }) => {
-                        queue.push_back(pending)
-                    }
+                    Some(
+                        Activation::Loading { queue, .. } | Activation::Stopping { queue, .. },
+                    ) => queue.push_back(pending),
                     _ => unreachable!("placed in the queue of an activation that has one"),
                 }
                 Ok(())
@@ -370,6 +372,11 @@ impl KindHost {
         }
     }
 
+    /// Whether the buffer for waiting messages is full.
+    pub(crate) fn is_full(&self) -> bool {
+        lock(&self.state).waiting >= self.config.buffer
+    }
+
     /// Counts an ask that waits by itself; `false` when the buffer is full.
     pub(crate) fn wait_slot(&self) -> bool {
         let mut st = lock(&self.state);
@@ -395,7 +402,10 @@ impl KindHost {
     pub(crate) fn why_waiting(&self, key: &[u8]) -> String {
         let st = lock(&self.state);
         match &st.assignment {
-            None => format!("no node hosts entity type {} (no assignment yet)", self.kind),
+            None => format!(
+                "no node hosts entity type {} (no assignment yet)",
+                self.kind
+            ),
             Some(a) => {
                 let shard = shard_of(key, a.shards());
                 match a.node(shard) {

@@ -93,7 +93,12 @@ async fn register(node: &Arc<NodeShared>, host: &KindHost) {
         }
         match node
             .discovery
-            .register_entity_host(&node.info.cluster, host.kind, &node.info.id, host.config.shards)
+            .register_entity_host(
+                &node.info.cluster,
+                host.kind,
+                &node.info.id,
+                host.config.shards,
+            )
             .await
         {
             Ok(()) => return,
@@ -182,7 +187,14 @@ fn step(node: &Arc<NodeShared>, host: &Arc<KindHost>) {
             };
             let owner = st.owners.get(&shard).cloned();
             let slot = &st.shards[i];
-            match decide(&me, epoch, slot.local, assigned, owner.as_ref(), slot.active) {
+            match decide(
+                &me,
+                epoch,
+                slot.local,
+                assigned,
+                owner.as_ref(),
+                slot.active,
+            ) {
                 Step::Wait => {}
                 Step::Acquire => {
                     st.shards[i].local = Local::Acquiring;
