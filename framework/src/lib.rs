@@ -101,7 +101,7 @@ pub use discovery::{
     Autoscale, Discovery, GroupEvent, GroupMember, GroupSpec, Leadership, LoadReport,
     MembershipEvent, MemoryDiscovery, NodeInfo, PlacementPolicy, SpecEvent,
 };
-pub use entity::{Entity, EntityConfig, EntityContext, EntityRef, EntityState};
+pub use entity::{Entity, EntityConfig, EntityContext, EntityRef, EntityState, EntityStatus};
 pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};

@@ -83,6 +83,15 @@ impl Node {
         crate::entity::EntityRef::new(host, key.as_ref(), self.shared.clone())
     }
 
+    /// What this node holds of entity type `kind` now (`None`: the node neither hosts nor
+    /// sent to the type).
+    pub fn entity_status(&self, kind: &str) -> Option<crate::entity::EntityStatus> {
+        let host = crate::runtime::read(&self.shared.entities)
+            .get(kind)
+            .cloned()?;
+        Some(host.status(&self.shared.info.id))
+    }
+
     /// Starts configuring a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::new()

@@ -7,12 +7,17 @@ use super::{lock, read, NodeShared};
 
 impl NodeShared {
     pub(crate) async fn shutdown(self: &Arc<Self>) {
-        if self.stopping.swap(true, Ordering::AcqRel) {
+        if self.stopping.load(Ordering::Acquire) {
             return;
         }
         let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
-        // 0. Hand hosted entity shards over (their activations finish their queued messages).
+        // 0. Hand hosted entity shards over (their activations finish their queued messages),
+        //    still serving everything meanwhile: messages for the moving shards are held and
+        //    forwarded to their new hosts.
         self.drain_entities(deadline).await;
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
         tracing::info!(node = %self.info.id, "shutting down: draining in-flight asks");
         // 1. Let the asks being handled here finish and their replies leave.
         let drained = tokio::time::timeout_at(deadline, async {

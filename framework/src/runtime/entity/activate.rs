@@ -119,9 +119,9 @@ impl KindHost {
             }
         };
         drop(st);
+        self.resubmit(node, queue);
         self.changed.notify_waiters();
         self.kick.notify_one();
-        self.resubmit(node, queue);
     }
 
     /// Stops the activations of `shard` after their queued messages (new messages wait).
@@ -181,9 +181,9 @@ impl KindHost {
             None => VecDeque::new(),
         };
         drop(st);
+        self.resubmit(node, queue);
         self.changed.notify_waiters();
         self.kick.notify_one();
-        self.resubmit(node, queue);
         true
     }
 }

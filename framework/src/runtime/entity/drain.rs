@@ -48,6 +48,12 @@ impl NodeShared {
             let waits: Vec<_> = hosts.iter().map(|h| h.changed.notified()).collect();
             let left = held();
             if left == 0 {
+                // What waited for the new assignment goes to the new hosts now (the links
+                // are drained before the node leaves).
+                for host in &hosts {
+                    let unrouted = host.take_unrouted();
+                    host.resubmit(self, unrouted);
+                }
                 return 0;
             }
             let any = futures_util::future::select_all(waits.into_iter().map(Box::pin));

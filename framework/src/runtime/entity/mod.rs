@@ -372,6 +372,32 @@ impl KindHost {
         }
     }
 
+    /// What this node holds of the type now.
+    pub(crate) fn status(&self, me: &NodeId) -> crate::entity::EntityStatus {
+        let st = lock(&self.state);
+        crate::entity::EntityStatus {
+            shards: st.assignment.as_ref().map_or(0, Assignment::shards),
+            assigned_here: st.assignment.as_ref().map_or(0, |a| a.count(me)),
+            hosted_here: st
+                .shards
+                .iter()
+                .filter(|s| matches!(s.local, Local::Owned { .. }))
+                .count(),
+            in_motion_here: st
+                .shards
+                .iter()
+                .filter(|s| !matches!(s.local, Local::Owned { .. } | Local::Idle))
+                .count(),
+            activations: st
+                .keys
+                .values()
+                .filter(|a| matches!(a, Activation::Active { .. }))
+                .count(),
+            waiting: st.waiting,
+            assignment_version: st.assignment.as_ref().map_or(0, |a| a.version),
+        }
+    }
+
     /// Whether the buffer for waiting messages is full.
     pub(crate) fn is_full(&self) -> bool {
         lock(&self.state).waiting >= self.config.buffer

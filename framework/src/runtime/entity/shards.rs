@@ -288,9 +288,10 @@ fn acquire(node: &Arc<NodeShared>, host: &Arc<KindHost>, shard: u32, epoch: u64)
             }
         };
         drop(st);
+        // What waited goes first, then the asks that wait by themselves: in order.
+        host.resubmit(&node, queue);
         host.changed.notify_waiters();
         host.kick.notify_one();
-        host.resubmit(&node, queue);
     });
 }
 
@@ -334,9 +335,10 @@ fn release(node: &Arc<NodeShared>, host: &Arc<KindHost>, shard: u32, token: u64)
             }
         };
         drop(st);
+        // What waited goes first, then the asks that wait by themselves: in order.
+        host.resubmit(&node, queue);
         host.changed.notify_waiters();
         host.kick.notify_one();
-        host.resubmit(&node, queue);
     });
 }
 
