@@ -196,6 +196,8 @@ fn step(node: &Arc<NodeShared>, host: &Arc<KindHost>) {
                 slot.active,
             ) {
                 Step::Wait => {}
+                // A node whose lease is known lost takes nothing until it has a new one.
+                Step::Acquire if epoch == u64::MAX => {}
                 Step::Acquire => {
                     st.shards[i].local = Local::Acquiring;
                     actions.push(Action::Acquire(shard));
