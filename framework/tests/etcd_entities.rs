@@ -4,155 +4,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::prelude::*;
 use actormesh::store::EtcdStateStore;
-use actormesh::{Entity, EntityConfig, EntityContext, EntityState, StateStore};
+use actormesh::{EntityConfig, StateStore};
 use actormesh_testkit::Etcd;
+use common::accounts::*;
 use common::eventually_now;
-use serde::{Deserialize, Serialize};
-
-/// What the accounts did, written by the accounts themselves: (key, node, event).
-#[derive(Default)]
-struct Journal(Mutex<Vec<(String, String, &'static str)>>);
-
-impl Journal {
-    fn note(&self, key: &str, node: &str, what: &'static str) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((key.to_owned(), node.to_owned(), what));
-    }
-
-    /// For each key with `prefix`: the number of activations that were live at once, at
-    /// most (an activation is live from its "start" to its "stop").
-    fn max_live(&self, prefix: &str) -> BTreeMap<String, usize> {
-        let mut live: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (key, _, what) in self.0.lock().unwrap().iter() {
-            if !key.starts_with(prefix) {
-                continue;
-            }
-            let entry = live.entry(key.clone()).or_default();
-            match *what {
-                "start" => {
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(entry.0);
-                }
-                "stop" => entry.0 = entry.0.saturating_sub(1),
-                _ => {}
-            }
-        }
-        live.into_iter().map(|(k, (_, max))| (k, max)).collect()
-    }
-
-    fn count(&self, prefix: &str, what: &str) -> usize {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _, w)| k.starts_with(prefix) && *w == what)
-            .count()
-    }
-}
-
-static JOURNAL: std::sync::LazyLock<Journal> = std::sync::LazyLock::new(Journal::default);
-
-/// A bank account: its balance is saved before a deposit is acknowledged.
-struct Account {
-    key: String,
-    node: String,
-    balance: u64,
-    state: EntityState,
-}
-
-impl Actor for Account {
-    type Context = Context<Self>;
-
-    fn started(&mut self, _: &mut Context<Self>) {
-        JOURNAL.note(&self.key, &self.node, "start");
-    }
-
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        JOURNAL.note(&self.key, &self.node, "stop");
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "test.Deposit", result = "Result<u64, String>")]
-struct Deposit(u64);
-
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "test.Balance", result = "u64")]
-struct Balance;
-
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "test.Where", result = "String")]
-struct Where;
-
-/// A tell: adds without saving.
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "test.Credit", result = "()")]
-struct Credit(u64);
-
-impl Handler<Deposit> for Account {
-    type Result = ResponseActFuture<Self, Result<u64, String>>;
-
-    fn handle(&mut self, Deposit(n): Deposit, _: &mut Context<Self>) -> Self::Result {
-        let next = self.balance + n;
-        let state = self.state.clone();
-        Box::pin(
-            async move { state.save(&next).await.map(|()| next) }
-                .into_actor(self)
-                .map(|saved, act, _| {
-                    let next = saved.map_err(|e| e.to_string())?;
-                    act.balance = next;
-                    Ok(next)
-                }),
-        )
-    }
-}
-
-impl Handler<Balance> for Account {
-    type Result = u64;
-    fn handle(&mut self, _: Balance, _: &mut Context<Self>) -> u64 {
-        self.balance
-    }
-}
-
-impl Handler<Where> for Account {
-    type Result = String;
-    fn handle(&mut self, _: Where, _: &mut Context<Self>) -> String {
-        self.node.clone()
-    }
-}
-
-impl Handler<Credit> for Account {
-    type Result = ();
-    fn handle(&mut self, Credit(n): Credit, _: &mut Context<Self>) {
-        self.balance += n;
-        JOURNAL.note(&self.key, &self.node, "credit");
-    }
-}
-
-actormesh::remote_actor!(Account = "test.Account" { Deposit, Balance, Where, Credit });
-
-impl Entity for Account {
-    const KIND: &'static str = "accounts";
-
-    fn activate(ctx: &mut EntityContext<'_, Self>) -> Self {
-        Account {
-            key: ctx.key_str().unwrap_or("?").to_owned(),
-            node: ctx.node().id().to_string(),
-            balance: ctx.state::<u64>().ok().flatten().unwrap_or(0),
-            state: ctx.state_handle(),
-        }
-    }
-}
 
 async fn host(etcd: &Etcd, cluster: &str, id: &str) -> Node {
     let discovery = EtcdDiscovery::connect(

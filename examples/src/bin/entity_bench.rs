@@ -389,7 +389,10 @@ async fn memory(which: &str) -> Result<(), BoxError> {
         std::mem::forget(refs);
     }
     let after = rss_kib()?;
-    println!("{}", (after.saturating_sub(before)) * 1024 / MEMORY_N as u64);
+    println!(
+        "{}",
+        (after.saturating_sub(before)) * 1024 / MEMORY_N as u64
+    );
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use actormesh::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+pub mod accounts;
 pub mod link;
 
 /// Holds handlers until the test lets them through, and tells the test how many arrived.

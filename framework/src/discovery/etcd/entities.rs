@@ -26,7 +26,8 @@ pub(super) enum EntityRecord {
 /// The entity event of a change under `entities/{kind}/`.
 pub(super) fn entity_event(change: Change<EntityRecord>) -> Option<EntityEvent> {
     match change {
-        Change::Put { old, new } => (old.as_ref() != Some(&new)).then(|| match new {
+        Change::Put { old, new } if old.as_ref() == Some(&new) => None,
+        Change::Put { new, .. } => Some(match new {
             EntityRecord::Assignment(a) => EntityEvent::Assigned(a),
             EntityRecord::Owner(o) => EntityEvent::Owned(o),
         }),

@@ -144,10 +144,13 @@ pub(crate) struct Pending {
     pub(crate) body: PendingBody,
 }
 
+/// Delivers a typed tell from this node where it is told.
+pub(crate) type SendTyped = Box<dyn FnOnce(&Arc<NodeShared>, Target) + Send>;
+
 /// What waits.
 pub(crate) enum PendingBody {
     /// A tell from this node, typed: the closure delivers it where it is told.
-    Typed(Box<dyn FnOnce(&Arc<NodeShared>, Target) + Send>),
+    Typed(SendTyped),
     /// A request from another node, encoded.
     Wire {
         message: u64,
