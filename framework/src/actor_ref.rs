@@ -525,7 +525,7 @@ fn send_span(
 }
 
 /// The trace position of a send, recorded in its span; `None` when the span is disabled.
-fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
+pub(crate) fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
     if span.is_disabled() {
         return None;
     }

@@ -184,7 +184,7 @@ async fn tells_accepted_during_a_graceful_shutdown_reach_the_new_owner() {
         "each tell handled once"
     );
     assert_eq!(b.stats().dropped_total(), 0);
-    assert_eq!(a.entity_status("accounts").unwrap().hosted_here, 32);
+    settled(&[&a]).await;
     a.shutdown().await;
 }
 

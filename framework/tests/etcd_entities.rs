@@ -78,7 +78,8 @@ async fn state_in_etcd_survives_a_handoff_and_every_key_has_one_activation() {
         );
     }
     b.shutdown().await;
-    assert_eq!(a.entity_status("accounts").unwrap().hosted_here, 16);
+    // `b` returns once it holds nothing; `a` takes the shards as their keys go.
+    settled(&[&a]).await;
     for i in 0..24 {
         let key = format!("etcd-acct-{i}");
         // The balances were saved in etcd by whichever node held them.

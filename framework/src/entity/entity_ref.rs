@@ -16,8 +16,24 @@ use crate::runtime::decode::with_decode_node;
 use crate::runtime::dispatch::{outcome_until, reply_channel, Outcome, Typed};
 use crate::runtime::entity::{tell_header, KindHost, Pending, PendingBody, Route, Target};
 use crate::runtime::NodeShared;
+use crate::actor_ref::trace_of;
 use crate::stats::DropReason;
 use crate::store::printable_key;
+use crate::trace::TraceContext;
+use tracing::Instrument;
+
+/// The span of one send to an entity: its type, key, message and the trace position.
+fn entity_span(key: &[u8], kind: &'static str, message: &'static str, op: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "actormesh.send",
+        entity_kind = kind,
+        entity_key = %printable_key(key),
+        message,
+        kind = op,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    )
+}
 
 /// The pause before an ask that a node refused unhandled (its shard had just moved) is
 /// routed again, when nothing changed meanwhile.
@@ -100,10 +116,12 @@ impl<E: Entity> EntityRef<E> {
                 message,
             });
         }
+        let span = entity_span(&self.key, E::KIND, M::NAME, "tell");
+        let trace = trace_of(&span);
         let key = self.key.to_vec();
         let send_key = key.clone();
         let send = move |node: &Arc<NodeShared>, target: Target| {
-            send_tell::<E, M>(node, send_key, message, target)
+            send_tell::<E, M>(node, send_key, message, trace, target)
         };
         self.host.submit(
             &self.node,
@@ -135,6 +153,24 @@ impl<E: Entity> EntityRef<E> {
         M: RemoteMessage,
         M::Result: WireValue,
     {
+        let span = entity_span(&self.key, E::KIND, M::NAME, "ask");
+        let trace = trace_of(&span);
+        self.ask_traced(message, timeout, trace)
+            .instrument(span)
+            .await
+    }
+
+    async fn ask_traced<M>(
+        &self,
+        message: M,
+        timeout: Duration,
+        trace: Option<TraceContext>,
+    ) -> Result<M::Result>
+    where
+        E: Accepts<M>,
+        M: RemoteMessage,
+        M::Result: WireValue,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut encoded: Option<Bytes> = None;
         let mut message = Some(message);
@@ -150,9 +186,14 @@ impl<E: Entity> EntityRef<E> {
                     let Some(message) = message.take() else {
                         break;
                     };
-                    return self
-                        .ask_local(&addr, id, message, deadline, timeout, fence)
-                        .await;
+                    let delivery = Deliver {
+                        message,
+                        reply: None,
+                        trace,
+                        deadline: Some(deadline.into_std()),
+                        fence,
+                    };
+                    return self.ask_local(&addr, id, delivery, timeout).await;
                 }
                 Route::Go(Target::Remote(link)) => {
                     let Some(m) = message.as_ref() else { break };
@@ -185,7 +226,7 @@ impl<E: Entity> EntityRef<E> {
                                 message: M::WIRE_ID,
                                 timeout_ms,
                                 deadline_unix_ms,
-                                trace: None,
+                                trace,
                             },
                             |buf| {
                                 buf.extend_from_slice(&payload);
@@ -244,14 +285,14 @@ impl<E: Entity> EntityRef<E> {
         Err(self.unavailable("routed too many times".into()))
     }
 
+    /// Delivers an ask into a local activation and waits for its outcome until the
+    /// delivery's deadline.
     async fn ask_local<M>(
         &self,
         addr: &Addr<E>,
         id: ActorId,
-        message: M,
-        deadline: tokio::time::Instant,
+        mut delivery: Deliver<M>,
         timeout: Duration,
-        fence: Option<crate::runtime::fence::FenceStamp>,
     ) -> Result<M::Result>
     where
         E: Accepts<M>,
@@ -259,16 +300,11 @@ impl<E: Entity> EntityRef<E> {
         M::Result: WireValue,
     {
         let (reply, wait) = reply_channel::<M>();
-        E::deliver(
-            addr,
-            Deliver {
-                message,
-                reply: Some(ReplyTo::Caller(reply)),
-                trace: None,
-                deadline: Some(deadline.into_std()),
-                fence,
-            },
-        );
+        let deadline = delivery
+            .deadline
+            .map_or_else(tokio::time::Instant::now, tokio::time::Instant::from_std);
+        delivery.reply = Some(ReplyTo::Caller(reply));
+        E::deliver(addr, delivery);
         match outcome_until(deadline, wait).await {
             Outcome::Value(v) => Ok(v),
             Outcome::Stopped => Err(Error::ActorStopped {
@@ -341,7 +377,13 @@ fn typed_addr<E: Entity>(handle: &Arc<dyn crate::runtime::LocalDispatch>) -> Opt
 }
 
 /// Delivers a typed tell where it is to go.
-fn send_tell<E, M>(node: &Arc<NodeShared>, key: Vec<u8>, message: M, target: Target)
+fn send_tell<E, M>(
+    node: &Arc<NodeShared>,
+    key: Vec<u8>,
+    message: M,
+    trace: Option<TraceContext>,
+    target: Target,
+)
 where
     E: Entity + Accepts<M>,
     M: RemoteMessage,
@@ -354,7 +396,7 @@ where
                 Deliver {
                     message,
                     reply: None,
-                    trace: None,
+                    trace,
                     deadline: None,
                     fence,
                 },
@@ -362,7 +404,7 @@ where
             None => node.stats.dropped(DropReason::UnknownActor, 1),
         },
         Target::Remote(link) => {
-            let header = tell_header(E::KIND, key, M::WIRE_ID, None, 1);
+            let header = tell_header(E::KIND, key, M::WIRE_ID, trace, 1);
             if let Err(e) = link.send(&header, |buf| encode_payload(&message, buf)) {
                 node.stats.dropped(DropReason::LinkFailed, 1);
                 crate::ratelog::warn_limited!(node = %node.info.id, kind = E::KIND, error = %e, "an entity tell could not be sent");
