@@ -5,16 +5,19 @@
 #   scripts/ensure-deps.sh           cargo (Rust 1.95+) and protoc
 #   scripts/ensure-deps.sh --etcd    the same, and for the test suite: etcd (v3.4+), openssl
 #                                    (certificates of the etcd TLS test), ip (iproute2, the
-#                                    network namespaces of the partition test) and
+#                                    network namespaces of the partition test), PostgreSQL's
+#                                    initdb and postgres (the PostgreSQL store tests; found
+#                                    in $PG_BIN, on PATH or in /usr/lib/postgresql/*/bin) and
 #                                    cargo-generate (0.23.7+, renders the service template)
 #
-# On Debian/Ubuntu (apt-get present) a missing protoc or etcd is installed with apt-get
-# (packages protobuf-compiler and etcd-server), as root or through sudo. A missing or older
-# cargo-generate is built there with `cargo install cargo-generate --version 0.23.7 --locked`
-# (a few minutes), after apt-get has installed what that build needs (a C compiler, pkg-config
-# and the OpenSSL headers). Rust is never installed from here: it comes from rustup. On any
-# other system, or when nothing can install, the script prints exactly what to install and
-# exits non-zero.
+# On Debian/Ubuntu (apt-get present) a missing protoc, etcd or PostgreSQL is installed with
+# apt-get (packages protobuf-compiler, etcd-server and postgresql), as root or through sudo.
+# The tests start their own PostgreSQL servers: the one the package may start is not used.
+# A missing or older cargo-generate is built there with `cargo install cargo-generate
+# --version 0.23.7 --locked` (a few minutes), after apt-get has installed what that build
+# needs (a C compiler, pkg-config and the OpenSSL headers). Rust is never installed from
+# here: it comes from rustup. On any other system, or when nothing can install, the script
+# prints exactly what to install and exits non-zero.
 set -euo pipefail
 
 RUST_MIN="1.95"
@@ -29,7 +32,7 @@ for arg in "$@"; do
     case "$arg" in
         --etcd) want_etcd=1 ;;
         -h | --help)
-            sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -68,6 +71,21 @@ version_at_least() {
     done
 }
 
+# Whether PostgreSQL's server binaries are there where the test kit looks for them (its
+# Postgres::start): $PG_BIN if set, else PATH, else Debian's /usr/lib/postgresql/*/bin.
+have_postgres() {
+    if [ -n "${PG_BIN:-}" ]; then
+        [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/postgres" ]
+        return
+    fi
+    command -v initdb >/dev/null 2>&1 && return 0
+    local initdb
+    for initdb in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$initdb" ] && return 0
+    done
+    return 1
+}
+
 # The version of the installed cargo-generate ("cargo generate-generate 0.23.7"), or nothing.
 cargo_generate_version() {
     { cargo generate --version 2>/dev/null || true; } | awk '{print $NF}'
@@ -83,13 +101,15 @@ Install them, then run this script again:
       rustup toolchain install $RUST_MIN
     (Linux distribution packages of cargo are usually too old.)
 
-  protoc, etcd, openssl and ip (etcd v$ETCD_MIN or newer, openssl and iproute2: the test
-  suite needs them, the demo does not):
-    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server openssl iproute2
-    Fedora (dnf):      sudo dnf install protobuf-compiler etcd openssl iproute
-    macOS (Homebrew):  brew install protobuf etcd openssl   (the partition test needs Linux)
+  protoc, etcd, openssl, ip and PostgreSQL (etcd v$ETCD_MIN or newer, openssl, iproute2 and
+  PostgreSQL: the test suite needs them, the demo does not):
+    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server openssl iproute2 postgresql
+    Fedora (dnf):      sudo dnf install protobuf-compiler etcd openssl iproute postgresql-server
+    macOS (Homebrew):  brew install protobuf etcd openssl postgresql   (the partition test needs Linux)
   If your distribution's etcd is older than v$ETCD_MIN, use a release from
-  https://github.com/etcd-io/etcd/releases and put its etcd binary on the PATH.
+  https://github.com/etcd-io/etcd/releases and put its etcd binary on the PATH. If initdb
+  and postgres are somewhere else than on the PATH or in /usr/lib/postgresql/*/bin, set
+  PG_BIN to their directory.
 
   cargo-generate $CARGO_GENERATE_VERSION or newer (the test suite renders the service template
   with it), on every system, once its build needs are there:
@@ -118,6 +138,8 @@ if [ "$want_etcd" -eq 1 ]; then
     command -v openssl >/dev/null 2>&1 || missing+=("openssl")
     # `ip` (iproute2) lets the partition test build its network namespaces.
     command -v ip >/dev/null 2>&1 || missing+=("ip")
+    # initdb and postgres (PostgreSQL's server) start the PostgreSQL store tests' servers.
+    have_postgres || missing+=("postgres")
 fi
 
 # On Debian/Ubuntu, cargo-generate is built with cargo below, once apt-get has installed the
@@ -156,6 +178,7 @@ for tool in ${missing[@]+"${missing[@]}"}; do
         etcd) apt_packages+=("etcd-server") ;;
         openssl) apt_packages+=("openssl") ;;
         ip) apt_packages+=("iproute2") ;;
+        postgres) apt_packages+=("postgresql") ;;
         cc) apt_packages+=("gcc" "libc6-dev") ;;
         pkg-config) apt_packages+=("pkg-config") ;;
         openssl-headers) apt_packages+=("libssl-dev") ;;
@@ -183,6 +206,7 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
         for tool in ${missing[@]+"${missing[@]}"}; do
             case "$tool" in
                 openssl-headers) pkg-config --exists openssl 2>/dev/null || still+=("$tool") ;;
+                postgres) have_postgres || still+=("$tool") ;;
                 *) command -v "$tool" >/dev/null 2>&1 || still+=("$tool") ;;
             esac
         done

@@ -32,6 +32,11 @@ mod etcd;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdStateStore, MAX_STATE_BYTES as ETCD_MAX_STATE_BYTES};
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStateStore;
+
 /// A boxed future returned by [`StateStore`] methods.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
 

@@ -2,7 +2,8 @@
 //!
 //! Test support for actormesh: [`Etcd`] starts a real, throwaway etcd server on free loopback
 //! ports with its own temporary data directory, waits until it reports healthy, and cleans up
-//! (process and directory) when dropped.
+//! (process and directory) when dropped. [`Postgres`] does the same with a PostgreSQL server
+//! (see its docs).
 //!
 //! ```no_run
 //! use actormesh_testkit::Etcd;
@@ -18,6 +19,9 @@
 //! [`Etcd::start`] fails with [`EtcdError::NotFound`], whose message says what to install: tests
 //! using this crate fail loudly rather than silently skipping.
 //!
+//! [`Postgres`] takes its binaries from `PG_BIN`, `PATH` or `/usr/lib/postgresql/*/bin` and
+//! fails with [`PostgresError::NotFound`] in the same way when there are none.
+//!
 //! Only the standard library is used.
 
 use std::ffi::OsString;
@@ -30,6 +34,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod postgres;
+pub use postgres::{Postgres, PostgresError};
 
 /// How long [`Etcd::start`] and [`Etcd::start_again`] wait for `/health` to report healthy.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -472,29 +479,34 @@ fn is_executable(path: &Path) -> bool {
 /// Creates a new, empty, private directory under the system temp dir.
 fn make_data_dir() -> Result<PathBuf, EtcdError> {
     let base = std::env::temp_dir();
+    make_dir(&base, "actormesh-etcd").map_err(|e| {
+        EtcdError::io(
+            format!("cannot create a directory under {}", base.display()),
+            e,
+        )
+    })
+}
+
+/// Creates a new, empty, private (0700) directory `{prefix}-{pid}-{n}-{nanos}` under `base`.
+fn make_dir(base: &Path, prefix: &str) -> io::Result<PathBuf> {
     let pid = std::process::id();
     loop {
         let n = DIR_COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir = base.join(format!("actormesh-etcd-{pid}-{n}-{nanos}"));
+        let dir = base.join(format!("{prefix}-{pid}-{n}-{nanos}"));
         let mut builder = fs::DirBuilder::new();
         #[cfg(unix)]
         {
-            // etcd wants its data directory private (0700).
+            // etcd and PostgreSQL want their data directories private (0700).
             use std::os::unix::fs::DirBuilderExt;
             builder.mode(0o700);
         }
         match builder.create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                return Err(EtcdError::io(
-                    format!("cannot create a directory under {}", base.display()),
-                    e,
-                ))
-            }
+            Err(e) => return Err(e),
         }
     }
 }
