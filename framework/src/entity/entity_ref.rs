@@ -8,6 +8,7 @@ use actix::Addr;
 use bytes::{Bytes, BytesMut};
 
 use super::Entity;
+use crate::actor_ref::trace_of;
 use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
 use crate::error::{Error, Result, TellError};
 use crate::id::ActorId;
@@ -16,14 +17,18 @@ use crate::runtime::decode::with_decode_node;
 use crate::runtime::dispatch::{outcome_until, reply_channel, Outcome, Typed};
 use crate::runtime::entity::{tell_header, KindHost, Pending, PendingBody, Route, Target};
 use crate::runtime::NodeShared;
-use crate::actor_ref::trace_of;
 use crate::stats::DropReason;
 use crate::store::printable_key;
 use crate::trace::TraceContext;
 use tracing::Instrument;
 
 /// The span of one send to an entity: its type, key, message and the trace position.
-fn entity_span(key: &[u8], kind: &'static str, message: &'static str, op: &'static str) -> tracing::Span {
+fn entity_span(
+    key: &[u8],
+    kind: &'static str,
+    message: &'static str,
+    op: &'static str,
+) -> tracing::Span {
     tracing::debug_span!(
         "actormesh.send",
         entity_kind = kind,
@@ -383,8 +388,7 @@ fn send_tell<E, M>(
     message: M,
     trace: Option<TraceContext>,
     target: Target,
-)
-where
+) where
     E: Entity + Accepts<M>,
     M: RemoteMessage,
     M::Result: WireValue,
