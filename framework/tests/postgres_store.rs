@@ -1,6 +1,8 @@
 //! `PostgresStateStore` against a real PostgreSQL started by the test (see
 //! `actormesh-testkit`): these tests fail, never skip, when PostgreSQL is missing.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -271,4 +273,61 @@ async fn a_wrong_conninfo_is_a_clear_store_error() {
     assert!(message.contains("does not exist"), "{message}");
     assert!(!message.contains("secret"), "{message}");
     println!("no such database: {message}");
+}
+
+/// Accounts on two nodes keep their balances in PostgreSQL: after one node hands its shards
+/// over, every balance is there, loaded by the new activations.
+#[actix::test]
+async fn entities_keep_their_state_in_postgresql_across_a_handoff() {
+    use actormesh::{EntityConfig, MemoryDiscovery, Node};
+    use common::accounts::{Account, Balance, Deposit, JOURNAL};
+    use std::sync::Arc;
+
+    let pg = postgres();
+    let store = Arc::new(store(&pg).await) as Arc<dyn StateStore>;
+    let discovery = MemoryDiscovery::new();
+    let node = |store: Arc<dyn StateStore>| {
+        Node::builder()
+            .cluster("pg-entities")
+            .discovery(discovery.clone())
+            .entity::<Account>(EntityConfig::default().shards(8).store(store))
+            .start()
+    };
+    let a = node(store.clone()).await.unwrap();
+    let b = node(store.clone()).await.unwrap();
+    common::eventually_now("both nodes host shards", BOUND, || {
+        let held: Vec<_> = [&a, &b]
+            .iter()
+            .map(|n| n.entity_status("accounts").map_or(0, |s| s.hosted_here))
+            .collect();
+        if held == [4, 4] {
+            Ok(())
+        } else {
+            Err(held)
+        }
+    })
+    .await;
+    for i in 0..16 {
+        let key = format!("pg-acct-{i}");
+        assert_eq!(
+            a.entity::<Account>(&key).ask(Deposit(3)).await.unwrap(),
+            Ok(3)
+        );
+        assert_eq!(
+            b.entity::<Account>(&key).ask(Deposit(4)).await.unwrap(),
+            Ok(7)
+        );
+    }
+    b.shutdown().await;
+    for i in 0..16 {
+        let key = format!("pg-acct-{i}");
+        assert_eq!(
+            a.entity::<Account>(&key).ask(Balance).await.unwrap(),
+            7,
+            "{key}"
+        );
+    }
+    let live = JOURNAL.max_live("pg-acct-");
+    assert!(live.values().all(|n| *n == 1), "{live:?}");
+    a.shutdown().await;
 }
