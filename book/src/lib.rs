@@ -2,9 +2,9 @@
 //!
 //! The chapters are the Markdown files beside this one; `mdbook serve book` renders them. Each
 //! chapter is also the documentation of one (empty) module below, so every Rust listing in the
-//! book is a doctest: `cargo test -p actormesh-book` compiles and runs them all (the node program
-//! of the etcd chapter, which needs a running etcd, is compiled but not run), and the book
-//! cannot drift away from the API it describes.
+//! book is a doctest: `cargo test -p actormesh-book` compiles and runs them all (the listings
+//! that need a running etcd, such as the node program of the etcd chapter, are compiled but not
+//! run), and the book cannot drift away from the API it describes.
 //!
 //! The crate's integration test `tests/template.rs` renders the `service-template/` project with
 //! cargo-generate and checks that it builds, passes clippy and rustfmt, serves, and shuts down
@@ -24,6 +24,9 @@ pub mod etcd {}
 
 #[doc = include_str!("groups.md")]
 pub mod groups {}
+
+#[doc = include_str!("entities.md")]
+pub mod entities {}
 
 #[doc = include_str!("supervision.md")]
 pub mod supervision {}
