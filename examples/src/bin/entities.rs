@@ -37,6 +37,7 @@ struct AddItem {
 #[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
 #[remote(name = "shop.View", result = "CartView")]
 struct View;
+impl Idempotent for View {}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CartView {

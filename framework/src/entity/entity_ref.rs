@@ -222,7 +222,7 @@ impl<E: Entity> EntityRef<E> {
                     let deadline_unix_ms = crate::id::unix_ms(std::time::SystemTime::now() + left);
                     let answer = link
                         .request(
-                            (ActorId(0), E::NAME),
+                            (ActorId(0), E::KIND),
                             left,
                             |id| Header::EntityAsk {
                                 id,
@@ -331,17 +331,31 @@ impl<E: Entity> EntityRef<E> {
         }
     }
 
-    /// Like [`ask_timeout`](Self::ask_timeout) with the node's ask timeout, retrying every
-    /// transient failure (a node that died or was fenced, a moving shard, a lost link, an
-    /// activation that stopped unhandled) until the deadline: for messages that are safe to
-    /// handle twice. Returns the last error when the deadline passes.
+    /// Like [`ask`](Self::ask), retrying every transient failure (a node that died or was
+    /// fenced, a moving shard, a lost link, an activation that stopped) until the node's ask
+    /// timeout: for messages marked [`Idempotent`](crate::Idempotent), safe to handle twice.
+    /// A handler panic is not retried. Returns the last error when the deadline passes.
     pub async fn ask_idempotent<M>(&self, message: M) -> Result<M::Result>
     where
         E: Accepts<M>,
-        M: RemoteMessage + Clone,
+        M: crate::group::Idempotent,
         M::Result: WireValue,
     {
-        let timeout = self.node.config.ask_timeout;
+        self.ask_idempotent_timeout(message, self.node.config.ask_timeout)
+            .await
+    }
+
+    /// [`ask_idempotent`](Self::ask_idempotent) within `timeout` in all.
+    pub async fn ask_idempotent_timeout<M>(
+        &self,
+        message: M,
+        timeout: Duration,
+    ) -> Result<M::Result>
+    where
+        E: Accepts<M>,
+        M: crate::group::Idempotent,
+        M::Result: WireValue,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(10);
         loop {

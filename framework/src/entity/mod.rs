@@ -128,8 +128,10 @@ impl std::fmt::Debug for EntityConfig {
 
 impl EntityConfig {
     /// The number of shards keys map to (at least 1). Every node of the cluster must use
-    /// the same count for a type: it is the cluster's layout (a node with another count
-    /// follows the cluster's and logs it).
+    /// the same count for a type: it is the cluster's layout. The allocator assigns shards
+    /// only to hosts with the count most hosts have; a node with another count hosts nothing
+    /// (it logs the mismatch and routes by the cluster's count). The count of a running
+    /// cluster cannot be changed (its assignment is kept in the store).
     pub fn shards(mut self, shards: u32) -> Self {
         self.shards = shards.max(1);
         self
@@ -269,6 +271,13 @@ impl std::fmt::Debug for EntityState {
 impl EntityState {
     /// Saves `state`; on `Ok` the store has it. Acknowledge a change to a caller only after
     /// this returned `Ok`.
+    ///
+    /// Save from a handler that returns an [`AtomicResponse`](actix::AtomicResponse): the
+    /// actor handles nothing else until the save has answered, so two changes cannot
+    /// interleave (with a plain `ResponseActFuture` two concurrent handlers read the same old
+    /// state and one update is lost), and a passivation or a drain (queued behind it) waits
+    /// for it. The state is encoded with bincode (serde): a type that gains a field cannot
+    /// read the states saved before; version it (an enum) or keep your own bytes.
     pub async fn save<S: Serialize>(&self, state: &S) -> Result<()> {
         let Some(store) = &self.store else {
             return Err(Error::Store(format!(

@@ -84,8 +84,9 @@ pub(crate) fn stale(kind: &str, key: &[u8], token: u64) -> Error {
     }
 }
 
-/// States kept in this process's memory: the default store of the embedded (in-process)
-/// discovery, for demos and tests. Everything is lost with the process.
+/// States kept in this process's memory, for demos and tests with the in-process discovery
+/// (give it to the nodes of one process with `EntityConfig::store`). Everything is lost with
+/// the process.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     states: Mutex<HashMap<(String, Vec<u8>), Slot>>,

@@ -91,12 +91,13 @@ pub struct Where;
 pub struct Credit(pub u64);
 
 impl Handler<Deposit> for Account {
-    type Result = ResponseActFuture<Self, Result<u64, String>>;
+    // Atomic: nothing else is handled until the save answered (no lost update).
+    type Result = AtomicResponse<Self, Result<u64, String>>;
 
     fn handle(&mut self, Deposit(n): Deposit, _: &mut Context<Self>) -> Self::Result {
         let next = self.balance + n;
         let state = self.state.clone();
-        Box::pin(
+        AtomicResponse::new(Box::pin(
             async move { state.save(&next).await.map(|()| next) }
                 .into_actor(self)
                 .map(|saved, act, _| {
@@ -104,7 +105,7 @@ impl Handler<Deposit> for Account {
                     act.balance = next;
                     Ok(next)
                 }),
-        )
+        ))
     }
 }
 
