@@ -73,6 +73,8 @@ use crate::store::{printable_key, StateStore};
 
 mod entity_ref;
 
+pub use crate::core::shard::EntityStatus;
+
 pub use entity_ref::EntityRef;
 
 /// An actor type addressed by key: one activation per key in the whole cluster at a time.
@@ -296,26 +298,6 @@ impl EntityState {
     }
 }
 
-/// What a node holds of one entity type ([`Node::entity_status`](crate::Node::entity_status)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EntityStatus {
-    /// The type's shard count in the cluster's assignment (0: no assignment yet).
-    pub shards: u32,
-    /// Shards the assignment puts on this node.
-    pub assigned_here: usize,
-    /// Shards this node holds and serves.
-    pub hosted_here: usize,
-    /// Shards of this node being taken, drained or released.
-    pub in_motion_here: usize,
-    /// Running activations on this node.
-    pub activations: usize,
-    /// Messages waiting on this node for shards in motion.
-    pub waiting: usize,
-    /// The version of the assignment this node follows.
-    pub assignment_version: u64,
-}
-
 /// Starts activations of `E`.
 struct TypedActivator<E>(PhantomData<fn() -> E>);
 
@@ -362,4 +344,59 @@ impl<E: Entity> Activator for TypedActivator<E> {
 /// The activator of `E`, for the node builder.
 pub(crate) fn activator<E: Entity>() -> Arc<dyn Activator> {
     Arc::new(TypedActivator::<E>(PhantomData))
+}
+
+/// Hosting entity types ([`NodeBuilder::entity`](crate::NodeBuilder::entity)).
+impl crate::node::NodeBuilder {
+    /// Hosts entity type `E` on this node, with `config` (shard count, idle time, state
+    /// store...): the node registers as a host, the controller assigns it a share of the
+    /// type's shards, and it activates the entities of the shards it holds. Any node can send
+    /// to the type with [`Node::entity`](crate::Node::entity) without hosting it.
+    pub fn entity<E: Entity>(mut self, config: EntityConfig) -> Self {
+        self.entities.retain(|(kind, _, _)| *kind != E::KIND);
+        self.entities
+            .push((E::KIND, config.into_kind(), activator::<E>()));
+        self
+    }
+}
+
+/// Reaching entities ([`Node::entity`], [`Node::entity_status`]).
+impl Node {
+    /// A reference to the keyed entity of type `E` with `key`, wherever it is hosted: the
+    /// first message activates it (see [`Entity`](crate::Entity)). Works on any node of the
+    /// cluster, whether it hosts `E` ([`NodeBuilder::entity`]) or not; no lookup happens here.
+    pub fn entity<E: Entity>(&self, key: impl AsRef<[u8]>) -> EntityRef<E> {
+        let host = {
+            let known = crate::runtime::read(&self.shared.entities)
+                .get(E::KIND)
+                .cloned();
+            match known {
+                Some(host) => host,
+                None => {
+                    let mut kinds = crate::runtime::write(&self.shared.entities);
+                    kinds
+                        .entry(E::KIND)
+                        .or_insert_with(|| {
+                            std::sync::Arc::new(crate::runtime::entity::KindHost::new(
+                                E::KIND,
+                                EntityConfig::default().into_kind(),
+                                None,
+                            ))
+                        })
+                        .clone()
+                }
+            }
+        };
+        crate::runtime::entity::shards::start(&self.shared, &host);
+        EntityRef::new(host, key.as_ref(), self.shared.clone())
+    }
+
+    /// What this node holds of entity type `kind` now (`None`: the node neither hosts nor
+    /// sent to the type).
+    pub fn entity_status(&self, kind: &str) -> Option<crate::entity::EntityStatus> {
+        let host = crate::runtime::read(&self.shared.entities)
+            .get(kind)
+            .cloned()?;
+        Some(host.status(&self.shared.info.id))
+    }
 }

@@ -59,9 +59,10 @@ pub struct NodeBuilder {
     insecure_links: bool,
     max_connections: usize,
     handshake_timeout: Duration,
-    entities: Vec<(
+    /// Hosted entity types (`NodeBuilder::entity`, in `entity/mod.rs`).
+    pub(crate) entities: Vec<(
         &'static str,
-        crate::entity::EntityConfig,
+        crate::runtime::entity::KindConfig,
         Arc<dyn crate::runtime::entity::Activator>,
     )>,
 }
@@ -263,17 +264,6 @@ impl NodeBuilder {
         self
     }
 
-    /// Hosts entity type `E` on this node, with `config` (shard count, idle time, state
-    /// store...): the node registers as a host, the controller assigns it a share of the
-    /// type's shards, and it activates the entities of the shards it holds. Any node can send
-    /// to the type with [`Node::entity`] without hosting it.
-    pub fn entity<E: crate::entity::Entity>(mut self, config: crate::entity::EntityConfig) -> Self {
-        self.entities.retain(|(kind, _, _)| *kind != E::KIND);
-        self.entities
-            .push((E::KIND, config, crate::entity::activator::<E>()));
-        self
-    }
-
     /// Binds the listener, starts the transport, joins discovery and returns the node.
     ///
     /// Must run inside an actix system (`#[actix::main]`, `#[actix::test]`): the node's
@@ -383,11 +373,8 @@ impl NodeBuilder {
                 entities
                     .into_iter()
                     .map(|(kind, config, activator)| {
-                        let host = crate::runtime::entity::KindHost::new(
-                            kind,
-                            config.into_kind(),
-                            Some(activator),
-                        );
+                        let host =
+                            crate::runtime::entity::KindHost::new(kind, config, Some(activator));
                         (kind, Arc::new(host))
                     })
                     .collect(),

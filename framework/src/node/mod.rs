@@ -51,47 +51,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// A reference to the keyed entity of type `E` with `key`, wherever it is hosted: the
-    /// first message activates it (see [`Entity`](crate::Entity)). Works on any node of the
-    /// cluster, whether it hosts `E` ([`NodeBuilder::entity`]) or not; no lookup happens here.
-    pub fn entity<E: crate::entity::Entity>(
-        &self,
-        key: impl AsRef<[u8]>,
-    ) -> crate::entity::EntityRef<E> {
-        let host = {
-            let known = crate::runtime::read(&self.shared.entities)
-                .get(E::KIND)
-                .cloned();
-            match known {
-                Some(host) => host,
-                None => {
-                    let mut kinds = crate::runtime::write(&self.shared.entities);
-                    kinds
-                        .entry(E::KIND)
-                        .or_insert_with(|| {
-                            std::sync::Arc::new(crate::runtime::entity::KindHost::new(
-                                E::KIND,
-                                crate::entity::EntityConfig::default().into_kind(),
-                                None,
-                            ))
-                        })
-                        .clone()
-                }
-            }
-        };
-        crate::runtime::entity::shards::start(&self.shared, &host);
-        crate::entity::EntityRef::new(host, key.as_ref(), self.shared.clone())
-    }
-
-    /// What this node holds of entity type `kind` now (`None`: the node neither hosts nor
-    /// sent to the type).
-    pub fn entity_status(&self, kind: &str) -> Option<crate::entity::EntityStatus> {
-        let host = crate::runtime::read(&self.shared.entities)
-            .get(kind)
-            .cloned()?;
-        Some(host.status(&self.shared.info.id))
-    }
-
     /// Starts configuring a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::new()

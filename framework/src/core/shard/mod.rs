@@ -74,6 +74,26 @@ pub struct ShardOwner {
     pub epoch: u64,
 }
 
+/// What a node holds of one entity type (`Node::entity_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntityStatus {
+    /// The type's shard count in the cluster's assignment (0: no assignment yet).
+    pub shards: u32,
+    /// Shards the assignment puts on this node.
+    pub assigned_here: usize,
+    /// Shards this node holds and serves.
+    pub hosted_here: usize,
+    /// Shards of this node being taken, drained or released.
+    pub in_motion_here: usize,
+    /// Running activations on this node.
+    pub activations: usize,
+    /// Messages waiting on this node for shards in motion.
+    pub waiting: usize,
+    /// The version of the assignment this node follows.
+    pub assignment_version: u64,
+}
+
 /// A change under an entity type's keys in the store, in the order the store made them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntityEvent {

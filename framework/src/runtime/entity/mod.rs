@@ -56,7 +56,7 @@ pub(crate) trait Activator: Send + Sync + std::fmt::Debug {
 }
 
 /// One entity type's settings on this node.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct KindConfig {
     pub(crate) shards: u32,
     pub(crate) idle: Duration,
@@ -376,9 +376,9 @@ impl KindHost {
     }
 
     /// What this node holds of the type now.
-    pub(crate) fn status(&self, me: &NodeId) -> crate::entity::EntityStatus {
+    pub(crate) fn status(&self, me: &NodeId) -> crate::core::shard::EntityStatus {
         let st = lock(&self.state);
-        crate::entity::EntityStatus {
+        crate::core::shard::EntityStatus {
             shards: st.assignment.as_ref().map_or(0, Assignment::shards),
             assigned_here: st.assignment.as_ref().map_or(0, |a| a.count(me)),
             hosted_here: st
