@@ -48,8 +48,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_entity-node");
 const KEYS: usize = 50;
 /// Pause between two looks at a polled condition.
 const POLL: Duration = Duration::from_millis(50);
-/// The timeout of one ask of the load.
-const ATTEMPT: Duration = Duration::from_secs(1);
+/// The timeout of one ask of the load under faults: short, so that an ask stuck on a dead
+/// or frozen node gives way to one routed to the new owner soon after the takeover.
+const FAULT_ATTEMPT: Duration = Duration::from_secs(1);
 /// The pause before an attempt that failed is retried.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// The pause between two increments of one key (the load's pace: at most 20 per second and
@@ -61,7 +62,8 @@ const MAX_OPS_PER_KEY: u64 = 2_000;
 const MAX_ATTEMPTS: u32 = 1_000;
 /// How long an increment may take under a fault (its node must be declared down first).
 const FAULT_OP_DEADLINE: Duration = Duration::from_secs(15);
-/// How long an increment may take during a graceful handoff: the node's ask timeout.
+/// How long an increment may take during a graceful handoff, its first ask included: the
+/// node's ask timeout.
 const GRACEFUL_OP_DEADLINE: Duration = Duration::from_secs(5);
 /// Increments acknowledged per key before a fault is injected.
 const WARM_UP: usize = 10;
@@ -400,6 +402,20 @@ struct KeyStats {
     regressions: Vec<String>,
     /// Handler refusals because the save was stale.
     stale: u64,
+    /// When the first failed attempts ended, and their kind of error.
+    error_times: Vec<(Instant, String)>,
+}
+
+/// At most this many failed attempts per key are kept with their time.
+const ERROR_TIMES_KEPT: usize = 50;
+
+impl KeyStats {
+    fn failed(&mut self, at: Instant, kind: String) {
+        if self.error_times.len() < ERROR_TIMES_KEPT {
+            self.error_times.push((at, kind.clone()));
+        }
+        *self.errors.entry(kind).or_insert(0) += 1;
+    }
 }
 
 /// What one attempt's outcome means for the count.
@@ -465,10 +481,13 @@ struct Load {
     stats: Arc<Vec<Mutex<KeyStats>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
+    attempt: Duration,
 }
 
 impl Load {
-    fn start(client: &Node, keys: &[String], op_deadline: Duration) -> Load {
+    /// Starts the load: each ask times out after `attempt`, each increment after
+    /// `op_deadline`.
+    fn start(client: &Node, keys: &[String], attempt: Duration, op_deadline: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats: Arc<Vec<Mutex<KeyStats>>> =
             Arc::new(keys.iter().map(|_| Mutex::default()).collect());
@@ -477,7 +496,13 @@ impl Load {
             .enumerate()
             .map(|(i, key)| {
                 let tally = client.entity::<Tally>(key);
-                actix_rt::spawn(drive(tally, stats.clone(), i, stop.clone(), op_deadline))
+                actix_rt::spawn(drive(
+                    tally,
+                    stats.clone(),
+                    i,
+                    stop.clone(),
+                    (attempt, op_deadline),
+                ))
             })
             .collect();
         Load {
@@ -485,6 +510,7 @@ impl Load {
             stats,
             tasks,
             started: Instant::now(),
+            attempt,
         }
     }
 
@@ -520,7 +546,7 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         let ran = self.started.elapsed();
         for task in self.tasks {
-            tokio::time::timeout(ATTEMPT * 3, task)
+            tokio::time::timeout(self.attempt + Duration::from_secs(2), task)
                 .await
                 .expect("a load task ends within its attempt")
                 .expect("a load task panicked");
@@ -540,7 +566,7 @@ async fn drive(
     stats: Arc<Vec<Mutex<KeyStats>>>,
     i: usize,
     stop: Arc<AtomicBool>,
-    op_deadline: Duration,
+    (attempt, op_deadline): (Duration, Duration),
 ) {
     let mut last = 0;
     for _ in 0..MAX_OPS_PER_KEY {
@@ -556,7 +582,7 @@ async fn drive(
             }
             let started = Instant::now();
             let result = tally
-                .ask_timeout(Increment(next_id()), ATTEMPT.min(left))
+                .ask_timeout(Increment(next_id()), attempt.min(left))
                 .await;
             let done = Instant::now();
             {
@@ -580,11 +606,11 @@ async fn drive(
                         if kind == "Refused::Stale" {
                             s.stale += 1;
                         }
-                        *s.errors.entry(kind).or_insert(0) += 1;
+                        s.failed(done, kind);
                     }
                     Outcome::Ambiguous(kind) => {
                         s.ambiguous += 1;
-                        *s.errors.entry(kind).or_insert(0) += 1;
+                        s.failed(done, kind);
                     }
                 }
             }
@@ -613,6 +639,8 @@ struct Totals {
     stale: u64,
     /// Increments applied beyond the acknowledged ones (from ambiguous attempts).
     surplus: u64,
+    /// The latencies of the acknowledged asks, sorted.
+    latencies: Vec<Duration>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -652,15 +680,30 @@ fn check_increments(scenario: &str, keys: &[String], stats: &[KeyStats], finals:
         totals.failed_ops += s.failed_ops;
         totals.stale += s.stale;
         totals.surplus += value.saturating_sub(acked);
+        totals
+            .latencies
+            .extend(s.acks.iter().map(|a| a.done - a.started));
         for (kind, n) in &s.errors {
             *totals.errors.entry(kind.clone()).or_insert(0) += n;
         }
     }
     assert!(problems.is_empty(), "[{scenario}] {problems:#?}");
+    totals.latencies.sort();
     totals
 }
 
 fn print_totals(scenario: &str, totals: &Totals, ran: Duration) {
+    let latency = |q: f64| {
+        let n = totals.latencies.len();
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n.max(1));
+        totals.latencies.get(rank - 1).copied().unwrap_or_default()
+    };
+    println!(
+        "[{scenario}] latency of the acknowledged asks: p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+        latency(0.5),
+        latency(0.99),
+        latency(1.0)
+    );
     println!(
         "[{scenario}] load: {} increments acknowledged in {ran:.1?} ({:.0}/s); {} attempts of unknown outcome, {} not applied ({} stale saves), {} increments failed; final values exceed the acknowledged ones by {} in all; errors by kind: {:?}",
         totals.acked,
@@ -672,6 +715,25 @@ fn print_totals(scenario: &str, totals: &Totals, ran: Duration) {
         totals.surplus,
         totals.errors
     );
+}
+
+/// The failed attempts of the load, in time order: when each ended (from `origin`), its
+/// key and its kind of error (at most `n`).
+fn error_timeline(keys: &[String], stats: &[KeyStats], origin: Instant, n: usize) -> Vec<String> {
+    let mut all: Vec<(Duration, &str, &str)> = keys
+        .iter()
+        .zip(stats)
+        .flat_map(|(key, s)| {
+            s.error_times
+                .iter()
+                .map(move |(at, kind)| (*at - origin, key.as_str(), kind.as_str()))
+        })
+        .collect();
+    all.sort();
+    all.into_iter()
+        .take(n)
+        .map(|(at, key, kind)| format!("{at:.2?} {key} {kind}"))
+        .collect()
 }
 
 /// The time from `fault` until each of `victim_keys` answered an increment started at or
@@ -804,7 +866,7 @@ async fn an_owner_killed_under_load_loses_no_acknowledged_increment() {
         "[{name}] keys per node: {:?}; killing {victim}",
         placement_counts(&placed)
     );
-    let load = Load::start(&sc.client, &keys, FAULT_OP_DEADLINE);
+    let load = Load::start(&sc.client, &keys, FAULT_ATTEMPT, FAULT_OP_DEADLINE);
     load.wait_acks_since("warm-up", load.started, WARM_UP, Duration::from_secs(20))
         .await;
 
@@ -870,7 +932,7 @@ async fn an_owner_frozen_past_its_lease_handles_nothing_after_the_takeover() {
         "[{name}] keys per node: {:?}; freezing {victim}",
         placement_counts(&placed)
     );
-    let load = Load::start(&sc.client, &keys, FAULT_OP_DEADLINE);
+    let load = Load::start(&sc.client, &keys, FAULT_ATTEMPT, FAULT_OP_DEADLINE);
     load.wait_acks_since("warm-up", load.started, WARM_UP, Duration::from_secs(20))
         .await;
 
@@ -1158,7 +1220,7 @@ async fn an_owner_cut_off_by_a_partition_is_replaced_without_overlap() {
         placement_counts(&placed)
     );
     assert!(!victim_keys.is_empty(), "p3 hosts some of the keys");
-    let load = Load::start(&sc.client, &keys, FAULT_OP_DEADLINE);
+    let load = Load::start(&sc.client, &keys, FAULT_ATTEMPT, FAULT_OP_DEADLINE);
     load.wait_acks_since("warm-up", load.started, WARM_UP, Duration::from_secs(20))
         .await;
 
@@ -1218,12 +1280,19 @@ async fn a_rolling_restart_under_load_loses_nothing_and_fails_no_ask() {
     sc.settled(&ids).await;
     let keys = keys();
     sc.locate(&keys).await;
-    let load = Load::start(&sc.client, &keys, GRACEFUL_OP_DEADLINE);
+    let load = Load::start(
+        &sc.client,
+        &keys,
+        GRACEFUL_OP_DEADLINE,
+        GRACEFUL_OP_DEADLINE,
+    );
     load.wait_acks_since("warm-up", load.started, WARM_UP, Duration::from_secs(20))
         .await;
+    let mut terms = Vec::new();
     for id in ids {
         let mut p = sc.take(id);
         let asked = Instant::now();
+        terms.push(format!("{id} at {:.2?}", asked - load.started));
         p.process.signal("TERM").unwrap();
         let status = p
             .process
@@ -1252,12 +1321,19 @@ async fn a_rolling_restart_under_load_loses_nothing_and_fails_no_ask() {
         )
         .await;
     }
+    let origin = load.started;
     let (stats, ran) = load.stop().await;
     let finals = sc.finals(&keys).await;
     let logs = sc.finish().await;
 
     let totals = check_increments(name, &keys, &stats, &finals);
     print_totals(name, &totals, ran);
+    if totals.ambiguous + totals.not_applied > 0 {
+        println!(
+            "[{name}] failed attempts (time since the load started, key, error), SIGTERMs {terms:?}: {:?}",
+            error_timeline(&keys, &stats, origin, 30)
+        );
+    }
     logs.check_single_activation(name, None);
     let unexpected: Vec<&String> = totals.errors.keys().filter(|k| !retryable(k)).collect();
     assert!(
