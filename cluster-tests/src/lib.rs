@@ -11,6 +11,10 @@
 //! Every wait here is a condition with a deadline: [`wait_for_event`] awaits a membership event,
 //! [`poll_until`] retries an operation until it succeeds, [`NodeProcess::wait_exit`] awaits an
 //! exit; all are bounded in time and in the number of attempts.
+//!
+//! The keyed-entity scenarios run `entity-node` processes hosting the [`tally::Tally`]
+//! entity, which writes an activation log that [`activation_spans`] reads and
+//! [`check_no_overlap`] checks for two live activations of one key.
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +31,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
+
+pub mod tally;
 
 /// The lease TTL the etcd scenarios use: a dead node is declared down within about this long.
 pub const TTL: Duration = Duration::from_secs(2);
@@ -709,7 +715,8 @@ pub struct NodeProcess {
     pub pid: u32,
     /// The OS process.
     pub child: Child,
-    /// `ActorRef<Counter>::to_bytes()` of its counter.
+    /// `ActorRef<Counter>::to_bytes()` of its counter (for `entity-node`: of its
+    /// [`tally::Probe`]).
     pub counter: Vec<u8>,
     /// Its stderr, when started with [`NodeSpec::capture_log`].
     pub log: Option<CapturedLog>,
@@ -1045,6 +1052,194 @@ pub async fn members_seen_by(me: &Node, node: &str) -> Result<Vec<String>, Error
     observer.ask_timeout(Members, Duration::from_secs(2)).await
 }
 
+/// One activation of an entity key in one process, as its activation log tells it (see
+/// [`tally`]): from its `start` line to its last line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationSpan {
+    /// The process whose log it is in (a label chosen by the reader, e.g. `p1#2`).
+    pub process: String,
+    /// The node id in its lines.
+    pub node: String,
+    /// The entity key.
+    pub key: String,
+    /// When it started (µs on the wall clock).
+    pub start: u64,
+    /// Its last `handle` line, if it handled anything.
+    pub last_handle: Option<u64>,
+    /// Its `stop` line, if it stopped (a killed process logs none).
+    pub stop: Option<u64>,
+}
+
+impl ActivationSpan {
+    /// Where its interval ends: its last `handle` line or its `stop` line, whichever is later
+    /// (only the last `handle` line when `with_stop` is false); its start if it has neither.
+    pub fn end(&self, with_stop: bool) -> u64 {
+        let stop = if with_stop { self.stop } else { None };
+        [Some(self.start), self.last_handle, stop]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(self.start)
+    }
+}
+
+/// One parsed line of an activation log: `<µs> <node> <key> <event> [detail…]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Wall-clock µs.
+    pub at: u64,
+    /// The node id.
+    pub node: String,
+    /// The entity key.
+    pub key: String,
+    /// `start`, `handle`, `fenced-save` or `stop`.
+    pub event: String,
+    /// The rest of the line (may be empty).
+    pub detail: String,
+}
+
+/// Parses one line of an activation log.
+pub fn parse_log_line(line: &str) -> Result<LogLine, String> {
+    let mut parts = line.splitn(5, ' ');
+    let (Some(at), Some(node), Some(key), Some(event)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("malformed activation log line: {line:?}"));
+    };
+    let at = at
+        .parse()
+        .map_err(|e| format!("malformed time in {line:?}: {e}"))?;
+    Ok(LogLine {
+        at,
+        node: node.to_owned(),
+        key: key.to_owned(),
+        event: event.to_owned(),
+        detail: parts.next().unwrap_or("").trim_end().to_owned(),
+    })
+}
+
+/// The activations in the activation log `text` of process `process`, in the log's order.
+/// A `handle`, `fenced-save` or `stop` line of a key with no activation in the log fails; so
+/// does a `start` of a key whose previous activation in the same process logged no `stop`
+/// (two activations of one key in one process at once).
+pub fn activation_spans(process: &str, text: &str) -> Result<Vec<ActivationSpan>, String> {
+    let mut spans: Vec<ActivationSpan> = Vec::new();
+    // The index of each key's latest activation in `spans`.
+    let mut latest: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let line = parse_log_line(line).map_err(|e| format!("{process} line {}: {e}", n + 1))?;
+        let open = latest.get(&line.key).copied();
+        match line.event.as_str() {
+            "start" => {
+                if let Some(i) = open {
+                    if spans[i].stop.is_none() {
+                        return Err(format!(
+                            "{process} line {}: {} started again at {} while its activation started at {} had not stopped",
+                            n + 1,
+                            line.key,
+                            line.at,
+                            spans[i].start
+                        ));
+                    }
+                }
+                latest.insert(line.key.clone(), spans.len());
+                spans.push(ActivationSpan {
+                    process: process.to_owned(),
+                    node: line.node,
+                    key: line.key,
+                    start: line.at,
+                    last_handle: None,
+                    stop: None,
+                });
+            }
+            event @ ("handle" | "stop" | "fenced-save") => {
+                let Some(i) = open.filter(|i| spans[*i].stop.is_none()) else {
+                    return Err(format!(
+                        "{process} line {}: `{event}` of {} outside any activation",
+                        n + 1,
+                        line.key
+                    ));
+                };
+                match event {
+                    "handle" => spans[i].last_handle = Some(line.at),
+                    "stop" => spans[i].stop = Some(line.at),
+                    _ => {}
+                }
+            }
+            other => return Err(format!("{process} line {}: unknown event {other:?}", n + 1)),
+        }
+    }
+    Ok(spans)
+}
+
+/// Checks that no two activations of one key were live at once, across every process: for
+/// each key, every activation's interval (its start to its [end](ActivationSpan::end)) ends
+/// before the next one starts. `with_stop(span)` says whether a span's `stop` line ends its
+/// interval (true for activations that stopped in order: drained, passivated) or only its
+/// last `handle` line does (an activation fenced by a lost lease, whose stop is logged
+/// whenever its process hears of the loss, after it stopped handling).
+///
+/// Returns how many activations were checked, or the first overlap found per key (at most
+/// ten, in words).
+pub fn check_no_overlap(
+    spans: &[ActivationSpan],
+    with_stop: impl Fn(&ActivationSpan) -> bool,
+) -> Result<usize, String> {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&ActivationSpan>> =
+        std::collections::BTreeMap::new();
+    for span in spans {
+        by_key.entry(&span.key).or_default().push(span);
+    }
+    let mut overlaps = Vec::new();
+    for (key, mut list) in by_key {
+        list.sort_by_key(|s| (s.start, s.end(true)));
+        // The activation that reaches furthest so far.
+        let mut furthest: Option<(&ActivationSpan, u64)> = None;
+        for span in list {
+            if let Some((before, end)) = furthest {
+                // Two lines of one process can share a microsecond; two processes' cannot
+                // both be first.
+                let overlap = if before.process == span.process {
+                    span.start < end
+                } else {
+                    span.start <= end
+                };
+                if overlap {
+                    overlaps.push(format!(
+                        "{key}: the activation on {} ({}) from {} to {} overlaps the one on {} ({}) from {} ({} µs of overlap)",
+                        before.process,
+                        before.node,
+                        before.start,
+                        end,
+                        span.process,
+                        span.node,
+                        span.start,
+                        end - span.start
+                    ));
+                    break;
+                }
+            }
+            let end = span.end(with_stop(span));
+            if furthest.is_none_or(|(_, e)| end > e) {
+                furthest = Some((span, end));
+            }
+        }
+    }
+    if overlaps.is_empty() {
+        Ok(spans.len())
+    } else {
+        let n = overlaps.len();
+        overlaps.truncate(10);
+        Err(format!(
+            "{n} keys had two live activations at once: {}",
+            overlaps.join("; ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1074,5 +1269,89 @@ mod tests {
             log_field("x unsuppressed=1 suppressed=2", "suppressed"),
             Some("2")
         );
+    }
+
+    fn spans(logs: &[(&str, &str)]) -> Vec<ActivationSpan> {
+        logs.iter()
+            .flat_map(|(process, text)| activation_spans(process, text).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_clean_handoff_passes_the_overlap_check() {
+        let logs = [
+            (
+                "p1",
+                "100 p1 k1 start token 1 count 0\n110 p1 k1 handle inc 1\n120 p1 k1 stop\n\
+                 105 p1 k2 start token 1 count 0\n",
+            ),
+            (
+                "p2",
+                "130 p2 k1 start token 2 count 1\n140 p2 k1 handle get\n\
+                 150 p2 k2 start token 3 count 0\n",
+            ),
+        ];
+        assert_eq!(check_no_overlap(&spans(&logs), |_| true), Ok(4));
+    }
+
+    #[test]
+    fn two_live_activations_of_a_key_fail_the_overlap_check() {
+        // p1 handles k1 after p2 activated it.
+        let logs = [
+            (
+                "p1",
+                "100 p1 k1 start token 1 count 0\n135 p1 k1 handle inc 7\n",
+            ),
+            ("p2", "130 p2 k1 start token 2 count 0\n"),
+        ];
+        let err = check_no_overlap(&spans(&logs), |_| true).unwrap_err();
+        assert!(err.contains("k1") && err.contains("5 µs"), "{err}");
+        // The same with the late line a stop: an overlap only if stops count.
+        let logs = [
+            (
+                "p1",
+                "100 p1 k1 start\n110 p1 k1 handle get\n135 p1 k1 stop\n",
+            ),
+            ("p2", "130 p2 k1 start\n"),
+        ];
+        assert!(check_no_overlap(&spans(&logs), |_| true).is_err());
+        assert_eq!(
+            check_no_overlap(&spans(&logs), |s| s.process != "p1"),
+            Ok(2)
+        );
+        // A fenced save after the new start is no handling.
+        let logs = [
+            (
+                "p1",
+                "100 p1 k1 start\n110 p1 k1 handle inc 3\n140 p1 k1 fenced-save 3\n",
+            ),
+            ("p2", "130 p2 k1 start\n"),
+        ];
+        assert_eq!(check_no_overlap(&spans(&logs), |_| true), Ok(2));
+        // A long activation overlapping one that is not its direct successor.
+        let logs = [
+            ("p1", "100 p1 k1 start\n300 p1 k1 handle get\n"),
+            ("p2", "110 p2 k1 start\n120 p2 k1 stop\n"),
+            ("p3", "200 p3 k1 start\n"),
+        ];
+        let err = check_no_overlap(&spans(&logs), |_| true).unwrap_err();
+        assert!(err.contains("1 keys"), "{err}");
+    }
+
+    #[test]
+    fn the_activation_log_reader_refuses_what_cannot_be() {
+        let twice = "100 p1 k1 start\n110 p1 k1 start\n";
+        assert!(activation_spans("p1", twice)
+            .unwrap_err()
+            .contains("had not stopped"));
+        assert!(activation_spans("p1", "100 p1 k1 handle get\n")
+            .unwrap_err()
+            .contains("outside any activation"));
+        assert!(activation_spans("p1", "x p1 k1 start\n").is_err());
+        assert!(activation_spans("p1", "100 p1 k1\n").is_err());
+        let again =
+            activation_spans("p1", "100 p1 k1 start\n110 p1 k1 stop\n120 p1 k1 start\n").unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1].end(true), 120);
     }
 }
