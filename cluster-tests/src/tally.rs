@@ -43,6 +43,10 @@ pub const LOG_ENV: &str = "ENTITY_LOG";
 /// The environment variable choosing the state store of `entity-node` (default `etcd`).
 pub const STORE_ENV: &str = "ENTITY_STORE";
 
+/// The environment variable with the PostgreSQL connection string when `ENTITY_STORE` is
+/// `postgres`.
+pub const PG_ENV: &str = "ENTITY_PG";
+
 /// Microseconds since the Unix epoch on the wall clock (every process of a scenario runs on
 /// one machine, so their logs and the test's own marks share this clock).
 pub fn wall_us() -> u64 {

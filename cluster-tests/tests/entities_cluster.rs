@@ -33,13 +33,13 @@ use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{EntityRef, Error, MembershipEvent, Node, NodeId};
 use actormesh_cluster_tests::tally::{
     probe_name, wall_us, Get, Hosting, HostingNow, Increment, Note, Probe, Refused, Tally, Where,
-    LOG_ENV, SHARDS, STORE_ENV,
+    LOG_ENV, PG_ENV, SHARDS, STORE_ENV,
 };
 use actormesh_cluster_tests::{
     activation_spans, check_no_overlap, etcd_entries, parse_log_line, poll_until, wait_for_event,
     ActivationSpan, LogLine, NodeProcess, NodeSpec, TTL,
 };
-use actormesh_testkit::Etcd;
+use actormesh_testkit::{Etcd, Postgres};
 use tokio::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_entity-node");
@@ -109,6 +109,8 @@ struct Scenario {
     /// Every process's activation log (label, path), exited ones included.
     logs: Vec<(String, PathBuf)>,
     incarnations: HashMap<String, u32>,
+    /// The store the processes use: `etcd`, or `postgres` on this server.
+    postgres: Option<Postgres>,
 }
 
 impl Scenario {
@@ -143,7 +145,20 @@ impl Scenario {
             procs: Vec::new(),
             logs: Vec::new(),
             incarnations: HashMap::new(),
+            postgres: None,
         }
+    }
+
+    /// Keeps the entities' state in a PostgreSQL server of this scenario instead of etcd.
+    fn with_postgres(mut self) -> Scenario {
+        let pg = Postgres::start().expect("the PostgreSQL entity test needs a real PostgreSQL");
+        println!(
+            "[{}] state in PostgreSQL at {}",
+            self.cluster,
+            pg.conninfo()
+        );
+        self.postgres = Some(pg);
+        self
     }
 
     /// The spec of node `id` on this scenario's etcd (before its log is set).
@@ -158,9 +173,12 @@ impl Scenario {
         *n += 1;
         let label = format!("{id}#{n}");
         let log = self.dir.join(format!("{id}-{n}.log"));
+        let spec = spec.env(LOG_ENV, &log.display().to_string());
+        let spec = match &self.postgres {
+            None => spec.env(STORE_ENV, "etcd"),
+            Some(pg) => spec.env(STORE_ENV, "postgres").env(PG_ENV, &pg.conninfo()),
+        };
         let process = spec
-            .env(LOG_ENV, &log.display().to_string())
-            .env(STORE_ENV, "etcd")
             .start()
             .await
             .unwrap_or_else(|e| panic!("{label} starts: {e}"));
@@ -854,8 +872,23 @@ fn start_etcd() -> Etcd {
 #[actix::test]
 async fn an_owner_killed_under_load_loses_no_acknowledged_increment() {
     let _serial = SERIAL.lock().await;
-    let name = "kill";
-    let mut sc = Scenario::new(name, start_etcd(), None).await;
+    let sc = Scenario::new("kill", start_etcd(), None).await;
+    killed_owner(sc).await;
+}
+
+#[actix::test]
+async fn an_owner_killed_under_load_loses_no_increment_acknowledged_in_postgresql() {
+    let _serial = SERIAL.lock().await;
+    let sc = Scenario::new("kill-pg", start_etcd(), None)
+        .await
+        .with_postgres();
+    killed_owner(sc).await;
+}
+
+/// SIGKILL of the busiest owner under load; checks recovery, acknowledged increments and
+/// single activation.
+async fn killed_owner(mut sc: Scenario) {
+    let name = sc.cluster;
     sc.start_nodes(&["p1", "p2", "p3"]).await;
     let hosting = sc.settled(&["p1", "p2", "p3"]).await;
     println!("[{name}] settled: {hosting:?}");

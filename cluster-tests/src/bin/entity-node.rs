@@ -3,7 +3,8 @@
 //!
 //! Joins the cluster through etcd (lease TTL `--ttl`, default 2 s), hosts the
 //! [`Tally`] entity type (64 shards, the default stop margin) with its state in the store
-//! named by the environment variable `ENTITY_STORE` (`etcd`, the default), spawns a
+//! named by the environment variable `ENTITY_STORE` (`etcd`, the default, or `postgres`,
+//! with the connection string in `ENTITY_PG`), spawns a
 //! [`Probe`] registered as `entity-probe-{NODE_ID}` (a name survives the node's rejoining
 //! after it was declared down; a reference does not), prints
 //! `READY <hex reference to the probe>` and serves until its standard
@@ -23,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
-use actormesh::store::EtcdStateStore;
+use actormesh::store::{EtcdStateStore, PostgresStateStore};
 use actormesh::{EntityConfig, Node, StateStore};
-use actormesh_cluster_tests::tally::{probe_name, Probe, Tally, SHARDS, STORE_ENV};
+use actormesh_cluster_tests::tally::{probe_name, Probe, Tally, PG_ENV, SHARDS, STORE_ENV};
 use actormesh_cluster_tests::to_hex;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -33,10 +34,12 @@ use tokio::signal::unix::{signal, SignalKind};
 const USAGE: &str = "usage: entity-node CLUSTER NODE_ID --etcd ENDPOINT [--ttl SECS] [--listen IP]";
 
 /// Where the entities' state lives, from `ENTITY_STORE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreKind {
     /// `etcd`: the etcd store, on the discovery's connection.
     Etcd,
+    /// `postgres`: the PostgreSQL store, connected with the string in `ENTITY_PG`.
+    Postgres(String),
 }
 
 impl FromStr for StoreKind {
@@ -45,7 +48,12 @@ impl FromStr for StoreKind {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "etcd" => Ok(StoreKind::Etcd),
-            other => Err(format!("{STORE_ENV}={other}: unknown store (known: etcd)")),
+            "postgres" => std::env::var(PG_ENV)
+                .map(StoreKind::Postgres)
+                .map_err(|e| format!("{STORE_ENV}=postgres needs {PG_ENV}: {e}")),
+            other => Err(format!(
+                "{STORE_ENV}={other}: unknown store (known: etcd, postgres)"
+            )),
         }
     }
 }
@@ -68,6 +76,9 @@ impl StoreKind {
     ) -> Result<Arc<dyn StateStore>, actormesh::Error> {
         match self {
             StoreKind::Etcd => Ok(Arc::new(EtcdStateStore::new(discovery, cluster))),
+            StoreKind::Postgres(conninfo) => {
+                Ok(Arc::new(PostgresStateStore::connect(&conninfo).await?))
+            }
         }
     }
 }
