@@ -135,7 +135,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 async fn start(args: &Args) -> Result<Node, actormesh::Error> {
     let discovery =
         EtcdDiscovery::connect(EtcdConfig::new([args.etcd.clone()]).lease_ttl(args.ttl)).await?;
-    let store = args.store.open(&discovery, &args.cluster).await?;
+    let store = args.store.clone().open(&discovery, &args.cluster).await?;
     let mut builder = Node::builder()
         .cluster(args.cluster.clone())
         .node_id(args.id.clone())
