@@ -16,6 +16,7 @@
 //! entity, which writes an activation log that [`activation_spans`] reads and
 //! [`check_no_overlap`] checks for two live activations of one key.
 
+pub mod netns;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;

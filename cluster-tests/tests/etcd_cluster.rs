@@ -7,13 +7,13 @@
 //! between concurrently running clusters would blur).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command as StdCommand;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actormesh::{Error, MembershipEvent, Node, NodeId};
+use actormesh_cluster_tests::netns::{self, NetnsPlan, Partition};
 use actormesh_cluster_tests::{
     etcd_entries, etcd_keys, etcd_lease_of, etcd_test_node, members_seen_by, poll_until,
     wait_for_event, Add, Counter, NodeProcess, NodeSpec, Relay, WhoAreYou, TTL,
@@ -778,160 +778,21 @@ async fn two_clusters_on_one_etcd_never_see_each_other() {
     stop_all(me, all).await;
 }
 
-/// Runs `ip` with `args`; its stdout, or its stderr as the error.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let output = StdCommand::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-/// Why this machine cannot run the partition scenario, if it cannot.
-fn partition_unsupported() -> Option<String> {
-    match StdCommand::new("id").arg("-u").output() {
-        Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "0" => {}
-        Ok(out) => {
-            return Some(format!(
-                "not root (uid {}); network namespaces need root",
-                String::from_utf8_lossy(&out.stdout).trim()
-            ))
-        }
-        Err(e) => return Some(format!("cannot run `id -u`: {e}")),
-    }
-    match StdCommand::new("ip").args(["netns", "list"]).output() {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(format!(
-            "`ip netns list` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Err(e) => Some(format!("`ip` (iproute2) is not available: {e}")),
-    }
-}
-
-const NETNS_PREFIX: &str = "actormesh-part-";
-
-/// A network namespace with a veth pair to the host, deleted on drop.
-#[derive(Debug)]
-struct Partition {
-    ns: String,
-    host_if: String,
-    host_ip: Ipv4Addr,
-    ns_ip: Ipv4Addr,
-}
-
-impl Partition {
-    fn create() -> Result<Partition, String> {
-        remove_stale_namespaces();
-        let pid = std::process::id();
-        // A /24 no interface of this machine uses yet (another run may hold one).
-        let addrs = ip(&["-o", "-4", "addr", "show"])?;
-        let octet = (0..50u32)
-            .map(|i| 20 + (pid + i) % 200)
-            .find(|o| !addrs.contains(&format!("10.213.{o}.")))
-            .ok_or("no free 10.213.x.0/24 subnet")?;
-        let octet = u8::try_from(octet).map_err(|e| e.to_string())?;
-        let partition = Partition {
-            ns: format!("{NETNS_PREFIX}{pid}"),
-            host_if: format!("amh{pid}"),
-            host_ip: Ipv4Addr::new(10, 213, octet, 1),
-            ns_ip: Ipv4Addr::new(10, 213, octet, 2),
-        };
-        // From here on, drop cleans up whatever was made.
-        let ns = partition.ns.as_str();
-        let ns_if = format!("amn{pid}");
-        let host = format!("{}/24", partition.host_ip);
-        let inside = format!("{}/24", partition.ns_ip);
-        ip(&["netns", "add", ns])?;
-        ip(&[
-            "link",
-            "add",
-            &partition.host_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ns_if,
-        ])?;
-        ip(&["link", "set", &ns_if, "netns", ns])?;
-        ip(&["addr", "add", &host, "dev", &partition.host_if])?;
-        ip(&["link", "set", &partition.host_if, "up"])?;
-        ip(&["-n", ns, "addr", "add", &inside, "dev", &ns_if])?;
-        ip(&["-n", ns, "link", "set", &ns_if, "up"])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        Ok(partition)
-    }
-
-    /// Cuts the link between the namespace and the host.
-    fn cut(&self) -> Result<(), String> {
-        ip(&["link", "set", &self.host_if, "down"]).map(|_| ())
-    }
-}
-
-impl Drop for Partition {
-    fn drop(&mut self) {
-        // Deleting the namespace destroys the veth pair with it; the host end once more in
-        // case the pair was made but not moved.
-        let _ = ip(&["netns", "delete", &self.ns]);
-        let _ = ip(&["link", "delete", &self.host_if]);
-    }
-}
-
-/// Deletes namespaces left by runs of this test whose process is gone (e.g. killed).
-fn remove_stale_namespaces() {
-    let Ok(list) = ip(&["netns", "list"]) else {
-        return;
-    };
-    for line in list.lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(pid) = name.strip_prefix(NETNS_PREFIX) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = ip(&["netns", "delete", name]);
-        }
-    }
-}
-
-/// Forwards TCP connections on `listen` to etcd on 127.0.0.1:`port` (the testkit's etcd only
-/// listens on loopback, which a namespace cannot reach). Runs until the test's runtime ends.
-async fn forward_to_etcd(listen: SocketAddr, port: u16) -> Result<SocketAddr, String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    actix_rt::spawn(async move {
-        for _ in 0..10_000 {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            actix_rt::spawn(async move {
-                let target = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
+/// The namespaces of this file's partition test.
+const NETNS: NetnsPlan = NetnsPlan {
+    prefix: "actormesh-part-",
+    tag: "am",
+    subnet: 213,
+};
 
 #[actix::test]
 async fn a_partitioned_process_is_declared_down_within_the_ttl() {
     let _serial = SERIAL.lock().await;
-    if let Some(reason) = partition_unsupported() {
+    if let Some(reason) = netns::partition_unsupported() {
         eprintln!("partition test not run: {reason}");
         return;
     }
-    let partition = match Partition::create() {
+    let partition = match Partition::create(NETNS) {
         Ok(p) => p,
         Err(e) if e.contains("Operation not permitted") => {
             eprintln!("partition test not run: this machine forbids network namespaces: {e}");
@@ -941,9 +802,10 @@ async fn a_partitioned_process_is_declared_down_within_the_ttl() {
     };
     let etcd = start_etcd();
     let endpoint = etcd.endpoint();
-    let proxy = forward_to_etcd(SocketAddr::from((partition.host_ip, 0)), etcd.client_port())
-        .await
-        .unwrap();
+    let proxy =
+        netns::forward_to_etcd(SocketAddr::from((partition.host_ip, 0)), etcd.client_port())
+            .await
+            .unwrap();
     let ns_endpoint = format!("http://{proxy}");
 
     // p1 listens on the host end of the veth (so p3 can reach it), p2 on loopback, p3 in the
@@ -958,7 +820,7 @@ async fn a_partitioned_process_is_declared_down_within_the_ttl() {
         NodeSpec::new(BIN, "part", "p3")
             .etcd(&ns_endpoint)
             .listen(IpAddr::V4(partition.ns_ip))
-            .netns(&partition.ns),
+            .netns(partition.name()),
     ] {
         let process = spec
             .start()
