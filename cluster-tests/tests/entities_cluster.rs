@@ -672,6 +672,53 @@ struct Totals {
 /// refused unhandled (by contract) or whose save was refused (stale) were not applied. So,
 /// per key: `acked <= final <= acked + ambiguous`, and `final >= last acknowledged value`;
 /// with no ambiguous attempt, `final == acked`.
+/// What a fault scenario measured once its load stopped: per-key outcomes, final counts and
+/// the failed node's keys' recovery times.
+struct Ended {
+    stats: Vec<KeyStats>,
+    ran: Duration,
+    finals: Vec<u64>,
+    times: Vec<(Duration, String)>,
+}
+
+impl Ended {
+    /// Stops `load` and reads the final counts (before the scenario's processes stop).
+    async fn collect(
+        sc: &Scenario,
+        load: Load,
+        keys: &[String],
+        victim_keys: &[String],
+        fault: Instant,
+        at: Instant,
+    ) -> Ended {
+        let (stats, ran) = load.stop().await;
+        let finals = sc.finals(keys).await;
+        let times = recoveries(keys, &stats, victim_keys, fault, at);
+        Ended {
+            stats,
+            ran,
+            finals,
+            times,
+        }
+    }
+
+    /// Prints the recovery from `what` and checks every acknowledged increment.
+    async fn report(
+        &self,
+        name: &str,
+        what: &str,
+        keys: &[String],
+        fault: Instant,
+        down: tokio::task::JoinHandle<Option<Instant>>,
+    ) -> Totals {
+        let declared = down.await.ok().flatten().map(|at| at - fault);
+        print_recovery(name, what, &self.times, declared);
+        let totals = check_increments(name, keys, &self.stats, &self.finals);
+        print_totals(name, &totals, self.ran);
+        totals
+    }
+}
+
 fn check_increments(scenario: &str, keys: &[String], stats: &[KeyStats], finals: &[u64]) -> Totals {
     let mut totals = Totals::default();
     let mut problems = Vec::new();
@@ -929,15 +976,10 @@ async fn killed_owner(mut sc: Scenario) {
         Duration::from_secs(20),
     )
     .await;
-    let (stats, ran) = load.stop().await;
-    let finals = sc.finals(&keys).await;
-    let times = recoveries(&keys, &stats, &victim_keys, fault, dead);
+    let ended = Ended::collect(&sc, load, &keys, &victim_keys, fault, dead).await;
     let logs = sc.finish().await;
-
-    let declared = down.await.ok().flatten().map(|at| at - fault);
-    print_recovery(name, &format!("SIGKILL of {victim}"), &times, declared);
-    let totals = check_increments(name, &keys, &stats, &finals);
-    print_totals(name, &totals, ran);
+    let what = format!("SIGKILL of {victim}");
+    let totals = ended.report(name, &what, &keys, fault, down).await;
     // The killed process logs nothing after its death: every activation ends at its last
     // line, stops included.
     logs.check_single_activation(name, None);
@@ -1017,15 +1059,10 @@ async fn an_owner_frozen_past_its_lease_handles_nothing_after_the_takeover() {
         Duration::from_secs(20),
     )
     .await;
-    let (stats, ran) = load.stop().await;
-    let finals = sc.finals(&keys).await;
-    let times = recoveries(&keys, &stats, &victim_keys, fault, frozen);
+    let ended = Ended::collect(&sc, load, &keys, &victim_keys, fault, frozen).await;
     let logs = sc.finish().await;
-
-    let declared = down.await.ok().flatten().map(|at| at - fault);
-    print_recovery(name, &format!("SIGSTOP of {victim}"), &times, declared);
-    let totals = check_increments(name, &keys, &stats, &finals);
-    print_totals(name, &totals, ran);
+    let what = format!("SIGSTOP of {victim}");
+    let totals = ended.report(name, &what, &keys, fault, down).await;
     println!(
         "[{name}] lines {label} logged after SIGCONT: {:?}",
         logs.events_of(&label, cont_wall)
@@ -1136,18 +1173,14 @@ async fn an_owner_cut_off_by_a_partition_is_replaced_without_overlap() {
         Duration::from_secs(20),
     )
     .await;
-    let (stats, ran) = load.stop().await;
-    let finals = sc.finals(&keys).await;
-    let times = recoveries(&keys, &stats, &victim_keys, fault, cut);
+    let ended = Ended::collect(&sc, load, &keys, &victim_keys, fault, cut).await;
     let mut p3 = sc.take(victim);
     p3.process.kill().await.expect("SIGKILL p3");
     let logs = sc.finish().await;
     drop(partition);
-
-    let declared = down.await.ok().flatten().map(|at| at - fault);
-    print_recovery(name, "the partition of p3", &times, declared);
-    let totals = check_increments(name, &keys, &stats, &finals);
-    print_totals(name, &totals, ran);
+    let totals = ended
+        .report(name, "the partition of p3", &keys, fault, down)
+        .await;
     println!(
         "[{name}] lines {label} logged after the cut: {:?}",
         logs.events_of(&label, cut_wall)

@@ -29,30 +29,6 @@ async fn host(cluster: &str, discovery: &MemoryDiscovery, store: &Arc<MemoryStor
         .unwrap()
 }
 
-/// Waits until every shard of the accounts is held by its assignee and nothing moves.
-async fn settled(nodes: &[&Node]) {
-    eventually_now(
-        "every shard hosted by its assignee",
-        Duration::from_secs(20),
-        || {
-            let statuses: Vec<_> = nodes
-                .iter()
-                .map(|n| n.entity_status("accounts").unwrap())
-                .collect();
-            let hosted: usize = statuses.iter().map(|s| s.hosted_here).sum();
-            let done = statuses.iter().all(|s| {
-                s.shards == 32 && s.in_motion_here == 0 && s.hosted_here == s.assigned_here
-            }) && hosted == 32;
-            if done {
-                Ok(())
-            } else {
-                Err(statuses)
-            }
-        },
-    )
-    .await;
-}
-
 #[actix::test]
 async fn every_node_reaches_one_activation_per_key() {
     let discovery = MemoryDiscovery::new();
@@ -60,7 +36,7 @@ async fn every_node_reaches_one_activation_per_key() {
     let a = host("one", &discovery, &store).await;
     let b = host("one", &discovery, &store).await;
     let c = host("one", &discovery, &store).await;
-    settled(&[&a, &b, &c]).await;
+    settled(&[&a, &b, &c], 32).await;
     let mut placed = BTreeMap::new();
     for i in 0..60 {
         let key = format!("one-{i}");
@@ -99,13 +75,13 @@ async fn a_fourth_node_takes_a_quarter_and_state_follows_the_moved_entities() {
     let a = host("grow", &discovery, &store).await;
     let b = host("grow", &discovery, &store).await;
     let c = host("grow", &discovery, &store).await;
-    settled(&[&a, &b, &c]).await;
+    settled(&[&a, &b, &c], 32).await;
     for i in 0..40 {
         let account = a.entity::<Account>(format!("grow-{i}"));
         assert_eq!(account.ask(Deposit(10)).await.unwrap(), Ok(10));
     }
     let d = host("grow", &discovery, &store).await;
-    settled(&[&a, &b, &c, &d]).await;
+    settled(&[&a, &b, &c, &d], 32).await;
     let statuses: Vec<_> = [&a, &b, &c, &d]
         .iter()
         .map(|n| n.entity_status("accounts").unwrap().hosted_here)
@@ -134,7 +110,7 @@ async fn tells_accepted_during_a_graceful_shutdown_reach_the_new_owner() {
     let store = Arc::new(MemoryStore::new());
     let a = host("hand", &discovery, &store).await;
     let b = host("hand", &discovery, &store).await;
-    settled(&[&a, &b]).await;
+    settled(&[&a, &b], 32).await;
     let keys: Vec<String> = (0..20).map(|i| format!("hand.{i}.")).collect();
     for key in &keys {
         a.entity::<Account>(key).ask(Balance).await.unwrap();
@@ -184,7 +160,7 @@ async fn tells_accepted_during_a_graceful_shutdown_reach_the_new_owner() {
         "each tell handled once"
     );
     assert_eq!(b.stats().dropped_total(), 0);
-    settled(&[&a]).await;
+    settled(&[&a], 32).await;
     a.shutdown().await;
 }
 

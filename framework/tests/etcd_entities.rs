@@ -13,7 +13,6 @@ use actormesh::store::EtcdStateStore;
 use actormesh::{EntityConfig, StateStore};
 use actormesh_testkit::Etcd;
 use common::accounts::*;
-use common::eventually_now;
 
 async fn host(etcd: &Etcd, cluster: &str, id: &str) -> Node {
     let discovery = EtcdDiscovery::connect(
@@ -34,38 +33,12 @@ async fn host(etcd: &Etcd, cluster: &str, id: &str) -> Node {
         .expect("node starts")
 }
 
-async fn settled(nodes: &[&Node]) {
-    eventually_now(
-        "every shard hosted by its assignee",
-        Duration::from_secs(20),
-        || {
-            let statuses: Vec<_> = nodes
-                .iter()
-                .map(|n| n.entity_status("accounts").unwrap())
-                .collect();
-            let hosted: usize = statuses.iter().map(|s| s.hosted_here).sum();
-            let (low, high) = (16 / nodes.len(), 16_usize.div_ceil(nodes.len()));
-            let done = statuses.iter().all(|s| {
-                s.in_motion_here == 0
-                    && s.hosted_here == s.assigned_here
-                    && (low..=high).contains(&s.assigned_here)
-            }) && hosted == 16;
-            if done {
-                Ok(())
-            } else {
-                Err(statuses)
-            }
-        },
-    )
-    .await;
-}
-
 #[actix::test]
 async fn state_in_etcd_survives_a_handoff_and_every_key_has_one_activation() {
     let etcd = Etcd::start().expect("the etcd tests need a real etcd");
     let a = host(&etcd, "ent", "a").await;
     let b = host(&etcd, "ent", "b").await;
-    settled(&[&a, &b]).await;
+    settled(&[&a, &b], 16).await;
     for i in 0..24 {
         let key = format!("etcd-acct-{i}");
         assert_eq!(
@@ -79,7 +52,7 @@ async fn state_in_etcd_survives_a_handoff_and_every_key_has_one_activation() {
     }
     b.shutdown().await;
     // `b` returns once it holds nothing; `a` takes the shards as their keys go.
-    settled(&[&a]).await;
+    settled(&[&a], 16).await;
     for i in 0..24 {
         let key = format!("etcd-acct-{i}");
         // The balances were saved in etcd by whichever node held them.
@@ -98,7 +71,7 @@ async fn state_in_etcd_survives_a_handoff_and_every_key_has_one_activation() {
 async fn a_host_cut_off_from_etcd_stops_serving_before_its_lease_can_expire() {
     let mut etcd = Etcd::start().expect("the etcd tests need a real etcd");
     let a = host(&etcd, "cut", "a").await;
-    settled(&[&a]).await;
+    settled(&[&a], 16).await;
     let account = a.entity::<Account>("cut-1");
     assert_eq!(account.ask(Deposit(1)).await.unwrap(), Ok(1));
     etcd.stop();

@@ -145,3 +145,32 @@ impl Entity for Account {
         }
     }
 }
+
+/// Waits until `nodes` hold every one of the accounts' `shards`, each its balanced share
+/// (`shards / n` rounded down or up), with nothing in motion.
+pub async fn settled(nodes: &[&actormesh::Node], shards: usize) {
+    super::eventually_now(
+        "every shard hosted by its assignee, balanced",
+        std::time::Duration::from_secs(20),
+        || {
+            let statuses: Vec<_> = nodes.iter().map(|n| n.entity_status("accounts")).collect();
+            let (low, high) = (shards / nodes.len(), shards.div_ceil(nodes.len()));
+            let hosted: usize = statuses.iter().flatten().map(|s| s.hosted_here).sum();
+            let done = hosted == shards
+                && statuses.iter().all(|s| {
+                    s.is_some_and(|s| {
+                        s.shards as usize == shards
+                            && s.in_motion_here == 0
+                            && s.hosted_here == s.assigned_here
+                            && (low..=high).contains(&s.assigned_here)
+                    })
+                });
+            if done {
+                Ok(())
+            } else {
+                Err(statuses)
+            }
+        },
+    )
+    .await;
+}
