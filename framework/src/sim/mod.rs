@@ -53,6 +53,7 @@
 use std::time::Duration;
 
 mod check;
+mod entities;
 mod etcd;
 mod fence;
 mod fixes;
