@@ -131,7 +131,14 @@ fn apply(node: &Arc<NodeShared>, host: &Arc<KindHost>, event: EntityEvent) {
                 crate::ratelog::warn_limited!(node = %node.info.id, kind = host.kind, ours = host.config.shards, theirs = a.shards(), "the cluster's assignment of an entity type has another shard count than this node's configuration; this node follows the cluster's");
             }
             if st.shards.len() != a.nodes.len() {
-                if st.shards.iter().any(|s| s.local != Local::Idle) {
+                // Indexes into the slots stay valid: no resize while anything refers to one
+                // (a shard held or in motion, an activation, a queued message).
+                let busy = st
+                    .shards
+                    .iter()
+                    .any(|s| s.local != Local::Idle || !s.queue.is_empty())
+                    || !st.keys.is_empty();
+                if busy {
                     crate::ratelog::warn_limited!(node = %node.info.id, kind = host.kind, "the shard count of an entity type changed while shards were hosted here; ignored");
                     return;
                 }
