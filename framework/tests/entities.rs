@@ -165,6 +165,36 @@ async fn tells_accepted_during_a_graceful_shutdown_reach_the_new_owner() {
 }
 
 #[actix::test]
+async fn only_nodes_whose_labels_match_the_selector_host_the_type() {
+    let discovery = MemoryDiscovery::new();
+    let store = Arc::new(MemoryStore::new());
+    let node = |role: &'static str| {
+        Node::builder()
+            .cluster("select")
+            .discovery(discovery.clone())
+            .label("role", role)
+            .entity::<Account>(config(&store).selector("role", "ledger"))
+            .start()
+    };
+    let a = node("ledger").await.unwrap();
+    let b = node("ledger").await.unwrap();
+    let web = node("web").await.unwrap();
+    settled(&[&a, &b], 32).await;
+    // Same configuration everywhere; the label decides: `web` takes no shard, and sends.
+    assert_eq!(web.entity_status("accounts").unwrap().assigned_here, 0);
+    assert_eq!(web.entity_status("accounts").unwrap().hosted_here, 0);
+    for i in 0..20 {
+        let account = web.entity::<Account>(format!("select-{i}"));
+        assert_eq!(account.ask(Deposit(2)).await.unwrap(), Ok(2));
+        let on = account.ask(Where).await.unwrap();
+        assert_ne!(on, web.id().to_string(), "select-{i}");
+    }
+    for n in [web, b, a] {
+        n.shutdown().await;
+    }
+}
+
+#[actix::test]
 async fn idle_activations_are_passivated_and_come_back_with_their_state() {
     let discovery = MemoryDiscovery::new();
     let store = Arc::new(MemoryStore::new());

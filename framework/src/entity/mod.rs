@@ -100,6 +100,7 @@ pub struct EntityConfig {
     buffer: usize,
     stop_margin: Duration,
     store: Option<Arc<dyn StateStore>>,
+    selector: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for EntityConfig {
@@ -112,6 +113,7 @@ impl Default for EntityConfig {
             buffer: 10_000,
             stop_margin: Duration::from_millis(300),
             store: None,
+            selector: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -124,6 +126,7 @@ impl std::fmt::Debug for EntityConfig {
             .field("buffer", &self.buffer)
             .field("stop_margin", &self.stop_margin)
             .field("store", &self.store)
+            .field("selector", &self.selector)
             .finish()
     }
 }
@@ -161,6 +164,15 @@ impl EntityConfig {
         self
     }
 
+    /// Hosts the type only on nodes with label `key` = `value` (with every label given this
+    /// way, as a group's selector; see [`NodeBuilder::label`](crate::NodeBuilder::label)).
+    /// On other nodes the type is only sent to: they take no shard. Give every node the same
+    /// configuration and let the labels decide.
+    pub fn selector(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.selector.insert(key.into(), value.into());
+        self
+    }
+
     /// Where activations load and save their state.
     pub fn store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = Some(store);
@@ -174,6 +186,7 @@ impl EntityConfig {
             buffer: self.buffer,
             margin: self.stop_margin,
             store: self.store,
+            selector: self.selector,
         }
     }
 }

@@ -373,8 +373,16 @@ impl NodeBuilder {
                 entities
                     .into_iter()
                     .map(|(kind, config, activator)| {
-                        let host =
-                            crate::runtime::entity::KindHost::new(kind, config, Some(activator));
+                        // A node whose labels do not match the selector only sends.
+                        let hosts = config
+                            .selector
+                            .iter()
+                            .all(|(k, v)| info.labels.get(k) == Some(v));
+                        let host = crate::runtime::entity::KindHost::new(
+                            kind,
+                            config,
+                            hosts.then_some(activator),
+                        );
                         (kind, Arc::new(host))
                     })
                     .collect(),

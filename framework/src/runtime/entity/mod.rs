@@ -63,6 +63,8 @@ pub(crate) struct KindConfig {
     pub(crate) buffer: usize,
     pub(crate) margin: Duration,
     pub(crate) store: Option<Arc<dyn StateStore>>,
+    /// Only nodes with every one of these labels host the type.
+    pub(crate) selector: std::collections::BTreeMap<String, String>,
 }
 
 /// One entity type on this node: hosted here (`activator` set) or only sent to.
