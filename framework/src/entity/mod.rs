@@ -377,7 +377,8 @@ impl crate::node::NodeBuilder {
 impl Node {
     /// A reference to the keyed entity of type `E` with `key`, wherever it is hosted: the
     /// first message activates it (see [`Entity`](crate::Entity)). Works on any node of the
-    /// cluster, whether it hosts `E` ([`NodeBuilder::entity`]) or not; no lookup happens here.
+    /// cluster, whether it hosts `E` ([`NodeBuilder::entity`](crate::NodeBuilder::entity))
+    /// or not; no lookup happens here.
     pub fn entity<E: Entity>(&self, key: impl AsRef<[u8]>) -> EntityRef<E> {
         let host = {
             let known = crate::runtime::read(&self.shared.entities)
