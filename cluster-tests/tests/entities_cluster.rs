@@ -635,6 +635,7 @@ async fn drive(
             if acked {
                 break;
             }
+            // The load's retry pace (bounded attempts per key), not a wait for a state.
             tokio::time::sleep(RETRY_PAUSE).await;
         }
         if !acked && !stop.load(Ordering::Relaxed) {
@@ -643,6 +644,7 @@ async fn drive(
                 .unwrap_or_else(|p| p.into_inner())
                 .failed_ops += 1;
         }
+        // The load's pace: at most 20 increments per second and key.
         tokio::time::sleep(PACE).await;
     }
 }
@@ -1326,6 +1328,7 @@ async fn tells_accepted_during_a_graceful_handoff_are_handled_exactly_once() {
                     }
                 }
                 rounds.fetch_add(1, Ordering::Relaxed);
+                // The tells' pace: one round per key every 20 ms while the handoff runs.
                 tokio::time::sleep(TELL_PACE).await;
             }
             (accepted, refused)

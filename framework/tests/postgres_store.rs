@@ -136,6 +136,8 @@ async fn racing_activations_only_the_newer_token_writes_after_its_claim() {
 
     let new_activation = async {
         while accepted_old.get() < 20 {
+            // Polls a counter of the other future on this task (a condition, not a guess of
+            // time): both are joined, so it saves while this one waits.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let loaded = new.load("carts", key, 4).await.unwrap();
