@@ -170,3 +170,20 @@ pub async fn forward_to_etcd(listen: SocketAddr, port: u16) -> Result<SocketAddr
     });
     Ok(addr)
 }
+
+/// The namespace of a partition test after `plan`, or `None` (with the reason printed) on a
+/// machine that cannot make one: no `ip`, not root, or namespaces forbidden.
+pub fn partition_or_skip(plan: NetnsPlan) -> Option<Partition> {
+    if let Some(reason) = partition_unsupported() {
+        eprintln!("partition test not run: {reason}");
+        return None;
+    }
+    match Partition::create(plan) {
+        Ok(p) => Some(p),
+        Err(e) if e.contains("Operation not permitted") => {
+            eprintln!("partition test not run: this machine forbids network namespaces: {e}");
+            None
+        }
+        Err(e) => panic!("cannot set up the network namespace: {e}"),
+    }
+}

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{EntityRef, Error, MembershipEvent, Node, NodeId};
-use actormesh_cluster_tests::netns::{self, NetnsPlan, Partition};
+use actormesh_cluster_tests::netns::{self, NetnsPlan};
 use actormesh_cluster_tests::tally::{
     probe_name, wall_us, Get, Hosting, HostingNow, Increment, Note, Probe, Refused, Tally, Where,
     LOG_ENV, PG_ENV, SHARDS, STORE_ENV,
@@ -1109,17 +1109,8 @@ const NETNS: NetnsPlan = NetnsPlan {
 async fn an_owner_cut_off_by_a_partition_is_replaced_without_overlap() {
     let _serial = SERIAL.lock().await;
     let name = "partition";
-    if let Some(reason) = netns::partition_unsupported() {
-        eprintln!("partition test not run: {reason}");
+    let Some(partition) = netns::partition_or_skip(NETNS) else {
         return;
-    }
-    let partition = match Partition::create(NETNS) {
-        Ok(p) => p,
-        Err(e) if e.contains("Operation not permitted") => {
-            eprintln!("partition test not run: this machine forbids network namespaces: {e}");
-            return;
-        }
-        Err(e) => panic!("cannot set up the network namespace: {e}"),
     };
     let etcd = start_etcd();
     let proxy =

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actormesh::{Error, MembershipEvent, Node, NodeId};
-use actormesh_cluster_tests::netns::{self, NetnsPlan, Partition};
+use actormesh_cluster_tests::netns::{self, NetnsPlan};
 use actormesh_cluster_tests::{
     etcd_entries, etcd_keys, etcd_lease_of, etcd_test_node, members_seen_by, poll_until,
     wait_for_event, Add, Counter, NodeProcess, NodeSpec, Relay, WhoAreYou, TTL,
@@ -788,17 +788,8 @@ const NETNS: NetnsPlan = NetnsPlan {
 #[actix::test]
 async fn a_partitioned_process_is_declared_down_within_the_ttl() {
     let _serial = SERIAL.lock().await;
-    if let Some(reason) = netns::partition_unsupported() {
-        eprintln!("partition test not run: {reason}");
+    let Some(partition) = netns::partition_or_skip(NETNS) else {
         return;
-    }
-    let partition = match Partition::create(NETNS) {
-        Ok(p) => p,
-        Err(e) if e.contains("Operation not permitted") => {
-            eprintln!("partition test not run: this machine forbids network namespaces: {e}");
-            return;
-        }
-        Err(e) => panic!("cannot set up the network namespace: {e}"),
     };
     let etcd = start_etcd();
     let endpoint = etcd.endpoint();

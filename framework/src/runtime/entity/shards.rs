@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::{KindHost, KindState, Pending, Slot};
+use super::{KindHost, Pending, Slot};
 use crate::core::shard::host::{decide, Local, Step};
 use crate::core::shard::{EntityEvent, ShardOwner};
 use crate::discovery::EntityView;
@@ -236,7 +236,9 @@ fn step(node: &Arc<NodeShared>, host: &Arc<KindHost>) {
                 Step::Lost => {
                     tracing::warn!(node = %me, kind = host.kind, shard, "lost a shard's ownership (this node's lease expired or was replaced); its activations are fenced and stopped");
                     st.shards[i].local = Local::Idle;
-                    lose_shard(host, &mut st, shard);
+                    // Their handlers are fenced already: the stamps carry the lease the
+                    // shard was taken under.
+                    host.stop_shard(&mut st, shard);
                     let queue = std::mem::take(&mut st.shards[i].queue);
                     actions.push(Action::Resubmit(queue));
                 }
@@ -251,12 +253,6 @@ fn step(node: &Arc<NodeShared>, host: &Arc<KindHost>) {
             Action::Resubmit(queue) => host.resubmit(node, queue),
         }
     }
-}
-
-/// The activations of a lost shard stop; their handlers are fenced already (their stamps
-/// carry the lease the shard was taken under).
-fn lose_shard(host: &KindHost, st: &mut KindState, shard: u32) {
-    host.stop_shard(st, shard);
 }
 
 fn acquire(node: &Arc<NodeShared>, host: &Arc<KindHost>, shard: u32, epoch: u64) {
