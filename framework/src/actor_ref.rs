@@ -530,8 +530,7 @@ pub(crate) fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
         return None;
     }
     let ctx = trace::child_of_current();
-    span.record("trace_id", ctx.trace_id);
-    span.record("span_id", ctx.span_id);
+    trace::record(span, &ctx);
     Some(ctx)
 }
 

@@ -80,7 +80,7 @@ mod sim;
 mod stats;
 pub mod store;
 pub mod supervise;
-mod trace;
+pub mod trace;
 mod transport;
 
 /// For fuzzing only (`tests/fuzz_wire.rs`): the frame decoder's entry points. Not part of the API.

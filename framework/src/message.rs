@@ -432,16 +432,15 @@ where
     } else {
         let here = match trace {
             Some(parent) => {
-                span.record("parent_span_id", parent.span_id);
-                TraceContext {
-                    trace_id: parent.trace_id,
-                    span_id: crate::id::random_u64(),
-                }
+                span.record(
+                    "parent_span_id",
+                    tracing::field::display(format_args!("{:016x}", parent.span_id)),
+                );
+                parent.child()
             }
             None => trace::child_of_current(),
         };
-        span.record("trace_id", here.trace_id);
-        span.record("span_id", here.span_id);
+        trace::record(&span, &here);
         Some(here)
     };
     let _entered = span.enter();

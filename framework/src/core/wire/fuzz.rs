@@ -146,7 +146,7 @@ pub fn round_trip(frame: &[u8]) -> Result<usize, String> {
 /// termination reason), with empty, small and large payloads, and frames of several envelopes.
 pub fn seed_frames() -> Vec<(String, Vec<u8>)> {
     let trace = Some(TraceContext {
-        trace_id: u64::MAX,
+        trace_id: u128::MAX,
         span_id: 1,
     });
     let mut headers: Vec<(String, Header)> = vec![

@@ -6,4 +6,4 @@ pub mod fuzz;
 pub(crate) mod outbox;
 
 /// The version of the wire protocol; nodes of different versions refuse each other.
-pub(crate) const PROTOCOL_VERSION: u32 = 4;
+pub(crate) const PROTOCOL_VERSION: u32 = 5;
