@@ -390,7 +390,7 @@ impl<A: RemoteActor> ActorRef<A> {
                             deadline_unix_ms,
                             trace,
                         },
-                        |buf| encode_payload(&message, buf),
+                        move |buf| encode_payload(&message, buf),
                     )
                     .await?;
                 with_decode_node(node, || decode_payload::<M::Result>(&bytes)).map_err(Error::Codec)

@@ -652,16 +652,16 @@ impl<E: Entity> Target for Keyed<E> {
 
 /// How a route sends its message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Send {
+enum How {
     Ask,
     AskIdempotent,
     Tell,
 }
 
-type MakeFn<B, M> = dyn Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync;
-type ReplyFn<R, O> = dyn Fn(R) -> Result<O, ApiError> + std::marker::Send + Sync;
+type MakeFn<B, M> = dyn Fn(Call<B>) -> Result<M, ApiError> + Send + Sync;
+type ReplyFn<R, O> = dyn Fn(R) -> Result<O, ApiError> + Send + Sync;
 type SendFn<M, R> = dyn Fn(&Node, Option<&str>, M, Duration) -> BoxFuture<'static, actormesh::Result<R>>
-    + std::marker::Send
+    + Send
     + Sync;
 
 struct Handler<B, M, R, O> {
@@ -674,9 +674,9 @@ struct Handler<B, M, R, O> {
 
 impl<B, M, R, O> Endpoint for Handler<B, M, R, O>
 where
-    B: DeserializeOwned + std::marker::Send + 'static,
-    M: std::marker::Send + 'static,
-    R: std::marker::Send + 'static,
+    B: DeserializeOwned + Send + 'static,
+    M: Send + 'static,
+    R: Send + 'static,
     O: Serialize + 'static,
 {
     fn call(&self, input: Input) -> BoxFuture<'static, Result<Response, ApiError>> {
@@ -739,12 +739,7 @@ fn parse_body<B: DeserializeOwned>(body: &[u8]) -> Result<B, ApiError> {
     };
     let mut de = serde_json::Deserializer::from_slice(text);
     let parsed: Result<B, _> = serde_path_to_error::deserialize(&mut de);
-    let parsed = parsed.and_then(|b| {
-        de.end()
-            .map(|()| b)
-            .map_err(|e| serde_path_to_error::Error::new(serde_path_to_error::Path::default(), e))
-    });
-    parsed.map_err(|e| {
+    let body = parsed.map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = if text == b"null" {
@@ -759,7 +754,10 @@ fn parse_body<B: DeserializeOwned>(body: &[u8]) -> Result<B, ApiError> {
             (p, None) => p.to_owned(),
         };
         ApiError::bad_request(field, message)
-    })
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("body", format!("malformed JSON body: {e}")))?;
+    Ok(body)
 }
 
 /// The field of serde's "missing field `x`" message (serde's path ends at the struct).
@@ -778,8 +776,8 @@ impl<T: Target> Bound<T> {
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue + Serialize,
-        B: DeserializeOwned + std::marker::Send + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        B: DeserializeOwned + Send + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         self.ask_with(make, Ok)
     }
@@ -791,16 +789,16 @@ impl<T: Target> Bound<T> {
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
-        B: DeserializeOwned + std::marker::Send + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        B: DeserializeOwned + Send + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
         O: Serialize + 'static,
-        G: Fn(M::Result) -> Result<O, ApiError> + std::marker::Send + Sync + 'static,
+        G: Fn(M::Result) -> Result<O, ApiError> + Send + Sync + 'static,
     {
         let target = self.target.clone();
         let send = move |node: &Node, key: Option<&str>, m: M, timeout| {
             target.ask(node, key, m, timeout)
         };
-        self.finish(Send::Ask, make, send, reply)
+        self.finish(How::Ask, make, send, reply)
     }
 
     /// Asks with a message that is safe to handle twice: a failed attempt (node down, actor
@@ -811,8 +809,8 @@ impl<T: Target> Bound<T> {
         T::Actor: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue + Serialize,
-        B: DeserializeOwned + std::marker::Send + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        B: DeserializeOwned + Send + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         self.ask_idempotent_with(make, Ok)
     }
@@ -824,16 +822,16 @@ impl<T: Target> Bound<T> {
         T::Actor: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue,
-        B: DeserializeOwned + std::marker::Send + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        B: DeserializeOwned + Send + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
         O: Serialize + 'static,
-        G: Fn(M::Result) -> Result<O, ApiError> + std::marker::Send + Sync + 'static,
+        G: Fn(M::Result) -> Result<O, ApiError> + Send + Sync + 'static,
     {
         let target = self.target.clone();
         let send = move |node: &Node, key: Option<&str>, m: M, timeout| {
             target.ask_idempotent(node, key, m, timeout)
         };
-        self.finish(Send::AskIdempotent, make, send, reply)
+        self.finish(How::AskIdempotent, make, send, reply)
     }
 
     /// Sends the message without waiting for it to be handled (at-most-once) and answers
@@ -843,43 +841,43 @@ impl<T: Target> Bound<T> {
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
-        B: DeserializeOwned + std::marker::Send + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        B: DeserializeOwned + Send + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         let target = self.target.clone();
         let send = move |node: &Node, key: Option<&str>, m: M, timeout| {
             target.tell(node, key, m, timeout)
         };
-        self.finish(Send::Tell, make, send, |()| {
+        self.finish(How::Tell, make, send, |()| {
             Ok(serde_json::json!({ "accepted": true }))
         })
     }
 
-    fn finish<B, M, R, O, F, S, G>(self, how: Send, make: F, send: S, reply: G) -> Route
+    fn finish<B, M, R, O, F, S, G>(self, how: How, make: F, send: S, reply: G) -> Route
     where
-        B: DeserializeOwned + std::marker::Send + 'static,
-        M: std::marker::Send + 'static,
-        R: std::marker::Send + 'static,
+        B: DeserializeOwned + Send + 'static,
+        M: Send + 'static,
+        R: Send + 'static,
         O: Serialize + 'static,
-        F: Fn(Call<B>) -> Result<M, ApiError> + std::marker::Send + Sync + 'static,
+        F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
         S: Fn(&Node, Option<&str>, M, Duration) -> BoxFuture<'static, actormesh::Result<R>>
-            + std::marker::Send
+            + Send
             + Sync
             + 'static,
-        G: Fn(R) -> Result<O, ApiError> + std::marker::Send + Sync + 'static,
+        G: Fn(R) -> Result<O, ApiError> + Send + Sync + 'static,
     {
         let handler = Handler {
             make: Arc::new(make),
             send: Arc::new(send),
             reply: Arc::new(reply),
             key_param: self.key_param.clone(),
-            accepted: how == Send::Tell,
+            accepted: how == How::Tell,
         };
         Route {
             method: self.method,
             path: self.path,
             endpoint: Arc::new(handler),
-            idempotent: how == Send::AskIdempotent,
+            idempotent: how == How::AskIdempotent,
             timeout: None,
             max_timeout: None,
             scopes: Vec::new(),

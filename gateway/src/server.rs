@@ -274,9 +274,9 @@ impl GatewayBuilder {
         }
         // axum panics on paths it cannot route; find out here, as an error.
         let probe = self.routes.iter().try_for_each(|route| {
-            std::panic::catch_unwind(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let _ = Router::<()>::new().route(&route.path, axum::routing::get(|| async {}));
-            })
+            }))
             .map_err(|_| ConfigError(format!("{} {}: not a valid route path", route.method, route.path)))
         });
         probe?;
