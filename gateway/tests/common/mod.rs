@@ -1,0 +1,354 @@
+//! A three-node in-process cluster with the test services, and a small HTTP client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actormesh::prelude::*;
+use actormesh::{Entity, EntityConfig, EntityContext, Idempotent};
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+
+// ---- the services -------------------------------------------------------------------------
+
+/// A group member that greets, sleeps on request and panics on request.
+pub struct Greeter {
+    pub node: String,
+}
+
+impl Actor for Greeter {
+    type Context = Context<Self>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Greet", result = "Greeting")]
+pub struct Greet {
+    pub name: String,
+}
+impl Idempotent for Greet {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Greeting {
+    pub text: String,
+    pub node: String,
+}
+
+/// Sleeps `ms` then answers the node's name.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Slow", result = "String")]
+pub struct Slow {
+    pub ms: u64,
+}
+impl Idempotent for Slow {}
+
+/// Panics in the handler.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Boom", result = "()")]
+pub struct Boom;
+
+impl Handler<Greet> for Greeter {
+    type Result = MessageResult<Greet>;
+    fn handle(&mut self, m: Greet, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Greeting {
+            text: format!("hello, {}", m.name),
+            node: self.node.clone(),
+        })
+    }
+}
+
+impl Handler<Slow> for Greeter {
+    type Result = ResponseActFuture<Self, String>;
+    fn handle(&mut self, m: Slow, _: &mut Context<Self>) -> Self::Result {
+        let node = self.node.clone();
+        Box::pin(
+            async move {
+                tokio::time::sleep(Duration::from_millis(m.ms)).await;
+                node
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+impl Handler<Boom> for Greeter {
+    type Result = ();
+    fn handle(&mut self, _: Boom, _: &mut Context<Self>) {
+        panic!("secret internal detail 4711");
+    }
+}
+
+actormesh::remote_actor!(Greeter = "gw.Greeter" { Greet, Slow, Boom });
+
+/// A named actor that counts what it was told.
+#[derive(Default)]
+pub struct Ledger {
+    entries: Vec<String>,
+}
+
+impl Actor for Ledger {
+    type Context = Context<Self>;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Append", result = "usize")]
+pub struct Append {
+    pub entry: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Entries", result = "Vec<String>")]
+pub struct Entries;
+impl Idempotent for Entries {}
+
+impl Handler<Append> for Ledger {
+    type Result = usize;
+    fn handle(&mut self, m: Append, _: &mut Context<Self>) -> usize {
+        self.entries.push(m.entry);
+        self.entries.len()
+    }
+}
+
+impl Handler<Entries> for Ledger {
+    type Result = MessageResult<Entries>;
+    fn handle(&mut self, _: Entries, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.entries.clone())
+    }
+}
+
+actormesh::remote_actor!(Ledger = "gw.Ledger" { Append, Entries });
+
+/// A keyed entity: a running total per key.
+pub struct Tally {
+    total: u64,
+    node: String,
+}
+
+impl Actor for Tally {
+    type Context = Context<Self>;
+}
+
+impl Entity for Tally {
+    const KIND: &'static str = "tallies";
+    fn activate(ctx: &mut EntityContext<'_, Self>) -> Self {
+        Tally {
+            total: 0,
+            node: ctx.node().id().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Add", result = "Total")]
+pub struct Add {
+    pub amount: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "gw.Read", result = "Total")]
+pub struct Read;
+impl Idempotent for Read {}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Total {
+    pub total: u64,
+    pub node: String,
+}
+
+impl Handler<Add> for Tally {
+    type Result = MessageResult<Add>;
+    fn handle(&mut self, m: Add, _: &mut Context<Self>) -> Self::Result {
+        self.total += m.amount;
+        MessageResult(Total {
+            total: self.total,
+            node: self.node.clone(),
+        })
+    }
+}
+
+impl Handler<Read> for Tally {
+    type Result = MessageResult<Read>;
+    fn handle(&mut self, _: Read, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Total {
+            total: self.total,
+            node: self.node.clone(),
+        })
+    }
+}
+
+actormesh::remote_actor!(Tally = "gw.Tally" { Add, Read });
+
+// ---- the cluster --------------------------------------------------------------------------
+
+/// Three nodes: `a` runs the gateway (and hosts nothing), `b` and `c` each run a `Greeter` in
+/// group `greeters` and host the `Tally` entities; `b` runs the `Ledger` named `ledger`.
+pub struct Cluster {
+    pub a: Node,
+    pub b: Node,
+    pub c: Node,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let discovery = MemoryDiscovery::new();
+        let node = |id: &str, host: bool| {
+            let mut builder = Node::builder()
+                .node_id(id)
+                .discovery(discovery.clone())
+                .ask_timeout(Duration::from_secs(5));
+            if host {
+                builder = builder.entity::<Tally>(EntityConfig::default().shards(8));
+            }
+            builder.start()
+        };
+        let a = node("gw-a", false).await.unwrap();
+        let b = node("gw-b", true).await.unwrap();
+        let c = node("gw-c", true).await.unwrap();
+        for n in [&b, &c] {
+            let greeter = n.spawn(Greeter {
+                node: n.id().to_string(),
+            });
+            n.join_group("greeters", &greeter).await.unwrap();
+        }
+        let ledger = b.spawn(Ledger::default());
+        b.register_name("ledger", &ledger).await.unwrap();
+        let group = a.group::<Greeter>("greeters").await.unwrap();
+        group
+            .wait_for_instances(2, Duration::from_secs(10))
+            .await
+            .unwrap();
+        Cluster { a, b, c }
+    }
+
+    pub async fn stop(self) {
+        for n in [self.a, self.b, self.c] {
+            n.shutdown().await;
+        }
+    }
+}
+
+// ---- HTTP ---------------------------------------------------------------------------------
+
+/// What a request got back.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn error_code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+    pub fn field(&self) -> &str {
+        self.body["field"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// A plain HTTP/1.1 client (hyper's), one connection pool.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+impl Http {
+    pub fn new(addr: std::net::SocketAddr) -> Http {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, &[], "").await
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> Answer {
+        self.send(
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        self.try_send(method, path, headers, Bytes::from(body.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Answer, String> {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .map_err(|_| "no answer within 30 s".to_owned())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            text,
+        })
+    }
+}
+
+/// Counts answers by status.
+#[derive(Default, Clone)]
+pub struct Statuses(Arc<std::sync::Mutex<HashMap<u16, u64>>>);
+
+impl Statuses {
+    pub fn add(&self, status: StatusCode) {
+        *self.0.lock().unwrap().entry(status.as_u16()).or_default() += 1;
+    }
+    pub fn get(&self, status: u16) -> u64 {
+        self.0.lock().unwrap().get(&status).copied().unwrap_or(0)
+    }
+}
+
+pub static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub fn next() -> u64 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
