@@ -131,7 +131,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -177,14 +183,12 @@ pub(crate) fn from_actor_error(error: &actormesh::Error) -> ApiError {
             "deadline_exceeded",
             format!("no answer within the request's deadline of {after:?}"),
         ),
-        E::Overloaded { .. } | E::MailboxFull { .. } | E::EntityBufferFull { .. } => {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the service is overloaded; retry later",
-            )
-            .with_retry_after(RETRY_SOON)
-        }
+        E::Overloaded { .. } | E::MailboxFull { .. } | E::EntityBufferFull { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the service is overloaded; retry later",
+        )
+        .with_retry_after(RETRY_SOON),
         E::NoInstances { .. }
         | E::GroupNotReady { .. }
         | E::UnknownGroup(_)
@@ -225,9 +229,7 @@ mod tests {
                 false,
             ),
             (
-                actormesh::Error::NoInstances {
-                    group: "g".into(),
-                },
+                actormesh::Error::NoInstances { group: "g".into() },
                 503,
                 true,
             ),

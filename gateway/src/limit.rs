@@ -66,15 +66,17 @@ impl Limiter {
 
     /// Lets a request of `client` through, or refuses it with 429 and when to come back.
     pub(crate) fn check(&self, client: &str) -> Result<(), ApiError> {
-        self.limiter.check_key(&client.to_owned()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests from this client on this route; retry in {wait:?}"),
-            )
-            .with_retry_after(wait)
-        })
+        self.limiter
+            .check_key(&client.to_owned())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(self.clock.now());
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests from this client on this route; retry in {wait:?}"),
+                )
+                .with_retry_after(wait)
+            })
     }
 
     /// Forgets clients whose state is back to full capacity (bounds memory to active clients).
@@ -96,7 +98,10 @@ mod tests {
         let refused = limiter.check("a").unwrap_err();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         let wait = refused.retry_after().unwrap();
-        assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         assert!(limiter.check("b").is_ok(), "limits are per client");
     }
 

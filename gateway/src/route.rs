@@ -205,18 +205,21 @@ impl RouteTo {
             path: self.path,
             target,
             key_param: None,
+            body: std::marker::PhantomData,
         }
     }
 }
 
 /// A route with its target; say what it sends with [`ask`](Self::ask),
-/// [`ask_idempotent`](Self::ask_idempotent) or [`tell`](Self::tell).
+/// [`ask_idempotent`](Self::ask_idempotent) or [`tell`](Self::tell). `B` is the type the
+/// JSON body is parsed into: `()` (no body) unless set with [`body`](Self::body).
 #[derive(Debug)]
-pub struct Bound<T> {
+pub struct Bound<T, B = ()> {
     method: Method,
     path: String,
     target: T,
     key_param: Option<String>,
+    body: std::marker::PhantomData<fn() -> B>,
 }
 
 /// The request as a route's closure sees it: the JSON body (already parsed into `B`), the
@@ -368,7 +371,12 @@ impl<A: RemoteActor> Clone for Named<A> {
 
 impl<A: RemoteActor> Named<A> {
     async fn resolve(&self, node: &Node) -> actormesh::Result<ActorRef<A>> {
-        if let Some(actor) = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(actor) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(actor);
         }
         let actor = node.lookup::<A>(&self.name).await?;
@@ -767,16 +775,27 @@ fn missing_field(error: &serde_json::Error) -> Option<String> {
     Some(rest[..rest.find('`')?].to_owned())
 }
 
-impl<T: Target> Bound<T> {
+impl<T: Target, B: DeserializeOwned + Send + 'static> Bound<T, B> {
+    /// Parses the request's JSON body into `J` (a 400 naming the field when it does not fit;
+    /// an empty body reads as JSON `null`, so `Option<J>` makes it optional).
+    pub fn body<J: DeserializeOwned + Send + 'static>(self) -> Bound<T, J> {
+        Bound {
+            method: self.method,
+            path: self.path,
+            target: self.target,
+            key_param: self.key_param,
+            body: std::marker::PhantomData,
+        }
+    }
+
     /// Asks with the message `make` builds from the request; the reply is the JSON body of a
     /// `200 OK`. Not retried: for `POST`, `PUT`, `PATCH` and `DELETE` routes whose message is
     /// not safe to handle twice.
-    pub fn ask<B, M, F>(self, make: F) -> Route
+    pub fn ask<M, F>(self, make: F) -> Route
     where
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue + Serialize,
-        B: DeserializeOwned + Send + 'static,
         F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         self.ask_with(make, Ok)
@@ -784,32 +803,29 @@ impl<T: Target> Bound<T> {
 
     /// Like [`ask`](Self::ask), with `reply` turning the actor's reply into the response
     /// body or an [`ApiError`] (an application error such as 404 or 409).
-    pub fn ask_with<B, M, F, O, G>(self, make: F, reply: G) -> Route
+    pub fn ask_with<M, F, O, G>(self, make: F, reply: G) -> Route
     where
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
-        B: DeserializeOwned + Send + 'static,
         F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
         O: Serialize + 'static,
         G: Fn(M::Result) -> Result<O, ApiError> + Send + Sync + 'static,
     {
         let target = self.target.clone();
-        let send = move |node: &Node, key: Option<&str>, m: M, timeout| {
-            target.ask(node, key, m, timeout)
-        };
+        let send =
+            move |node: &Node, key: Option<&str>, m: M, timeout| target.ask(node, key, m, timeout);
         self.finish(How::Ask, make, send, reply)
     }
 
     /// Asks with a message that is safe to handle twice: a failed attempt (node down, actor
     /// gone, shard moving) is retried, on another instance for a group, within the request's
     /// deadline. Required for `GET` routes; use it for any route marked idempotent.
-    pub fn ask_idempotent<B, M, F>(self, make: F) -> Route
+    pub fn ask_idempotent<M, F>(self, make: F) -> Route
     where
         T::Actor: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue + Serialize,
-        B: DeserializeOwned + Send + 'static,
         F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         self.ask_idempotent_with(make, Ok)
@@ -817,12 +833,11 @@ impl<T: Target> Bound<T> {
 
     /// [`ask_idempotent`](Self::ask_idempotent) with a reply mapping, as in
     /// [`ask_with`](Self::ask_with).
-    pub fn ask_idempotent_with<B, M, F, O, G>(self, make: F, reply: G) -> Route
+    pub fn ask_idempotent_with<M, F, O, G>(self, make: F, reply: G) -> Route
     where
         T::Actor: Accepts<M>,
         M: Idempotent,
         M::Result: WireValue,
-        B: DeserializeOwned + Send + 'static,
         F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
         O: Serialize + 'static,
         G: Fn(M::Result) -> Result<O, ApiError> + Send + Sync + 'static,
@@ -836,26 +851,23 @@ impl<T: Target> Bound<T> {
 
     /// Sends the message without waiting for it to be handled (at-most-once) and answers
     /// `202 Accepted` with `{"accepted": true}` once it is on its way.
-    pub fn tell<B, M, F>(self, make: F) -> Route
+    pub fn tell<M, F>(self, make: F) -> Route
     where
         T::Actor: Accepts<M>,
         M: RemoteMessage,
         M::Result: WireValue,
-        B: DeserializeOwned + Send + 'static,
         F: Fn(Call<B>) -> Result<M, ApiError> + Send + Sync + 'static,
     {
         let target = self.target.clone();
-        let send = move |node: &Node, key: Option<&str>, m: M, timeout| {
-            target.tell(node, key, m, timeout)
-        };
+        let send =
+            move |node: &Node, key: Option<&str>, m: M, timeout| target.tell(node, key, m, timeout);
         self.finish(How::Tell, make, send, |()| {
             Ok(serde_json::json!({ "accepted": true }))
         })
     }
 
-    fn finish<B, M, R, O, F, S, G>(self, how: How, make: F, send: S, reply: G) -> Route
+    fn finish<M, R, O, F, S, G>(self, how: How, make: F, send: S, reply: G) -> Route
     where
-        B: DeserializeOwned + Send + 'static,
         M: Send + 'static,
         R: Send + 'static,
         O: Serialize + 'static,

@@ -32,6 +32,9 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// How long a client told "overloaded" or "shutting down" should wait.
 const RETRY_SOON: Duration = Duration::from_secs(1);
 
+/// After a drain's deadline, how long the cut requests' connections get to take their 503.
+const CUT_GRACE: Duration = Duration::from_secs(1);
+
 /// An HTTP gateway in front of a node: see the [crate documentation](crate).
 ///
 /// Stateless: run one on as many nodes as you like behind any HTTP load balancer.
@@ -75,6 +78,8 @@ struct Shared {
     max_in_flight: usize,
     in_flight: AtomicUsize,
     trust_forwarded_for: bool,
+    /// Set when a shutdown's deadline passed: requests still in flight are answered 503.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -109,8 +114,8 @@ impl Gateway {
     pub fn router(&self) -> Router {
         let mut by_path: BTreeMap<&str, MethodRouter<Arc<Shared>>> = BTreeMap::new();
         for (index, state) in self.shared.routes.iter().enumerate() {
-            let filter = MethodFilter::try_from(state.route.method.clone())
-                .unwrap_or(MethodFilter::POST);
+            let filter =
+                MethodFilter::try_from(state.route.method.clone()).unwrap_or(MethodFilter::POST);
             let handler = move |shared: State<Arc<Shared>>, request: Request| {
                 handle_route(shared.0, index, request)
             };
@@ -167,7 +172,9 @@ impl Gateway {
                 every.tick().await;
                 loop {
                     every.tick().await;
-                    let Some(shared) = shared.upgrade() else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
                     for route in &shared.routes {
                         if let Some(limiter) = &route.limiter {
                             limiter.forget_idle();
@@ -277,7 +284,12 @@ impl GatewayBuilder {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let _ = Router::<()>::new().route(&route.path, axum::routing::get(|| async {}));
             }))
-            .map_err(|_| ConfigError(format!("{} {}: not a valid route path", route.method, route.path)))
+            .map_err(|_| {
+                ConfigError(format!(
+                    "{} {}: not a valid route path",
+                    route.method, route.path
+                ))
+            })
         });
         probe?;
         let routes = self
@@ -300,6 +312,7 @@ impl GatewayBuilder {
                 max_in_flight: self.max_in_flight,
                 in_flight: AtomicUsize::new(0),
                 trust_forwarded_for: self.trust_forwarded_for,
+                cut: tokio::sync::watch::Sender::new(false),
             }),
         })
     }
@@ -335,8 +348,10 @@ impl RunningGateway {
         self.shared.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting connections, lets the requests in flight finish (idle keep-alive
-    /// connections are closed) for up to `deadline`, then closes what is left.
+    /// Stops accepting connections and lets the requests in flight finish (idle keep-alive
+    /// connections are closed) for up to `deadline`; requests still running then are
+    /// answered `503 shutting_down` with `Retry-After` (their messages may still be handled,
+    /// as after a timeout), and the connections closed.
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let in_flight_at_start = self.in_flight();
         if let Some(stop) = self.stop.take() {
@@ -347,7 +362,14 @@ impl RunningGateway {
             Ok(_) => 0,
             Err(_) => {
                 let left = self.in_flight();
-                self.serving.abort();
+                self.shared.cut.send_replace(true);
+                // The cut requests answer at once; their connections then close.
+                if tokio::time::timeout(CUT_GRACE, &mut self.serving)
+                    .await
+                    .is_err()
+                {
+                    self.serving.abort();
+                }
                 left
             }
         };
@@ -405,13 +427,28 @@ async fn observe(
         parent_span_id = tracing::field::Empty,
     );
     if let Some(parent) = parent {
-        span.record("parent_span_id", tracing::field::display(parent.span_id_hex()));
+        span.record(
+            "parent_span_id",
+            tracing::field::display(parent.span_id_hex()),
+        );
     }
     let mut response = match shared.slots.clone().try_acquire_owned() {
         Ok(slot) => {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             let _done = InFlight(&shared.in_flight);
-            let response = in_trace(here, next.run(request)).instrument(span).await;
+            let mut cut = shared.cut.subscribe();
+            let handling = in_trace(here, next.run(request)).instrument(span);
+            let response = tokio::select! {
+                response = handling => response,
+                _ = cut.wait_for(|cut| *cut) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting_down",
+                    "the gateway shut down before the request finished; it may or may not have been handled",
+                )
+                .with_retry_after(RETRY_SOON)
+                .with_trace_id(here.trace_id_hex())
+                .into_response(),
+            };
             drop(slot);
             response
         }
@@ -483,7 +520,11 @@ async fn method_not_allowed(request: Request) -> Response {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("{} is not allowed on {}", request.method(), request.uri().path()),
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
     )
     .with_trace_id(trace)
     .into_response()
@@ -706,9 +747,15 @@ mod tests {
     #[test]
     fn forwarded_for_only_when_trusted() {
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", HeaderValue::from_static("10.1.2.3, 10.0.0.1"));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.1.2.3, 10.0.0.1"),
+        );
         let peer = Some(IpAddr::from([127, 0, 0, 1]));
-        assert_eq!(client_ip(&headers, peer, false), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            client_ip(&headers, peer, false),
+            IpAddr::from([127, 0, 0, 1])
+        );
         assert_eq!(client_ip(&headers, peer, true), IpAddr::from([10, 1, 2, 3]));
     }
 }

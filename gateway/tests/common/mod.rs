@@ -40,6 +40,10 @@ pub struct Greeting {
     pub node: String,
 }
 
+/// `Slow { ms: 600 }` handlers running now, on every node of the process (only the overload
+/// test asks for 600 ms).
+pub static SLOW_RUNNING: AtomicU64 = AtomicU64::new(0);
+
 /// Sleeps `ms` then answers the node's name.
 #[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
 #[remote(name = "gw.Slow", result = "String")]
@@ -67,9 +71,16 @@ impl Handler<Slow> for Greeter {
     type Result = ResponseActFuture<Self, String>;
     fn handle(&mut self, m: Slow, _: &mut Context<Self>) -> Self::Result {
         let node = self.node.clone();
+        let counted = m.ms == 600;
+        if counted {
+            SLOW_RUNNING.fetch_add(1, Ordering::SeqCst);
+        }
         Box::pin(
             async move {
                 tokio::time::sleep(Duration::from_millis(m.ms)).await;
+                if counted {
+                    SLOW_RUNNING.fetch_sub(1, Ordering::SeqCst);
+                }
                 node
             }
             .into_actor(self),
@@ -319,11 +330,7 @@ impl Http {
             .map_err(|_| "no answer within 30 s".to_owned())?
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
+        let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         Ok(Answer {
             status: parts.status,
