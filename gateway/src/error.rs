@@ -14,7 +14,10 @@ use serde::Serialize;
 /// (`field` and `trace_id` only when known). Route closures return it to refuse a request
 /// (`ApiError::bad_request("amount", "must be positive")`); the gateway builds the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inner {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -37,7 +40,7 @@ struct Body<'a> {
 impl ApiError {
     /// An error with any status and code (`code` is a short snake_case word clients match on).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
+        ApiError(Box::new(Inner {
             status,
             code,
             message: message.into(),
@@ -45,7 +48,7 @@ impl ApiError {
             retry_after: None,
             headers: Vec::new(),
             trace_id: None,
-        }
+        }))
     }
 
     /// `400 Bad Request` about one field of the request (a path or query parameter, a header
@@ -82,50 +85,50 @@ impl ApiError {
 
     /// Names the field the error is about.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
+        self.0.field = Some(field.into());
         self
     }
 
     /// Adds `Retry-After` (whole seconds, at least 1).
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.0.retry_after = Some(after);
         self
     }
 
     /// Adds a response header.
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     pub(crate) fn with_trace_id(mut self, trace_id: String) -> Self {
-        self.trace_id = Some(trace_id);
+        self.0.trace_id = Some(trace_id);
         self
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The stable error code of the JSON body.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.0.code
     }
 
     /// The human-readable message.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// The field the error is about, if any.
     pub fn field(&self) -> Option<&str> {
-        self.field.as_deref()
+        self.0.field.as_deref()
     }
 
     /// The `Retry-After` wait, if any.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.0.retry_after
     }
 }
 
@@ -134,9 +137,9 @@ impl std::fmt::Display for ApiError {
         write!(
             f,
             "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
+            self.status().as_u16(),
+            self.code(),
+            self.message()
         )
     }
 }
@@ -145,24 +148,25 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let this = *self.0;
         let body = serde_json::to_vec(&Body {
-            error: self.code,
-            message: &self.message,
-            field: self.field.as_deref(),
-            trace_id: self.trace_id.as_deref(),
+            error: this.code,
+            message: &this.message,
+            field: this.field.as_deref(),
+            trace_id: this.trace_id.as_deref(),
         })
         .unwrap_or_default();
-        let mut response = (self.status, body).into_response();
+        let mut response = (this.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(after) = self.retry_after {
+        if let Some(after) = this.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        for (name, value) in self.headers {
+        for (name, value) in this.headers {
             headers.insert(name, value);
         }
         response

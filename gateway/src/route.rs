@@ -75,7 +75,7 @@ impl std::fmt::Debug for Route {
 
 impl Route {
     /// A route for `method` on `path` (axum syntax: `/accounts/{id}`).
-    pub fn new(method: Method, path: impl Into<String>) -> RouteTo {
+    pub fn on(method: Method, path: impl Into<String>) -> RouteTo {
         RouteTo {
             method,
             path: path.into(),
@@ -84,27 +84,27 @@ impl Route {
 
     /// A `GET` route: its message must be [`Idempotent`] ([`Bound::ask_idempotent`]).
     pub fn get(path: impl Into<String>) -> RouteTo {
-        Route::new(Method::GET, path)
+        Route::on(Method::GET, path)
     }
 
     /// A `POST` route.
     pub fn post(path: impl Into<String>) -> RouteTo {
-        Route::new(Method::POST, path)
+        Route::on(Method::POST, path)
     }
 
     /// A `PUT` route.
     pub fn put(path: impl Into<String>) -> RouteTo {
-        Route::new(Method::PUT, path)
+        Route::on(Method::PUT, path)
     }
 
     /// A `PATCH` route.
     pub fn patch(path: impl Into<String>) -> RouteTo {
-        Route::new(Method::PATCH, path)
+        Route::on(Method::PATCH, path)
     }
 
     /// A `DELETE` route.
     pub fn delete(path: impl Into<String>) -> RouteTo {
-        Route::new(Method::DELETE, path)
+        Route::on(Method::DELETE, path)
     }
 
     /// The request's deadline when the client does not send `X-Request-Timeout` (default:
