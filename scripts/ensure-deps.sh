@@ -9,9 +9,12 @@
 #                                    initdb and postgres (the PostgreSQL store tests; found
 #                                    in $PG_BIN, on PATH or in /usr/lib/postgresql/*/bin) and
 #                                    cargo-generate (0.23.7+, renders the service template)
+#   scripts/ensure-deps.sh --bench   also wrk, the HTTP load generator of the gateway
+#                                    benchmark (scripts/bench-gateway.sh)
 #
-# On Debian/Ubuntu (apt-get present) a missing protoc, etcd or PostgreSQL is installed with
-# apt-get (packages protobuf-compiler, etcd-server and postgresql), as root or through sudo.
+# On Debian/Ubuntu (apt-get present) a missing protoc, etcd, PostgreSQL or wrk is installed
+# with apt-get (packages protobuf-compiler, etcd-server, postgresql and wrk), as root or
+# through sudo.
 # The tests start their own PostgreSQL servers: the one the package may start is not used.
 # A missing or older cargo-generate is built there with `cargo install cargo-generate
 # --version 0.23.7 --locked` (a few minutes), after apt-get has installed what that build
@@ -28,15 +31,17 @@ ETCD_MIN="3.4"
 CARGO_GENERATE_VERSION="0.23.7"
 
 want_etcd=0
+want_bench=0
 for arg in "$@"; do
     case "$arg" in
         --etcd) want_etcd=1 ;;
+        --bench) want_bench=1 ;;
         -h | --help)
             sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "ensure-deps: unknown argument: $arg (expected --etcd)" >&2
+            echo "ensure-deps: unknown argument: $arg (expected --etcd or --bench)" >&2
             exit 2
             ;;
     esac
@@ -111,6 +116,11 @@ Install them, then run this script again:
   and postgres are somewhere else than on the PATH or in /usr/lib/postgresql/*/bin, set
   PG_BIN to their directory.
 
+  wrk (only for the gateway benchmark, scripts/bench-gateway.sh):
+    Debian / Ubuntu:   sudo apt-get install wrk
+    Fedora (dnf):      sudo dnf install wrk
+    macOS (Homebrew):  brew install wrk
+
   cargo-generate $CARGO_GENERATE_VERSION or newer (the test suite renders the service template
   with it), on every system, once its build needs are there:
       cargo install cargo-generate --version $CARGO_GENERATE_VERSION --locked
@@ -140,6 +150,10 @@ if [ "$want_etcd" -eq 1 ]; then
     command -v ip >/dev/null 2>&1 || missing+=("ip")
     # initdb and postgres (PostgreSQL's server) start the PostgreSQL store tests' servers.
     have_postgres || missing+=("postgres")
+fi
+
+if [ "$want_bench" -eq 1 ]; then
+    command -v wrk >/dev/null 2>&1 || missing+=("wrk")
 fi
 
 # On Debian/Ubuntu, cargo-generate is built with cargo below, once apt-get has installed the
@@ -179,6 +193,7 @@ for tool in ${missing[@]+"${missing[@]}"}; do
         openssl) apt_packages+=("openssl") ;;
         ip) apt_packages+=("iproute2") ;;
         postgres) apt_packages+=("postgresql") ;;
+        wrk) apt_packages+=("wrk") ;;
         cc) apt_packages+=("gcc" "libc6-dev") ;;
         pkg-config) apt_packages+=("pkg-config") ;;
         openssl-headers) apt_packages+=("libssl-dev") ;;
