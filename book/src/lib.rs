@@ -28,6 +28,9 @@ pub mod groups {}
 #[doc = include_str!("entities.md")]
 pub mod entities {}
 
+#[doc = include_str!("front-door.md")]
+pub mod front_door {}
+
 #[doc = include_str!("supervision.md")]
 pub mod supervision {}
 

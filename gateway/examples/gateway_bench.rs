@@ -3,7 +3,8 @@
 //!
 //! Two nodes in this process on the embedded discovery, linked over loopback TCP: `edge` runs
 //! the gateway (`GET /quote/{sku}`: an `ask_idempotent` to the group `pricers`), `pricing` runs
-//! two `Pricer` instances. The baseline is an axum server with the same route computing the
+//! two `Pricer` instances. A third target, `GET /local/{sku}`, asks a `Pricer` on the gateway's
+//! own node: what the gateway itself costs, without the hop between nodes. The baseline is an axum server with the same route computing the
 //! same answer itself. Each is loaded by `wrk -t1 -c{connections} -d{seconds}s --latency` after
 //! a 2 s warm-up; the figures printed are wrk's: requests/s, p50 and p99, and the difference.
 //!
@@ -153,6 +154,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let pricer = pricing.spawn(Pricer);
         pricing.join_group("pricers", &pricer).await?;
     }
+    // The same service on the gateway's own node: the gateway's cost without the network hop.
+    let local = edge.spawn(Pricer);
+    edge.join_group("local-pricers", &local).await?;
+    edge.group::<Pricer>("local-pricers")
+        .await?
+        .wait_for_instances(1, Duration::from_secs(10))
+        .await?;
     edge.group::<Pricer>("pricers")
         .await?
         .wait_for_instances(2, Duration::from_secs(10))
@@ -162,6 +170,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(
             Route::get("/quote/{sku}")
                 .group::<Pricer>("pricers")
+                .ask_idempotent(|call| Ok(Quote { sku: call.param("sku")? })),
+        )
+        .route(
+            Route::get("/local/{sku}")
+                .group::<Pricer>("local-pricers")
                 .ask_idempotent(|call| Ok(Quote { sku: call.param("sku")? })),
         )
         .build()?
@@ -190,6 +203,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "gateway -> remote group ask",
             format!("http://{}/quote/42", gateway.local_addr()),
         ),
+        (
+            "gateway -> group on its own node",
+            format!("http://{}/local/42", gateway.local_addr()),
+        ),
     ];
     let mut results = Vec::new();
     for (name, url) in &targets {
@@ -201,13 +218,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         results.push(figures);
     }
-    let (bare, through) = (&results[0], &results[1]);
-    println!(
-        "gateway / bare: {:.2}x the requests/s; added latency p50 {:.3?}, p99 {:.3?}",
-        through.requests_per_sec / bare.requests_per_sec.max(1.0),
-        through.p50.saturating_sub(bare.p50),
-        through.p99.saturating_sub(bare.p99),
-    );
+    let bare = &results[0];
+    for (i, label) in [(1, "remote group"), (2, "local group")] {
+        let through = &results[i];
+        println!(
+            "gateway ({label}) / bare: {:.2}x the requests/s; added latency p50 {:.3?}, p99 {:.3?}",
+            through.requests_per_sec / bare.requests_per_sec.max(1.0),
+            through.p50.saturating_sub(bare.p50),
+            through.p99.saturating_sub(bare.p99),
+        );
+    }
     gateway.shutdown(Duration::from_secs(5)).await;
     pricing.shutdown().await;
     edge.shutdown().await;

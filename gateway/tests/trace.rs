@@ -52,6 +52,12 @@ mod capture {
                 .unwrap()
                 .insert(id.clone(), spans.len() - 1);
         }
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let mut fields = HashMap::new();
+            event.record(&mut Fields(&mut fields));
+            let name = format!("event:{}", event.metadata().target());
+            self.spans.lock().unwrap().push((name, fields));
+        }
         fn on_record(&self, id: &Id, values: &Record<'_>, _: Context<'_, S>) {
             if let Some(&i) = self.index.lock().unwrap().get(id) {
                 values.record(&mut Fields(&mut self.spans.lock().unwrap()[i].1));
@@ -129,6 +135,22 @@ async fn a_traceparent_continues_into_the_actor_spans_on_other_nodes() {
         1,
         "so did the entity's handler"
     );
+
+    // One access log line per request, with the trace id.
+    let access: Vec<_> = spans
+        .iter()
+        .filter(|(n, f)| {
+            n == "event:actormesh_gateway::access"
+                && f.get("trace_id").map(String::as_str) == Some(trace)
+        })
+        .collect();
+    assert_eq!(access.len(), 2, "{access:?}");
+    let line = &access[0].1;
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["route"], "/hello/{name}");
+    assert_eq!(line["status"], "200");
+    assert!(line["client"].starts_with("ip:127.0.0.1"), "{line:?}");
+    assert!(line.contains_key("latency_us"));
 
     // Without a traceparent, each request starts its own trace.
     let one = http.get("/hello/a").await;

@@ -203,12 +203,9 @@ impl Handler<Quote> for Quoter {
         Box::pin(async move {
             tokio::time::sleep(QUOTE_WORK).await;
             // A made-up price list: a hash of the article, from 1.00 to 100.99.
-            let hash = quote
-                .sku
-                .bytes()
-                .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                });
+            let hash = quote.sku.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
             Price {
                 cents: 100 + hash % 10_000,
                 currency: "EUR".to_owned(),
@@ -373,7 +370,10 @@ fn print_usage(addr: SocketAddr) {
         Ok(_) => "$GATEWAY_API_KEY".to_owned(),
         Err(_) => DEFAULT_API_KEY.to_owned(),
     };
-    println!("front door listening on http://{addr} (gateway on {})", NODES[0]);
+    println!(
+        "front door listening on http://{addr} (gateway on {})",
+        NODES[0]
+    );
     println!("try:");
     println!("  curl -s http://{addr}/quote/apple");
     println!(
@@ -385,7 +385,7 @@ fn print_usage(addr: SocketAddr) {
         "  curl -s -i -X POST http://{addr}/carts/alice/items \
          -H 'Content-Type: application/json' -d '{{\"item\": \"pear\", \"quantity\": 1}}'"
     );
-    println!("Ctrl-C to stop");
+    println!("Ctrl-C or SIGTERM to stop");
 }
 
 /// Waits for Ctrl-C, or SIGTERM on Unix; answers which came.
@@ -494,8 +494,7 @@ async fn send(
     body: &str,
 ) -> Result<Answer, BoxError> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     let declares_length = headers
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
@@ -577,7 +576,10 @@ impl Checks {
                 let mark = if ok { "ok  " } else { "FAIL" };
                 println!("{mark} {method} {path} ({what}): {}", answer.status_line);
                 if !ok {
-                    println!("     expected {status} with {contains:?}; body: {}", answer.body);
+                    println!(
+                        "     expected {status} with {contains:?}; body: {}",
+                        answer.body
+                    );
                     self.failed += 1;
                 }
                 Some(answer)
@@ -613,7 +615,12 @@ async fn self_test_requests(
     let reader = [json, ("X-Api-Key", readonly_key)];
 
     let quote = checks
-        .expect("a quote", ("GET", "/quote/apple", &[], ""), 200, "\"sku\":\"apple\"")
+        .expect(
+            "a quote",
+            ("GET", "/quote/apple", &[], ""),
+            200,
+            "\"sku\":\"apple\"",
+        )
         .await;
     if let Some(quote) = quote {
         let trace_id = quote.header("x-trace-id").unwrap_or_default();
@@ -625,7 +632,12 @@ async fn self_test_requests(
     let add = r#"{"item": "apple", "quantity": 2}"#;
     let path = "/carts/alice/items";
     checks
-        .expect("add with the key", ("POST", path, &writer, add), 200, "\"apple\":2")
+        .expect(
+            "add with the key",
+            ("POST", path, &writer, add),
+            200,
+            "\"apple\":2",
+        )
         .await;
     checks
         .expect(
@@ -636,27 +648,57 @@ async fn self_test_requests(
         )
         .await;
     checks
-        .expect("add without a key", ("POST", path, &[json], add), 401, "unauthorized")
+        .expect(
+            "add without a key",
+            ("POST", path, &[json], add),
+            401,
+            "unauthorized",
+        )
         .await;
     checks
-        .expect("add without the scope", ("POST", path, &reader, add), 403, "carts:write")
+        .expect(
+            "add without the scope",
+            ("POST", path, &reader, add),
+            403,
+            "carts:write",
+        )
         .await;
     let wrong = r#"{"item": "apple", "quantity": "two"}"#;
     checks
-        .expect("a malformed body", ("POST", path, &writer, wrong), 400, "\"field\":\"quantity\"")
+        .expect(
+            "a malformed body",
+            ("POST", path, &writer, wrong),
+            400,
+            "\"field\":\"quantity\"",
+        )
         .await;
     let zero = r#"{"item": "apple", "quantity": 0}"#;
     checks
-        .expect("a refused quantity", ("POST", path, &writer, zero), 400, "\"field\":\"quantity\"")
+        .expect(
+            "a refused quantity",
+            ("POST", path, &writer, zero),
+            400,
+            "\"field\":\"quantity\"",
+        )
         .await;
     let text = [("Content-Type", "text/plain"), ("X-Api-Key", api_key)];
     checks
-        .expect("a body not JSON", ("POST", path, &text, "apple"), 415, "unsupported_media_type")
+        .expect(
+            "a body not JSON",
+            ("POST", path, &text, "apple"),
+            415,
+            "unsupported_media_type",
+        )
         .await;
     // Declares a body over the limit: refused on the headers, before the body is sent.
     let large = [json, ("X-Api-Key", api_key), ("Content-Length", "100000")];
     checks
-        .expect("a body too large", ("POST", path, &large, ""), 413, "payload_too_large")
+        .expect(
+            "a body too large",
+            ("POST", path, &large, ""),
+            413,
+            "payload_too_large",
+        )
         .await;
     let hurried = [("X-Request-Timeout", "5ms")];
     checks
@@ -668,10 +710,20 @@ async fn self_test_requests(
         )
         .await;
     checks
-        .expect("no such route", ("GET", "/orders", &[], ""), 404, "not_found")
+        .expect(
+            "no such route",
+            ("GET", "/orders", &[], ""),
+            404,
+            "not_found",
+        )
         .await;
     checks
-        .expect("no such method", ("DELETE", "/carts/alice", &[], ""), 405, "method_not_allowed")
+        .expect(
+            "no such method",
+            ("DELETE", "/carts/alice", &[], ""),
+            405,
+            "method_not_allowed",
+        )
         .await;
 
     // 10 quotes per second and client, bursts of 20: 30 at once meet the limit.
@@ -685,7 +737,10 @@ async fn self_test_requests(
     }
     match limited {
         Some(answer) => {
-            println!("ok   GET /quote/plum (30 at once, over the rate limit): {}", answer.status_line);
+            println!(
+                "ok   GET /quote/plum (30 at once, over the rate limit): {}",
+                answer.status_line
+            );
             checks.check(
                 "the 429 says when to come back (Retry-After)",
                 answer.header("retry-after").is_some(),
