@@ -710,9 +710,14 @@ where
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let sent = (self.send)(&input.node, key.as_deref(), message, input.timeout);
-        let (reply, accepted) = (self.reply.clone(), self.accepted);
+        let (reply, accepted, deadline) = (self.reply.clone(), self.accepted, input.timeout);
         Box::pin(async move {
-            let result = sent.await.map_err(|e| ActorFailure(e).into_api())?;
+            let result = sent.await.map_err(|e| match e {
+                // Say the deadline the request had, not what was left of it at the last attempt.
+                Error::Timeout { .. } => ActorFailure(Error::Timeout { after: deadline }),
+                e => ActorFailure(e),
+            });
+            let result = result.map_err(ActorFailure::into_api)?;
             let body = reply(result)?;
             let status = if accepted {
                 StatusCode::ACCEPTED
