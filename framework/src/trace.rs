@@ -171,8 +171,14 @@ pub(crate) fn with_current<R>(ctx: Option<TraceContext>, f: impl FnOnce() -> R) 
 
 /// Records `ctx` in a span's `trace_id` and `span_id` fields, in the hex form of W3C ids.
 pub(crate) fn record(span: &tracing::Span, ctx: &TraceContext) {
-    span.record("trace_id", tracing::field::display(format_args!("{:032x}", ctx.trace_id)));
-    span.record("span_id", tracing::field::display(format_args!("{:016x}", ctx.span_id)));
+    span.record(
+        "trace_id",
+        tracing::field::display(format_args!("{:032x}", ctx.trace_id)),
+    );
+    span.record(
+        "span_id",
+        tracing::field::display(format_args!("{:016x}", ctx.span_id)),
+    );
 }
 
 #[cfg(test)]

@@ -170,23 +170,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(
             Route::get("/quote/{sku}")
                 .group::<Pricer>("pricers")
-                .ask_idempotent(|call| Ok(Quote { sku: call.param("sku")? })),
+                .ask_idempotent(|call| {
+                    Ok(Quote {
+                        sku: call.param("sku")?,
+                    })
+                }),
         )
         .route(
             Route::get("/local/{sku}")
                 .group::<Pricer>("local-pricers")
-                .ask_idempotent(|call| Ok(Quote { sku: call.param("sku")? })),
+                .ask_idempotent(|call| {
+                    Ok(Quote {
+                        sku: call.param("sku")?,
+                    })
+                }),
         )
         .build()?
         .serve("127.0.0.1:0".parse()?)
         .await?;
 
-    let bare = axum::Router::new().route(
-        "/quote/{sku}",
-        axum::routing::get(|axum::extract::Path(sku): axum::extract::Path<u64>| async move {
-            axum::Json(price(sku))
-        }),
-    );
+    let bare =
+        axum::Router::new().route(
+            "/quote/{sku}",
+            axum::routing::get(
+                |axum::extract::Path(sku): axum::extract::Path<u64>| async move {
+                    axum::Json(price(sku))
+                },
+            ),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_addr: SocketAddr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -198,7 +209,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let targets = [
-        ("bare axum handler, in process", format!("http://{bare_addr}/quote/42")),
+        (
+            "bare axum handler, in process",
+            format!("http://{bare_addr}/quote/42"),
+        ),
         (
             "gateway -> remote group ask",
             format!("http://{}/quote/42", gateway.local_addr()),

@@ -17,12 +17,13 @@ use std::time::Duration;
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{GroupConfig, Node};
 use actormesh_cluster_tests::{to_hex, Work, Worker, DEFAULT_GROUP};
-use actormesh_gateway::{Gateway, RunningGateway, Route};
+use actormesh_gateway::{Gateway, Route, RunningGateway};
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: gateway-node CLUSTER NODE_ID --etcd ENDPOINT [--ttl SECS] [--group NAME]";
+const USAGE: &str =
+    "usage: gateway-node CLUSTER NODE_ID --etcd ENDPOINT [--ttl SECS] [--group NAME]";
 
 /// The bound on one attempt of an ask to an instance.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -99,20 +100,30 @@ async fn start(args: &Args) -> Result<(Node, RunningGateway), String> {
             Route::get("/work/{key}")
                 .group_with::<Worker>(args.group.clone(), config)
                 .ask_idempotent_with(
-                    |call| Ok(Work { key: call.param("key")? }),
+                    |call| {
+                        Ok(Work {
+                            key: call.param("key")?,
+                        })
+                    },
                     |(node, index)| Ok(Answer { node, index }),
                 ),
         )
         .build()
         .map_err(|e| e.to_string())?;
-    let running = match gateway.serve("127.0.0.1:0".parse().expect("an address")).await {
+    let running = match gateway
+        .serve("127.0.0.1:0".parse().expect("an address"))
+        .await
+    {
         Ok(running) => running,
         Err(e) => {
             node.shutdown().await;
             return Err(format!("cannot listen: {e}"));
         }
     };
-    println!("READY {}", to_hex(running.local_addr().to_string().as_bytes()));
+    println!(
+        "READY {}",
+        to_hex(running.local_addr().to_string().as_bytes())
+    );
     Ok((node, running))
 }
 
