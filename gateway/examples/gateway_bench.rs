@@ -1,7 +1,8 @@
 //! The gateway benchmark: HTTP requests through the gateway to a group on another node,
 //! beside a bare axum handler doing the same work in process, loaded by `wrk` in the same run.
 //!
-//! Two nodes in this process on the embedded discovery, linked over loopback TCP: `edge` runs
+//! Two nodes in this process on the embedded discovery, each on a thread of its own, linked over
+//! loopback TCP: `edge` runs
 //! the gateway (`GET /quote/{sku}`: an `ask_idempotent` to the group `pricers`), `pricing` runs
 //! two `Pricer` instances. A third target, `GET /local/{sku}`, asks a `Pricer` on the gateway's
 //! own node: what the gateway itself costs, without the hop between nodes. The baseline is an axum server with the same route computing the
@@ -145,15 +146,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .discovery(discovery.clone())
         .start()
         .await?;
-    let pricing = Node::builder()
-        .node_id("pricing")
-        .discovery(discovery)
-        .start()
-        .await?;
-    for _ in 0..2 {
-        let pricer = pricing.spawn(Pricer);
-        pricing.join_group("pricers", &pricer).await?;
-    }
+    // The pricing node runs on a thread (and actix system) of its own, as it would in its own
+    // process: the gateway's thread does only the gateway's work.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let pricing_discovery = discovery.clone();
+    let pricing_thread = std::thread::spawn(move || {
+        actix::System::new().block_on(async move {
+            let started = async {
+                let pricing = Node::builder()
+                    .node_id("pricing")
+                    .discovery(pricing_discovery)
+                    .start()
+                    .await?;
+                for _ in 0..2 {
+                    let pricer = pricing.spawn(Pricer);
+                    pricing.join_group("pricers", &pricer).await?;
+                }
+                Ok::<_, actormesh::Error>(pricing)
+            }
+            .await;
+            match started {
+                Ok(pricing) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = stop_rx.await;
+                    pricing.shutdown().await;
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                }
+            }
+        })
+    });
+    ready_rx.recv()??;
     // The same service on the gateway's own node: the gateway's cost without the network hop.
     let local = edge.spawn(Pricer);
     edge.join_group("local-pricers", &local).await?;
@@ -243,7 +268,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     gateway.shutdown(Duration::from_secs(5)).await;
-    pricing.shutdown().await;
+    let _ = stop_tx.send(());
+    let _ = pricing_thread.join();
     edge.shutdown().await;
     Ok(())
 }
