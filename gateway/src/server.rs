@@ -238,8 +238,10 @@ impl GatewayBuilder {
         self
     }
 
-    /// Identifies anonymous clients by the first address of `X-Forwarded-For` (only behind a
-    /// load balancer that sets it; otherwise clients could pick their own rate limit key).
+    /// Identifies anonymous clients by the last address of `X-Forwarded-For`: the one the load
+    /// balancer in front of the gateway added (the addresses before it came with the request and
+    /// may be made up). Only behind a balancer that adds it to every request; otherwise clients
+    /// could pick their own rate-limit key.
     pub fn trust_forwarded_for(mut self, trust: bool) -> Self {
         self.trust_forwarded_for = trust;
         self
@@ -722,7 +724,7 @@ fn client_ip(headers: &HeaderMap, peer: Option<IpAddr>, trust_forwarded_for: boo
         .then(|| headers.get("x-forwarded-for"))
         .flatten()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .and_then(|v| v.trim().parse().ok());
     forwarded
         .or(peer)
@@ -756,6 +758,16 @@ mod tests {
             client_ip(&headers, peer, false),
             IpAddr::from([127, 0, 0, 1])
         );
-        assert_eq!(client_ip(&headers, peer, true), IpAddr::from([10, 1, 2, 3]));
+        // The last address is the one the trusted balancer added; the ones before it came
+        // from the client and may be made up.
+        assert_eq!(client_ip(&headers, peer, true), IpAddr::from([10, 0, 0, 1]));
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("not an address"),
+        );
+        assert_eq!(
+            client_ip(&headers, peer, true),
+            IpAddr::from([127, 0, 0, 1])
+        );
     }
 }
