@@ -17,6 +17,7 @@
 //! [`check_no_overlap`] checks for two live activations of one key.
 
 pub mod netns;
+pub mod process;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;

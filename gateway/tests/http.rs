@@ -25,15 +25,7 @@ struct EntryBody {
 /// The routes of these tests.
 fn routes(builder: GatewayBuilder) -> GatewayBuilder {
     builder
-        .route(
-            Route::get("/hello/{name}")
-                .group::<Greeter>("greeters")
-                .ask_idempotent(|call| {
-                    Ok(Greet {
-                        name: call.param("name")?,
-                    })
-                }),
-        )
+        .route(greet_route("/hello/{name}", "greeters"))
         .route(
             Route::get("/slow/{ms}")
                 .group::<Greeter>("greeters")
@@ -67,15 +59,7 @@ fn routes(builder: GatewayBuilder) -> GatewayBuilder {
                 .group::<Greeter>("greeters")
                 .ask(|_| -> Result<Boom, ApiError> { panic!("secret route detail 4712") }),
         )
-        .route(
-            Route::get("/nobody/{name}")
-                .group::<Greeter>("nobody-joined-this")
-                .ask_idempotent(|call| {
-                    Ok(Greet {
-                        name: call.param("name")?,
-                    })
-                }),
-        )
+        .route(greet_route("/nobody/{name}", "nobody-joined-this"))
         .route(
             Route::post("/ledger")
                 .actor::<Ledger>("ledger")
@@ -104,11 +88,7 @@ fn routes(builder: GatewayBuilder) -> GatewayBuilder {
                     })
                 }),
         )
-        .route(
-            Route::get("/tallies/{id}")
-                .entity::<Tally>("id")
-                .ask_idempotent(|_| Ok(Read)),
-        )
+        .route(read_tally_route("/tallies/{id}"))
 }
 
 async fn serve(builder: GatewayBuilder) -> (actormesh_gateway::RunningGateway, Http) {
@@ -404,16 +384,7 @@ async fn bearer_tokens_and_api_keys_401_versus_403() {
                 })
                 .scopes(["tallies:write"]),
         )
-        .route(
-            Route::get("/hello/{name}")
-                .group::<Greeter>("greeters")
-                .ask_idempotent(|call| {
-                    Ok(Greet {
-                        name: call.param("name")?,
-                    })
-                })
-                .public(),
-        );
+        .route(greet_route("/hello/{name}", "greeters").public());
     let (gw, http) = serve(builder).await;
     let add = |headers: Vec<(&'static str, String)>| {
         let http = http.clone();

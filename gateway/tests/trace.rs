@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use actormesh_gateway::{Gateway, Route};
+use actormesh_gateway::Gateway;
 use common::*;
 use http::{Method, StatusCode};
 
@@ -77,20 +77,8 @@ async fn a_traceparent_continues_into_the_actor_spans_on_other_nodes() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let cluster = Cluster::start().await;
     let gateway = Gateway::builder(cluster.a.clone())
-        .route(
-            Route::get("/hello/{name}")
-                .group::<Greeter>("greeters")
-                .ask_idempotent(|call| {
-                    Ok(Greet {
-                        name: call.param("name")?,
-                    })
-                }),
-        )
-        .route(
-            Route::get("/tallies/{id}")
-                .entity::<Tally>("id")
-                .ask_idempotent(|_| Ok(Read)),
-        )
+        .route(greet_route("/hello/{name}", "greeters"))
+        .route(read_tally_route("/tallies/{id}"))
         .build()
         .unwrap();
     let gw = gateway.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -26,10 +26,9 @@ use std::time::Duration;
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::store::{EtcdStateStore, PostgresStateStore};
 use actormesh::{EntityConfig, Node, StateStore};
+use actormesh_cluster_tests::process::{init_stderr_log, take_sigterm, until_stopped};
 use actormesh_cluster_tests::tally::{probe_name, Probe, Tally, PG_ENV, SHARDS, STORE_ENV};
 use actormesh_cluster_tests::to_hex;
-use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: entity-node CLUSTER NODE_ID --etcd ENDPOINT [--ttl SECS] [--listen IP]";
 
@@ -158,10 +157,7 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
 
 #[actix::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    init_stderr_log();
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
@@ -170,13 +166,7 @@ async fn main() {
         }
     };
     // Before the node starts: a SIGTERM from then on is a graceful stop.
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("entity-node {}: cannot handle SIGTERM: {e}", args.id);
-            std::process::exit(1);
-        }
-    };
+    let mut terminate = take_sigterm("entity-node", &args.id);
     let node = match start(&args).await {
         Ok(node) => node,
         Err(e) => {
@@ -184,12 +174,6 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    // Serve until the test closes stdin or sends SIGTERM.
-    let mut sink = Vec::new();
-    let mut stdin = tokio::io::stdin();
-    tokio::select! {
-        _ = stdin.read_to_end(&mut sink) => {}
-        _ = terminate.recv() => {}
-    }
+    until_stopped(&mut terminate).await;
     node.shutdown().await;
 }

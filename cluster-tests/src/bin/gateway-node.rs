@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use actormesh::discovery::{EtcdConfig, EtcdDiscovery};
 use actormesh::{GroupConfig, Node};
+use actormesh_cluster_tests::process::{init_stderr_log, take_sigterm, until_stopped};
 use actormesh_cluster_tests::{to_hex, Work, Worker, DEFAULT_GROUP};
 use actormesh_gateway::{Gateway, Route, RunningGateway};
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
-use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str =
     "usage: gateway-node CLUSTER NODE_ID --etcd ENDPOINT [--ttl SECS] [--group NAME]";
@@ -129,10 +128,7 @@ async fn start(args: &Args) -> Result<(Node, RunningGateway), String> {
 
 #[actix::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    init_stderr_log();
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(e) => {
@@ -140,13 +136,8 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("gateway-node {}: cannot handle SIGTERM: {e}", args.id);
-            std::process::exit(1);
-        }
-    };
+    // Before the node starts: a SIGTERM from then on is a graceful stop.
+    let mut terminate = take_sigterm("gateway-node", &args.id);
     let (node, running) = match start(&args).await {
         Ok(started) => started,
         Err(e) => {
@@ -154,12 +145,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let mut sink = Vec::new();
-    let mut stdin = tokio::io::stdin();
-    tokio::select! {
-        _ = stdin.read_to_end(&mut sink) => {}
-        _ = terminate.recv() => {}
-    }
+    until_stopped(&mut terminate).await;
     let report = running.shutdown(DRAIN).await;
     eprintln!(
         "gateway-node {}: drained ({} in flight, {} cut off)",

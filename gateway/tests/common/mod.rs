@@ -244,6 +244,26 @@ impl Cluster {
     }
 }
 
+// ---- routes used by several tests ----------------------------------------------------------
+
+/// `GET {path}` (with a `{name}` parameter): `Greet` one instance of `group`.
+pub fn greet_route(path: &str, group: &str) -> actormesh_gateway::Route {
+    actormesh_gateway::Route::get(path)
+        .group::<Greeter>(group)
+        .ask_idempotent(|call| {
+            Ok(Greet {
+                name: call.param("name")?,
+            })
+        })
+}
+
+/// `GET {path}` (with an `{id}` parameter): `Read` the `Tally` entity of that key.
+pub fn read_tally_route(path: &str) -> actormesh_gateway::Route {
+    actormesh_gateway::Route::get(path)
+        .entity::<Tally>("id")
+        .ask_idempotent(|_| Ok(Read))
+}
+
 // ---- HTTP ---------------------------------------------------------------------------------
 
 /// What a request got back.
