@@ -9,7 +9,7 @@
 //! down.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_cluster-node");
@@ -34,8 +35,9 @@ const CLIENTS: usize = 8;
 /// The gateways' own view of the cluster lags the test node's by at most this (each watches
 /// etcd on its own; the machine may be busy).
 const VIEW_SLACK: Duration = Duration::from_millis(500);
-/// How long the load goes on after the killed node was declared down.
-const AFTER_DETECTION: Duration = Duration::from_secs(3);
+/// How many requests the load sends after the killed node was declared down (and the
+/// gateways' views settled) before it stops.
+const AFTER_DETECTION: usize = 800;
 
 /// One request's outcome.
 #[derive(Debug, Clone)]
@@ -47,12 +49,34 @@ struct Outcome {
     node: Option<String>,
 }
 
+/// Waits (up to `limit`) until `done` holds for the outcomes, looking again at every answer.
+async fn wait_for(
+    progress: &Notify,
+    outcomes: &Mutex<Vec<Outcome>>,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&[Outcome]) -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let changed = progress.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        if done(&outcomes.lock().unwrap()) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            panic!("{what}: not within {limit:?}");
+        }
+    }
+}
+
 async fn client_loop(
     index: usize,
     gateways: Arc<Vec<String>>,
     stop: Arc<AtomicBool>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
-    answered: Arc<AtomicU64>,
+    progress: Arc<Notify>,
 ) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let deadline_header = format!("{}ms", DEADLINE.as_millis());
@@ -88,13 +112,13 @@ async fn client_loop(
             }
             Ok(Err(_)) | Err(_) => (0, None),
         };
-        answered.fetch_add(1, Ordering::AcqRel);
         outcomes.lock().unwrap().push(Outcome {
             sent,
             latency: sent.elapsed(),
             status,
             node,
         });
+        progress.notify_waiters();
     }
 }
 
@@ -133,7 +157,7 @@ async fn a_killed_node_behind_two_gateways_costs_no_5xx_after_detection_and_no_h
 
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let answered = Arc::new(AtomicU64::new(0));
+    let progress = Arc::new(Notify::new());
     let addresses = Arc::new(addresses);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
@@ -142,30 +166,27 @@ async fn a_killed_node_behind_two_gateways_costs_no_5xx_after_detection_and_no_h
                 addresses.clone(),
                 stop.clone(),
                 outcomes.clone(),
-                answered.clone(),
+                progress.clone(),
             ))
         })
         .collect();
 
-    // Warm up: every worker answered through both gateways.
-    let warm_deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let seen: std::collections::BTreeSet<String> = outcomes
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|o| o.status == 200)
-            .filter_map(|o| o.node.clone())
-            .collect();
-        if seen.len() == 3 && answered.load(Ordering::Acquire) >= 300 {
-            break;
-        }
-        assert!(
-            Instant::now() < warm_deadline,
-            "the load never reached all three workers: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await; // pacing a poll of the outcomes
-    }
+    // Warm up: every worker answered, 300 answers in all.
+    wait_for(
+        &progress,
+        &outcomes,
+        Duration::from_secs(20),
+        "the load reaches all three workers",
+        |outcomes| {
+            let seen: std::collections::BTreeSet<&str> = outcomes
+                .iter()
+                .filter(|o| o.status == 200)
+                .filter_map(|o| o.node.as_deref())
+                .collect();
+            seen.len() == 3 && outcomes.len() >= 300
+        },
+    )
+    .await;
 
     let killed_at = Instant::now();
     workers[1].signal("KILL").expect("SIGKILL w2");
@@ -183,18 +204,22 @@ async fn a_killed_node_behind_two_gateways_costs_no_5xx_after_detection_and_no_h
     })
     .await
     .expect("the cluster declares the killed node down within the TTL + 5 s");
-    // Keep the load on for a while after detection.
-    let end = detected_at + AFTER_DETECTION;
-    while Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await; // pacing: the load runs meanwhile
-    }
+    // Keep the load on after detection.
+    let settled = detected_at + VIEW_SLACK;
+    wait_for(
+        &progress,
+        &outcomes,
+        Duration::from_secs(30),
+        "the load goes on after detection",
+        |outcomes| outcomes.iter().filter(|o| o.sent >= settled).count() >= AFTER_DETECTION,
+    )
+    .await;
     stop.store(true, Ordering::Release);
     for client in clients {
         client.await.expect("a client loop");
     }
 
     let outcomes = outcomes.lock().unwrap().clone();
-    let settled = detected_at + VIEW_SLACK;
     let mut before: BTreeMap<u16, u64> = BTreeMap::new();
     let mut during: BTreeMap<u16, u64> = BTreeMap::new();
     let mut after: BTreeMap<u16, u64> = BTreeMap::new();
@@ -242,7 +267,7 @@ async fn a_killed_node_behind_two_gateways_costs_no_5xx_after_detection_and_no_h
     );
     assert!(worst <= DEADLINE + HANG_MARGIN, "worst latency {worst:?}");
     assert!(
-        after.get(&200).copied().unwrap_or(0) > 100,
+        after.get(&200).copied().unwrap_or(0) >= AFTER_DETECTION as u64,
         "the load went on after detection: {after:?}"
     );
     let nodes_after: std::collections::BTreeSet<String> = outcomes

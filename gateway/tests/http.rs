@@ -217,11 +217,7 @@ async fn failures_map_to_the_statuses_http_clients_expect() {
         tokio::spawn(slow(http.clone())),
         tokio::spawn(slow(http.clone())),
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while SLOW_RUNNING.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-        assert!(Instant::now() < deadline, "the slow asks never started");
-        tokio::time::sleep(Duration::from_millis(2)).await; // pacing a poll of a counter
-    }
+    wait_for_slow(600, 2).await;
     let overloaded = http.get("/busy/1").await;
     assert_eq!(
         overloaded.status,
@@ -543,11 +539,8 @@ async fn rate_limits_per_client_and_route_body_limit_and_shedding() {
         tokio::spawn(slow(http.clone())),
         tokio::spawn(slow(http.clone())),
     ];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gw.in_flight() < 2 {
-        assert!(Instant::now() < deadline, "the slow requests never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await; // pacing a poll of in_flight()
-    }
+    wait_for_slow(800, 2).await;
+    assert_eq!(gw.in_flight(), 2);
     let shed = as_client("one", "/tallies/shed").await;
     assert_eq!(
         shed.status,
@@ -577,11 +570,7 @@ async fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
             tokio::spawn(async move { http.get("/slow/400").await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gw.in_flight() < 6 {
-        assert!(Instant::now() < deadline, "requests never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await; // pacing a poll of in_flight()
-    }
+    wait_for_slow(400, 6).await;
     let report = gw.shutdown(Duration::from_secs(5)).await;
     assert_eq!(report.in_flight_at_start, 6);
     assert_eq!(report.cut_off, 0);
@@ -594,12 +583,8 @@ async fn shutdown_finishes_requests_in_flight_and_refuses_new_ones() {
 
     // A request longer than the drain deadline is cut off, and counted.
     let (gw, http) = serve(routes(Gateway::builder(cluster.a.clone()))).await;
-    let long = tokio::spawn(async move { http.get("/slow/3000").await });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while gw.in_flight() < 1 {
-        assert!(Instant::now() < deadline, "request never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await; // pacing a poll of in_flight()
-    }
+    let long = tokio::spawn(async move { http.get("/slow/3100").await });
+    wait_for_slow(3100, 1).await;
     let started = Instant::now();
     let report = gw.shutdown(Duration::from_millis(200)).await;
     assert!(started.elapsed() < Duration::from_secs(2));

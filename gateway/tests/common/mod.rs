@@ -40,9 +40,36 @@ pub struct Greeting {
     pub node: String,
 }
 
-/// `Slow { ms: 600 }` handlers running now, on every node of the process (only the overload
-/// test asks for 600 ms).
-pub static SLOW_RUNNING: AtomicU64 = AtomicU64::new(0);
+/// `Slow` handlers running now on every node of the process, by their `ms`: each test asks
+/// for durations of its own, so tests running at once do not count each other's.
+static SLOW_RUNNING: std::sync::Mutex<std::collections::BTreeMap<u64, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// Notified whenever a `Slow` handler starts or ends.
+static SLOW_CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn slow_changed(ms: u64, up: bool) {
+    let mut running = SLOW_RUNNING.lock().unwrap();
+    let n = running.entry(ms).or_default();
+    *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    SLOW_CHANGED.notify_waiters();
+}
+
+/// Waits (up to 10 s) until `n` handlers of `Slow { ms }` are running at once.
+pub async fn wait_for_slow(ms: u64, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let changed = SLOW_CHANGED.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        let running = SLOW_RUNNING.lock().unwrap().get(&ms).copied().unwrap_or(0);
+        if running >= n {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            panic!("{n} `Slow {{ ms: {ms} }}` handlers never ran at once ({running} did)");
+        }
+    }
+}
 
 /// Sleeps `ms` then answers the node's name.
 #[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
@@ -71,16 +98,12 @@ impl Handler<Slow> for Greeter {
     type Result = ResponseActFuture<Self, String>;
     fn handle(&mut self, m: Slow, _: &mut Context<Self>) -> Self::Result {
         let node = self.node.clone();
-        let counted = m.ms == 600;
-        if counted {
-            SLOW_RUNNING.fetch_add(1, Ordering::SeqCst);
-        }
+        slow_changed(m.ms, true);
         Box::pin(
             async move {
+                // The handler's work: taking this long.
                 tokio::time::sleep(Duration::from_millis(m.ms)).await;
-                if counted {
-                    SLOW_RUNNING.fetch_sub(1, Ordering::SeqCst);
-                }
+                slow_changed(m.ms, false);
                 node
             }
             .into_actor(self),
