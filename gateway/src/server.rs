@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use actormesh::trace::{in_trace, TraceContext};
 use actormesh::Node;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Query, RawPathParams, Request, State};
+use axum::extract::{
+    ConnectInfo, FromRequestParts as _, MatchedPath, Query, RawPathParams, Request, State,
+};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -601,8 +603,6 @@ async fn run_route(
     .await;
     (id, result)
 }
-
-use axum::extract::FromRequestParts as _;
 
 fn authorize(shared: &Shared, state: &RouteState, client: &Client) -> Result<(), ApiError> {
     let route = &state.route;
