@@ -200,7 +200,7 @@ impl<E: Entity> EntityRef<E> {
                     };
                     return self.ask_local(&addr, id, delivery, timeout).await;
                 }
-                Route::Go(Target::Remote(link)) => {
+                Route::Go(Target::Remote(link, _)) => {
                     let Some(m) = message.as_ref() else { break };
                     let payload = match &encoded {
                         Some(p) => p.clone(),
@@ -421,8 +421,8 @@ fn send_tell<E, M>(
             ),
             None => node.stats.dropped(DropReason::UnknownActor, 1),
         },
-        Target::Remote(link) => {
-            let header = tell_header(E::KIND, key, M::WIRE_ID, trace, 1);
+        Target::Remote(link, version) => {
+            let header = tell_header(E::KIND, key, M::WIRE_ID, trace, 1, version);
             if let Err(e) = link.send(&header, |buf| encode_payload(&message, buf)) {
                 node.stats.dropped(DropReason::LinkFailed, 1);
                 crate::ratelog::warn_limited!(node = %node.info.id, kind = E::KIND, error = %e, "an entity tell could not be sent");

@@ -199,6 +199,7 @@ impl NodeShared {
                 key,
                 message,
                 hops,
+                version,
                 trace,
             } => self.on_entity_request(
                 EntityRequest {
@@ -209,6 +210,7 @@ impl NodeShared {
                     trace,
                     ask: None,
                     hops,
+                    version,
                 },
                 replies,
             ),
@@ -246,6 +248,7 @@ impl NodeShared {
                         trace,
                         ask: Some(ask),
                         hops: 0,
+                        version: 0,
                     },
                     replies,
                 )

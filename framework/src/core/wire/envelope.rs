@@ -151,12 +151,15 @@ pub(crate) enum Header {
     Terminated { watch: u64, reason: WireTermination },
     /// Fire-and-forget message to the keyed entity `key` of type `kind`, activated where its
     /// shard is hosted; payload is the message. `hops` counts the nodes that forwarded it
-    /// (a shard in motion): a node does not forward past a small bound.
+    /// (a shard in motion): a node does not forward past a small bound. `version` is the
+    /// version of the assignment the sender routed it by: a node whose own is older holds
+    /// it until it catches up rather than sending it back.
     EntityTell {
         kind: String,
         key: Vec<u8>,
         message: u64,
         hops: u8,
+        version: u64,
         trace: Option<TraceContext>,
     },
     /// Request with a reply to the keyed entity `key` of type `kind`; as `Ask` otherwise.

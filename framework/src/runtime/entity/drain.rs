@@ -43,6 +43,12 @@ impl NodeShared {
                 })
                 .sum()
         };
+        let send_unrouted = || {
+            for host in &hosts {
+                let unrouted = host.take_unrouted();
+                host.resubmit(self, unrouted);
+            }
+        };
         tracing::info!(node = %self.info.id, shards = held(), "handing entity shards over");
         loop {
             let waits: Vec<_> = hosts.iter().map(|h| h.changed.notified()).collect();
@@ -50,15 +56,14 @@ impl NodeShared {
             if left == 0 {
                 // What waited for the new assignment goes to the new hosts now (the links
                 // are drained before the node leaves).
-                for host in &hosts {
-                    let unrouted = host.take_unrouted();
-                    host.resubmit(self, unrouted);
-                }
+                send_unrouted();
                 return 0;
             }
             let any = futures_util::future::select_all(waits.into_iter().map(Box::pin));
             if tokio::time::timeout_at(deadline, any).await.is_err() {
                 tracing::warn!(node = %self.info.id, shards = left, "shutdown deadline reached with entity shards not handed over; they move when this node's registration goes");
+                // What waited goes where this node's view sends it now rather than nowhere.
+                send_unrouted();
                 return held();
             }
         }

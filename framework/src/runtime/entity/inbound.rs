@@ -23,6 +23,8 @@ pub(crate) struct EntityRequest {
     pub(crate) trace: Option<TraceContext>,
     pub(crate) ask: Option<AskReply>,
     pub(crate) hops: u8,
+    /// The assignment version the sender routed it by (tells; 0 for asks).
+    pub(crate) version: u64,
 }
 
 impl NodeShared {
@@ -40,6 +42,7 @@ impl NodeShared {
             trace,
             ask,
             hops,
+            version,
         } = request;
         let Some(host) = self.entity_kind(&kind) else {
             self.stats.dropped(DropReason::UnknownActor, 1);
@@ -64,6 +67,7 @@ impl NodeShared {
                     trace,
                     ask,
                     hops,
+                    version,
                 },
             },
         );

@@ -160,6 +160,8 @@ pub(crate) enum PendingBody {
         trace: Option<TraceContext>,
         ask: Option<AskReply>,
         hops: u8,
+        /// The version of the assignment the sender routed it by.
+        version: u64,
     },
 }
 
@@ -171,8 +173,8 @@ pub(crate) enum Target {
         handle: Arc<dyn LocalDispatch>,
         fence: Option<FenceStamp>,
     },
-    /// The node the shard is assigned to.
-    Remote(Arc<PeerLink>),
+    /// The node the shard is assigned to, by the assignment of this version.
+    Remote(Arc<PeerLink>, u64),
     /// Nowhere: refused.
     Fail(WireError),
 }
@@ -283,7 +285,7 @@ impl KindHost {
                 Some(n) if n == node.info.id && st.withdrawn => Place::Unrouted,
                 Some(n) if n == node.info.id => Place::Shard(shard),
                 Some(n) => match node.peer(&n) {
-                    Some(link) => Place::Go(Target::Remote(link)),
+                    Some(link) => Place::Go(Target::Remote(link, assignment.version)),
                     None => Place::Unrouted,
                 },
                 None => Place::Unrouted,
@@ -319,7 +321,21 @@ impl KindHost {
     /// Sends `pending` where it goes now, or queues it (bounded by the type's buffer).
     pub(crate) fn submit(self: &Arc<Self>, node: &Arc<NodeShared>, pending: Pending) {
         let mut st = lock(&self.state);
-        let place = self.place(node, &mut st, &pending.key);
+        let mut place = self.place(node, &mut st, &pending.key);
+        if let (
+            Place::Go(Target::Remote(_, ours)),
+            PendingBody::Wire {
+                ask: None, version, ..
+            },
+        ) = (&place, &pending.body)
+        {
+            // A tell routed here by a newer assignment than this node's: sending it on by
+            // the older one would bounce it back (and drop it after a few hops). It waits
+            // until this node's view catches up.
+            if version > ours {
+                place = Place::Unrouted;
+            }
+        }
         let queued = match place {
             Place::Go(target) => {
                 drop(st);
@@ -462,6 +478,7 @@ impl KindHost {
                 trace,
                 ask,
                 hops,
+                version: _,
             } => match target {
                 Target::Local { id, handle, fence } => {
                     let reply = ask.as_ref().map(|a| (a.id, a.outbox.clone()));
@@ -481,7 +498,7 @@ impl KindHost {
                         refuse(node, reply, e);
                     }
                 }
-                Target::Remote(link) => match ask {
+                Target::Remote(link, version) => match ask {
                     // The caller routes it again, with its own deadline.
                     Some(ask) => {
                         send_reply::<()>(node, &ask.outbox, ask.id, Err(WireError::NotOwner))
@@ -491,7 +508,7 @@ impl KindHost {
                         warn_limited!(node = %node.info.id, kind = self.kind, "an entity tell was forwarded {MAX_HOPS} times without reaching its shard; dropped");
                     }
                     None => {
-                        let header = tell_header(self.kind, key, message, trace, hops + 1);
+                        let header = tell_header(self.kind, key, message, trace, hops + 1, version);
                         let sent = link.send(&header, |buf| {
                             buf.extend_from_slice(&payload);
                             Ok(())
@@ -546,12 +563,14 @@ pub(crate) fn tell_header(
     message: u64,
     trace: Option<TraceContext>,
     hops: u8,
+    version: u64,
 ) -> Header {
     Header::EntityTell {
         kind: kind.to_owned(),
         key,
         message,
         hops,
+        version,
         trace,
     }
 }
