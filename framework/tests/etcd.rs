@@ -187,6 +187,7 @@ async fn a_discovery_dropped_without_leaving_expires_and_is_seen_down() {
         labels: Default::default(),
         started_at_ms: 1,
         spawnable: Vec::new(),
+        admin: None,
     };
     let membership = ghost.join(&info).await.unwrap();
     assert_eq!(membership.members.len(), 2);
@@ -439,6 +440,7 @@ async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
         labels: Default::default(),
         started_at_ms: 1,
         spawnable: Vec::new(),
+        admin: None,
     };
     let a_membership = da.join(&a_info).await.unwrap();
     let b = Node::builder()

@@ -317,6 +317,7 @@ fn child_info(line: &str) -> Result<NodeInfo, BoxError> {
         labels: Default::default(),
         started_at_ms: next("start time")?.parse()?,
         spawnable: vec![<Idle as actormesh::RemoteActor>::NAME.to_owned()],
+        admin: None,
     })
 }
 

@@ -29,6 +29,10 @@ pub struct NodeInfo {
     /// The actor types other nodes (and the controller) may spawn here.
     #[serde(default)]
     pub spawnable: Vec<String>,
+    /// The address of the node's admin listener (metrics, health, status, dashboard), when it
+    /// runs one (see [`NodeBuilder::admin`](crate::NodeBuilder::admin)).
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 /// A change of membership, in the order discovery saw it.

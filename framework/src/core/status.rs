@@ -216,6 +216,7 @@ mod tests {
                 .collect(),
             started_at_ms: 0,
             spawnable: spawnable.iter().map(|s| (*s).to_owned()).collect(),
+            admin: None,
         }
     }
 

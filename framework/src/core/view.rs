@@ -94,6 +94,7 @@ mod tests {
             labels: BTreeMap::new(),
             started_at_ms: 0,
             spawnable: Vec::new(),
+            admin: None,
         }
     }
 

@@ -305,6 +305,7 @@ impl NodeBuilder {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             spawnable: self.spawnables.keys().map(|k| (*k).to_owned()).collect(),
+            admin: None,
         };
         let discovery = self
             .discovery

@@ -261,6 +261,7 @@ fn info(slot: usize) -> NodeInfo {
         labels: BTreeMap::new(),
         started_at_ms: 0,
         spawnable: vec![ACTOR_TYPE.to_owned()],
+        admin: None,
     }
 }
 

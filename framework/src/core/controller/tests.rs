@@ -24,6 +24,7 @@ fn node(i: u32) -> NodeInfo {
         labels: BTreeMap::new(),
         started_at_ms: 0,
         spawnable: vec!["T".to_owned()],
+        admin: None,
     }
 }
 

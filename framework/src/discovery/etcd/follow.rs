@@ -204,6 +204,7 @@ mod tests {
                 labels: Default::default(),
                 started_at_ms: 0,
                 spawnable: Vec::new(),
+                admin: None,
             },
             state,
         }
