@@ -16,6 +16,7 @@
 //! entity, which writes an activation log that [`activation_spans`] reads and
 //! [`check_no_overlap`] checks for two live activations of one key.
 
+pub mod browser;
 pub mod netns;
 pub mod process;
 use std::fmt;
