@@ -362,8 +362,8 @@ if [ -z "$builder" ]; then
 elif [[ "$builder" != "rust:$rust_version-"* && "$builder" != "rust:$rust_version" ]]; then
     fail "$DOCKERFILE: the builder is $builder, the workspace's rust-version is $rust_version (Cargo.toml)"
 fi
-grep -qE 'cargo build --release --locked -p actormesh-examples --features etcd --bin cluster_service' "$DOCKERFILE" \
-    || fail "$DOCKERFILE: no 'cargo build --release --locked -p actormesh-examples --features etcd --bin cluster_service'"
+grep -qE 'cargo build --release --locked -p actormesh-examples --bin cluster_service' "$DOCKERFILE" \
+    || fail "$DOCKERFILE: no 'cargo build --release --locked -p actormesh-examples --bin cluster_service'"
 grep -q 'protobuf-compiler' "$DOCKERFILE" || fail "$DOCKERFILE: protobuf-compiler (protoc) is not installed in the builder"
 user=$(grep -E '^USER[[:space:]]' "$DOCKERFILE" | tail -n 1 | awk '{print $2}')
 if ! [[ "${user%%:*}" =~ ^[0-9]+$ ]] || [ "${user%%:*}" -eq 0 ]; then

@@ -425,6 +425,7 @@ impl NodeBuilder {
             held: Mutex::new(Default::default()),
             metrics,
             draining: AtomicBool::new(false),
+            shutdown_started: AtomicBool::new(false),
             drain_requested: Notify::new(),
         });
         if let Some(m) = &shared.metrics {

@@ -366,6 +366,20 @@ impl Node {
     ///
     /// Returns what stopped it. Fails only when the signal handlers cannot be installed.
     pub async fn run_until_stopped(&self) -> std::io::Result<StopCause> {
+        self.run_until_stopped_with(|| async {}).await
+    }
+
+    /// [`run_until_stopped`](Self::run_until_stopped), running `before_drain` once readiness
+    /// fails and before the node itself drains: stop what feeds the node first (an HTTP
+    /// gateway finishing its requests, a queue consumer).
+    pub async fn run_until_stopped_with<F, Fut>(
+        &self,
+        before_drain: F,
+    ) -> std::io::Result<StopCause>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -378,6 +392,10 @@ impl Node {
             _ = stopped.wait_for(|s| *s) => StopCause::Shutdown,
         };
         tracing::info!(node = %self.id(), ?cause, "draining: handing work over and leaving the cluster");
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        before_drain().await;
         self.shutdown().await;
         tracing::info!(node = %self.id(), "stopped");
         Ok(cause)

@@ -190,6 +190,8 @@ pub(crate) struct NodeShared {
     pub(crate) metrics: Option<Arc<crate::metrics::NodeMetrics>>,
     /// A graceful shutdown has begun (readiness fails from then on).
     pub(crate) draining: AtomicBool,
+    /// `shutdown` has been called (a second call waits for the first).
+    pub(crate) shutdown_started: AtomicBool,
     /// Woken when a drain is asked for on the admin listener.
     pub(crate) drain_requested: Notify,
 }
