@@ -27,7 +27,7 @@
 //! applied) named `ledger-{NODE_ID}`.
 //!
 //! `--admin ADDR` runs the node's admin listener there (metrics, health, status, dashboard,
-//! `POST /drain`); port 0 picks one, printed as `ADMIN <addr>` before `READY`. The process
+//! `POST /drain`; port 0 picks one, which the node's entry in discovery tells). The process
 //! also ends after a drain request or SIGTERM, once the node has drained.
 //!
 //! When the node cannot start (for example its id is used by a live node of the cluster) the
@@ -180,9 +180,6 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
         .load_report_interval(args.load_interval)
         .start()
         .await?;
-    if let Some(admin) = node.admin_addr() {
-        println!("ADMIN {admin}");
-    }
     let counter = node.spawn(Counter::default());
     let observer = node.spawn(Observer::new(node.clone()));
     let registered = async {
