@@ -1,5 +1,10 @@
 //! The gateway: building the router, the per-request pipeline, serving and draining.
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -82,6 +87,65 @@ struct Shared {
     trust_forwarded_for: bool,
     /// Set when a shutdown's deadline passed: requests still in flight are answered 503.
     cut: tokio::sync::watch::Sender<bool>,
+    /// Request counts and latencies on the node's `/metrics`, when it has an admin listener.
+    metrics: Option<GatewayMetrics>,
+}
+
+/// Labels of the gateway's metrics: the route template (`/carts/{id}`, or `-` when no route
+/// matched), the method and, for counts, the status.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+/// The gateway's metrics (registered on the node's [`NodeMetrics`](actormesh::metrics::NodeMetrics)).
+struct GatewayMetrics {
+    requests: Family<StatusLabels, Counter>,
+    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s, doubling.
+    Histogram::new(exponential_buckets(0.000_1, 2.0, 19))
+}
+
+impl GatewayMetrics {
+    fn register(node: &Node) -> Option<Self> {
+        let registry = node.metrics()?;
+        let requests = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "gateway_requests",
+            "HTTP requests the gateway answered, by route template, method and status",
+            requests.clone(),
+        );
+        let latency: Family<RequestLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "gateway_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route template and method",
+            latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "gateway_in_flight_requests",
+            "Requests the gateway is handling now",
+            in_flight.clone(),
+        );
+        Some(GatewayMetrics {
+            requests,
+            latency,
+            in_flight,
+        })
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -306,6 +370,7 @@ impl GatewayBuilder {
                 route,
             })
             .collect();
+        let metrics = GatewayMetrics::register(&self.node);
         Ok(Gateway {
             shared: Arc::new(Shared {
                 node: self.node,
@@ -317,6 +382,7 @@ impl GatewayBuilder {
                 in_flight: AtomicUsize::new(0),
                 trust_forwarded_for: self.trust_forwarded_for,
                 cut: tokio::sync::watch::Sender::new(false),
+                metrics,
             }),
         })
     }
@@ -440,6 +506,9 @@ async fn observe(
         Ok(slot) => {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             let _done = InFlight(&shared.in_flight);
+            if let Some(m) = &shared.metrics {
+                m.in_flight.inc();
+            }
             let mut cut = shared.cut.subscribe();
             let handling = in_trace(here, next.run(request)).instrument(span);
             let response = tokio::select! {
@@ -454,6 +523,9 @@ async fn observe(
                 .into_response(),
             };
             drop(slot);
+            if let Some(m) = &shared.metrics {
+                m.in_flight.dec();
+            }
             response
         }
         Err(_) => ApiError::new(
@@ -479,6 +551,22 @@ async fn observe(
         .extensions()
         .get::<ClientId>()
         .map_or("-", |c| c.0.as_str());
+    if let Some(m) = &shared.metrics {
+        let labels = RequestLabels {
+            route: route.clone(),
+            method: method.to_string(),
+        };
+        m.latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        m.requests
+            .get_or_create(&StatusLabels {
+                route: labels.route,
+                method: labels.method,
+                status: response.status().as_u16(),
+            })
+            .inc();
+    }
     tracing::info!(
         target: "actormesh_gateway::access",
         method = %method,

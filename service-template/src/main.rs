@@ -1,9 +1,9 @@
 //! {{project-name}}: a service built on actormesh.
 //!
 //! `cargo run` starts a node, spawns the service's actor and registers it under a cluster-wide
-//! name, logs `ready`, and serves until SIGINT (Ctrl-C) or SIGTERM. Then it leaves the cluster
-//! cleanly (`Node::shutdown`: asks being handled finish, queued messages are flushed, the node
-//! leaves discovery) and exits 0.
+//! name, logs `ready`, and serves until SIGINT (Ctrl-C), SIGTERM or a drain request on the
+//! admin listener. Then it drains (`Node::run_until_stopped`: readiness fails, asks being
+//! handled finish, queued messages are flushed, the node leaves discovery) and exits 0.
 //!
 //! `cargo run -- --self-check` checks the service end to end instead: a second node of the same
 //! process looks it up by name and asks it, across the transport, then the program exits.
@@ -21,10 +21,12 @@
 //!   mutual TLS on every link (a node on etcd needs it, see the book's "Securing a cluster");
 //!   the files may be replaced while the service runs (new connections use them);
 //! - `ACTORMESH_INSECURE_LINKS=1`: plaintext links on etcd, for development only;
+//! - `ADMIN`: the address of the node's admin listener (`127.0.0.1:9100`): Prometheus
+//!   metrics at `/metrics`, `/healthz`, `/readyz`, a live dashboard at `/`, and `POST /drain`
+//!   (which drains the service as SIGTERM does); off when unset;
 //! - `RUST_LOG`: the log filter (default `info`).
 
-use std::future::Future;
-use std::io::{self, IsTerminal};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 
 use actix::{Actor, Context, Handler};
@@ -106,27 +108,26 @@ async fn main() -> Result<(), BoxError> {
     serve(listen).await
 }
 
-/// Serves until SIGINT or SIGTERM, then shuts the node down.
+/// Serves until SIGINT, SIGTERM or a drain request on the admin listener, then drains the
+/// node (readiness fails, asks being handled finish, the node leaves the cluster).
 async fn serve(listen: SocketAddr) -> Result<(), BoxError> {
-    // Handle the signals before saying `ready`: a signal sent as soon as the service is ready
-    // must find the handler in place, not the default action (which kills the process).
-    let stop = stop_signal()?;
     let node = match std::env::var("ACTORMESH_ETCD") {
         Ok(endpoints) => start_node(listen, etcd_discovery(&endpoints).await?).await?,
         Err(_) => start_node(listen, MemoryDiscovery::new()).await?,
     };
     let service = node.spawn(Greeter::default());
     node.register_name(SERVICE, &service).await?;
+    // The signal handlers are installed here, before saying `ready`: a signal sent as soon as
+    // the service is ready finds them in place, not the default action (which kills).
+    let stopped = node.run_until_stopped();
     tracing::info!(
         node = %node.id(),
         addr = %node.addr(),
+        admin = ?node.admin_addr(),
         "ready: serving {SERVICE} until Ctrl-C or SIGTERM"
     );
-
-    let signal = stop.await?;
-    tracing::info!("{signal} received: leaving the cluster");
-    node.shutdown().await;
-    tracing::info!("stopped");
+    let cause = stopped.await?;
+    tracing::info!(?cause, "stopped");
     Ok(())
 }
 
@@ -134,6 +135,9 @@ async fn serve(listen: SocketAddr) -> Result<(), BoxError> {
 /// `ACTORMESH_TLS_DIR` if set.
 async fn start_node(listen: SocketAddr, discovery: impl Discovery) -> Result<Node, BoxError> {
     let mut builder = Node::builder().cluster(CLUSTER).listen(listen);
+    if let Ok(admin) = std::env::var("ADMIN") {
+        builder = builder.admin(admin.parse()?);
+    }
     let id = std::env::var("ACTORMESH_NODE_ID").ok();
     if let Some(id) = &id {
         builder = builder.node_id(id.as_str());
@@ -177,31 +181,6 @@ async fn etcd_discovery(_endpoints: &str) -> Result<MemoryDiscovery, BoxError> {
     let hint = "ACTORMESH_ETCD is set, but this build has no etcd discovery: \
                 build with `--features etcd` (needs protoc), or unset ACTORMESH_ETCD";
     Err(hint.into())
-}
-
-/// Sets the handlers of SIGINT and SIGTERM; the future resolves to the name of the first of
-/// them to arrive.
-#[cfg(unix)]
-fn stop_signal() -> io::Result<impl Future<Output = io::Result<&'static str>>> {
-    use tokio::signal::unix::{signal, SignalKind};
-
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => Ok("SIGINT"),
-            _ = terminate.recv() => Ok("SIGTERM"),
-        }
-    })
-}
-
-/// Waits for Ctrl-C (systems without Unix signals).
-#[cfg(not(unix))]
-fn stop_signal() -> io::Result<impl Future<Output = io::Result<&'static str>>> {
-    Ok(async {
-        tokio::signal::ctrl_c().await?;
-        Ok("Ctrl-C")
-    })
 }
 
 /// Checks the service end to end: starts it on one node, then from a second node of the same

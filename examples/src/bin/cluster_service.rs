@@ -176,7 +176,7 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let cause = node
-        .run_until_stopped_with(|| async {
+        .run_until_stopped_with(move || async move {
             // The gateway stops taking requests first and finishes those in flight.
             let report = gateway.shutdown(Duration::from_secs(5)).await;
             tracing::info!(?report, "gateway drained");

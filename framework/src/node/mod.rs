@@ -365,40 +365,50 @@ impl Node {
     /// within [`NodeBuilder::shutdown_timeout`]. The one call a service's `main` ends with.
     ///
     /// Returns what stopped it. Fails only when the signal handlers cannot be installed.
-    pub async fn run_until_stopped(&self) -> std::io::Result<StopCause> {
-        self.run_until_stopped_with(|| async {}).await
+    ///
+    /// The signal handlers are in place when this returns, before the future is first
+    /// polled: create it, then say the service is ready, then await it, and a signal sent as
+    /// soon as the service is ready is not lost.
+    pub fn run_until_stopped(
+        &self,
+    ) -> impl std::future::Future<Output = std::io::Result<StopCause>> + '_ {
+        self.run_until_stopped_with(|| async {})
     }
 
     /// [`run_until_stopped`](Self::run_until_stopped), running `before_drain` once readiness
     /// fails and before the node itself drains: stop what feeds the node first (an HTTP
     /// gateway finishing its requests, a queue consumer).
-    pub async fn run_until_stopped_with<F, Fut>(
+    pub fn run_until_stopped_with<F, Fut>(
         &self,
         before_drain: F,
-    ) -> std::io::Result<StopCause>
+    ) -> impl std::future::Future<Output = std::io::Result<StopCause>> + '_
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce() -> Fut + 'static,
         Fut: std::future::Future<Output = ()>,
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        // Installed now, not at the first poll.
+        let signals = signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
         let drain = self.shared.drain_requested.notified();
         let mut stopped = self.shared.shutdown_signal();
-        let cause = tokio::select! {
-            _ = term.recv() => StopCause::Terminate,
-            _ = int.recv() => StopCause::Interrupt,
-            _ = drain => StopCause::DrainRequest,
-            _ = stopped.wait_for(|s| *s) => StopCause::Shutdown,
-        };
-        tracing::info!(node = %self.id(), ?cause, "draining: handing work over and leaving the cluster");
-        self.shared
-            .draining
-            .store(true, std::sync::atomic::Ordering::Release);
-        before_drain().await;
-        self.shutdown().await;
-        tracing::info!(node = %self.id(), "stopped");
-        Ok(cause)
+        async move {
+            let (mut term, mut int) = signals?;
+            let cause = tokio::select! {
+                _ = term.recv() => StopCause::Terminate,
+                _ = int.recv() => StopCause::Interrupt,
+                _ = drain => StopCause::DrainRequest,
+                _ = stopped.wait_for(|s| *s) => StopCause::Shutdown,
+            };
+            tracing::info!(node = %self.id(), ?cause, "draining: handing work over and leaving the cluster");
+            self.shared
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            before_drain().await;
+            self.shutdown().await;
+            tracing::info!(node = %self.id(), "stopped");
+            Ok(cause)
+        }
     }
 
     /// Leaves the cluster cleanly: stops taking new work, lets asks being handled here finish
