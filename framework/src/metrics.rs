@@ -33,6 +33,44 @@ use crate::runtime::{lock, read, NodeShared};
 use crate::stats::DropReason;
 use crate::Error;
 
+/// Ids of the nodes' registries, for the threads' counter caches.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One thread's counter of one message and direction on one node. Only that thread writes it.
+#[derive(Debug)]
+struct Slot {
+    message: &'static str,
+    direction: Direction,
+    count: AtomicU64,
+}
+
+impl Slot {
+    #[inline]
+    fn bump(&self) {
+        // A load and a store, not a read-modify-write: this thread is the only writer.
+        self.count
+            .store(self.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// Every thread's message counters of one node, read at a scrape.
+#[derive(Debug, Default)]
+struct MessageCounts {
+    slots: Mutex<Vec<Arc<Slot>>>,
+}
+
+/// (registry id, message name's address, direction).
+type SlotKey = (u64, usize, Direction);
+
+thread_local! {
+    /// The counter this thread used last (hot loops send one message type to one node).
+    static LAST: std::cell::RefCell<Option<(SlotKey, Arc<Slot>)>> =
+        const { std::cell::RefCell::new(None) };
+    /// This thread's counters, by node, message and direction.
+    static SLOTS: std::cell::RefCell<std::collections::HashMap<SlotKey, Arc<Slot>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Where a message went, seen from the node that counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Direction {
@@ -88,7 +126,9 @@ fn ask_histogram() -> Histogram {
 /// A node's metrics and the registry `/metrics` encodes.
 pub struct NodeMetrics {
     registry: Mutex<Registry>,
-    messages: Family<MessageLabels, Counter>,
+    messages: Arc<MessageCounts>,
+    /// This registry's id in the threads' caches of message counters.
+    id: u64,
     asks: Family<AskLabels, Histogram, fn() -> Histogram>,
     errors: Family<KindLabels, Counter>,
     membership_events: Family<KindLabels, Counter>,
@@ -99,8 +139,8 @@ pub struct NodeMetrics {
     group_desired: Family<GroupLabels, Gauge>,
     group_running: Family<GroupLabels, Gauge>,
     node: Arc<OnceLock<Weak<NodeShared>>>,
-    /// Totals for the dashboard's rates: sent (local and outbound), received, asks, errors.
-    totals: [AtomicU64; 4],
+    /// Totals for the dashboard's rates: asks, errors.
+    totals: [AtomicU64; 2],
 }
 
 /// The totals [`NodeMetrics::totals`] returns.
@@ -122,12 +162,6 @@ impl NodeMetrics {
     pub(crate) fn new() -> Arc<Self> {
         let node = Arc::new(OnceLock::new());
         let mut registry = Registry::with_prefix("actormesh");
-        let messages = Family::<MessageLabels, Counter>::default();
-        registry.register(
-            "messages",
-            "Messages sent through actor references (local: to an actor on this node; outbound: to another node) and received from other nodes (inbound), by message name",
-            messages.clone(),
-        );
         let asks: Family<AskLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(ask_histogram);
         registry.register(
@@ -183,10 +217,12 @@ impl NodeMetrics {
             "Members of the group on live nodes",
             group_running.clone(),
         );
-        registry.register_collector(Box::new(Snapshot(node.clone())));
+        let messages = Arc::new(MessageCounts::default());
+        registry.register_collector(Box::new(Snapshot(node.clone(), messages.clone())));
         Arc::new(NodeMetrics {
             registry: Mutex::new(registry),
             messages,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             asks,
             errors,
             membership_events,
@@ -207,10 +243,18 @@ impl NodeMetrics {
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        let [sent, received, asks, errors] = &self.totals;
+        let [asks, errors] = &self.totals;
+        let (mut sent, mut received) = (0, 0);
+        for slot in lock(&self.messages.slots).iter() {
+            let n = slot.count.load(Ordering::Relaxed);
+            match slot.direction {
+                Direction::Inbound => received += n,
+                Direction::Local | Direction::Outbound => sent += n,
+            }
+        }
         Totals {
-            sent: sent.load(Ordering::Relaxed),
-            received: received.load(Ordering::Relaxed),
+            sent,
+            received,
             asks: asks.load(Ordering::Relaxed),
             errors: errors.load(Ordering::Relaxed),
         }
@@ -231,28 +275,52 @@ impl NodeMetrics {
         out
     }
 
+    /// Counts one message: on the sending thread's own counter (found through a per-thread
+    /// cache, the last one used first), so the hot path takes no lock and shares no cache
+    /// line with other threads.
+    #[inline]
     pub(crate) fn message(&self, message: &'static str, direction: Direction) {
-        self.messages
-            .get_or_create(&MessageLabels {
-                message,
-                direction: direction.as_str(),
-            })
-            .inc();
-        let total = if direction == Direction::Inbound {
-            1
-        } else {
-            0
-        };
-        self.totals[total].fetch_add(1, Ordering::Relaxed);
+        let key = (self.id, message.as_ptr() as usize, direction);
+        let hit = LAST.with(|last| match &*last.borrow() {
+            Some((k, slot)) if *k == key => {
+                slot.bump();
+                true
+            }
+            _ => false,
+        });
+        if !hit {
+            self.message_slow(key, message, direction);
+        }
+    }
+
+    #[cold]
+    fn message_slow(&self, key: SlotKey, message: &'static str, direction: Direction) {
+        let slot = SLOTS.with(|slots| {
+            slots
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| {
+                    let slot = Arc::new(Slot {
+                        message,
+                        direction,
+                        count: AtomicU64::new(0),
+                    });
+                    lock(&self.messages.slots).push(slot.clone());
+                    slot
+                })
+                .clone()
+        });
+        slot.bump();
+        LAST.with(|last| *last.borrow_mut() = Some((key, slot)));
     }
 
     pub(crate) fn ask_done(&self, message: &'static str, took: Duration, error: Option<&Error>) {
         self.asks
             .get_or_create(&AskLabels { message })
             .observe(took.as_secs_f64());
-        self.totals[2].fetch_add(1, Ordering::Relaxed);
+        self.totals[0].fetch_add(1, Ordering::Relaxed);
         if let Some(e) = error {
-            self.totals[3].fetch_add(1, Ordering::Relaxed);
+            self.totals[1].fetch_add(1, Ordering::Relaxed);
             self.errors
                 .get_or_create(&KindLabels { kind: e.kind() })
                 .inc();
@@ -302,7 +370,7 @@ impl NodeMetrics {
 }
 
 /// What the node knows anyway, read at each scrape.
-struct Snapshot(Arc<OnceLock<Weak<NodeShared>>>);
+struct Snapshot(Arc<OnceLock<Weak<NodeShared>>>, Arc<MessageCounts>);
 
 impl fmt::Debug for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -325,6 +393,26 @@ fn gauge_family<'a, L: EncodeLabelSet + 'a>(
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        {
+            // Every thread's counters, summed per message and direction.
+            let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+                Default::default();
+            for slot in lock(&self.1.slots).iter() {
+                *sums
+                    .entry((slot.message, slot.direction.as_str()))
+                    .or_default() += slot.count.load(Ordering::Relaxed);
+            }
+            let mut metric = encoder.encode_descriptor(
+                "messages",
+                "Messages sent through actor references (local: to an actor on this node; outbound: to another node) and received from other nodes (inbound), by message name",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((message, direction), n) in sums {
+                let labels = MessageLabels { message, direction };
+                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+            }
+        }
         let Some(node) = self.0.get().and_then(Weak::upgrade) else {
             return Ok(());
         };

@@ -1,0 +1,194 @@
+//! What metrics cost on the hot path: local and remote tells, and sequential remote asks,
+//! between nodes without an admin listener (metrics off) and nodes with one (metrics on:
+//! every message counted by name and direction, every ask timed), in the same run, rounds
+//! alternating between the two.
+//!
+//! `cargo run --release -p actormesh-examples --bin metrics_bench`
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Context, Handler};
+use actormesh::prelude::*;
+use serde::{Deserialize, Serialize};
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Tells per round of the local figure.
+const LOCAL_MESSAGES: u64 = 1_000_000;
+/// Tells per round of the remote figure.
+const REMOTE_MESSAGES: u64 = 300_000;
+/// Sequential asks per round.
+const ASKS: u64 = 5_000;
+/// Rounds per figure and side (after one discarded warm-up round each).
+const ROUNDS: usize = 5;
+/// Yield to the runtime every this many sends (lets the receiver and the link run).
+const YIELD_EVERY: u64 = 256;
+
+/// A 16-byte message.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "bench.Hit", result = "()")]
+struct Hit([u8; 16]);
+
+/// How many hits the sink has seen.
+#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
+#[remote(name = "bench.Count", result = "u64")]
+struct Count;
+
+#[derive(Default)]
+struct Sink {
+    hits: u64,
+}
+
+impl Actor for Sink {
+    type Context = Context<Self>;
+}
+
+impl Handler<Hit> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: Hit, _: &mut Context<Self>) {
+        self.hits += 1;
+    }
+}
+
+impl Handler<Count> for Sink {
+    type Result = u64;
+    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+        self.hits
+    }
+}
+
+actormesh::remote_actor!(Sink = "bench.Sink" { Hit, Count });
+
+/// Two nodes on one discovery; with an admin listener (metrics on) when `metrics`.
+async fn pair(cluster: &str, metrics: bool) -> Result<(Node, Node), BoxError> {
+    let discovery = MemoryDiscovery::new();
+    let start = |id: &str| {
+        let mut b = Node::builder()
+            .cluster(cluster)
+            .node_id(id)
+            .discovery(discovery.clone());
+        if metrics {
+            b = b.admin(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        b.start()
+    };
+    let a = start("a").await?;
+    let b = start("b").await?;
+    a.wait_for_node(b.id(), Duration::from_secs(5)).await?;
+    Ok((a, b))
+}
+
+async fn tells(sink: &ActorRef<Sink>, n: u64) -> Result<f64, BoxError> {
+    let base = sink.ask(Count).await?;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        match sink.tell(Hit([sent as u8; 16])) {
+            Ok(()) => sent += 1,
+            Err(e) if matches!(e.error, actormesh::Error::MailboxFull { .. }) => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => return Err(e.error.into()),
+        }
+        if sent % YIELD_EVERY == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // Bounded wait for the receiver to count them all.
+    for _ in 0..100_000 {
+        if sink.ask(Count).await? - base >= n {
+            return Ok(n as f64 / start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Err("the sink did not count every tell".into())
+}
+
+async fn asks(sink: &ActorRef<Sink>, n: u64) -> Result<Duration, BoxError> {
+    let mut took = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t = Instant::now();
+        sink.ask(Count).await?;
+        took.push(t.elapsed());
+    }
+    took.sort();
+    Ok(took[took.len() / 2])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `round` for off and on alternately, discarding one warm-up each; returns the medians.
+async fn figure<F, Fut>(name: &str, mut round: F) -> Result<(f64, f64), BoxError>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<f64, BoxError>>,
+{
+    round(false).await?;
+    round(true).await?;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for i in 0..ROUNDS {
+        // Alternate which side goes first.
+        if i % 2 == 0 {
+            off.push(round(false).await?);
+            on.push(round(true).await?);
+        } else {
+            on.push(round(true).await?);
+            off.push(round(false).await?);
+        }
+    }
+    let (off, on) = (median(off), median(on));
+    println!(
+        "{name:<34} metrics off {off:>14.0}   metrics on {on:>14.0}   on/off {:.3}",
+        on / off
+    );
+    Ok((off, on))
+}
+
+#[actix::main]
+async fn main() -> Result<(), BoxError> {
+    println!(
+        "metrics bench ({} build), medians of {ROUNDS} alternating rounds",
+        if cfg!(debug_assertions) {
+            "DEBUG: numbers meaningless"
+        } else {
+            "release"
+        }
+    );
+    let (off_a, off_b) = pair("off", false).await?;
+    let (on_a, on_b) = pair("on", true).await?;
+    assert!(off_a.metrics().is_none() && on_a.metrics().is_some());
+    let local = [off_a.spawn(Sink::default()), on_a.spawn(Sink::default())];
+    let remote = {
+        let s_off = off_b.spawn(Sink::default());
+        off_b.register_name("sink", &s_off).await?;
+        let s_on = on_b.spawn(Sink::default());
+        on_b.register_name("sink", &s_on).await?;
+        [
+            off_a.lookup::<Sink>("sink").await?,
+            on_a.lookup::<Sink>("sink").await?,
+        ]
+    };
+    figure("local tell (msgs/s)", |on| {
+        let sink = local[usize::from(on)].clone();
+        async move { tells(&sink, LOCAL_MESSAGES).await }
+    })
+    .await?;
+    figure("remote tell 16 B (msgs/s)", |on| {
+        let sink = remote[usize::from(on)].clone();
+        async move { tells(&sink, REMOTE_MESSAGES).await }
+    })
+    .await?;
+    figure("remote ask, sequential (p50 µs)", |on| {
+        let sink = remote[usize::from(on)].clone();
+        async move { Ok(asks(&sink, ASKS).await?.as_secs_f64() * 1e6) }
+    })
+    .await?;
+    for node in [off_a, off_b, on_a, on_b] {
+        node.shutdown().await;
+    }
+    Ok(())
+}
