@@ -12,7 +12,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/c
 fi
 
 ./scripts/ensure-deps.sh --etcd
-cargo test --workspace --all-targets --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres "$@"
-cargo test --workspace --doc --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres "$@"
+cargo test --workspace --all-targets --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres,actormesh/otlp "$@"
+cargo test --workspace --doc --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres,actormesh/otlp "$@"
 RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" \
-    cargo doc --no-deps --workspace --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres
+    cargo doc --no-deps --workspace --features actormesh/etcd-tls,actormesh/dev-certs,actormesh/postgres,actormesh/otlp

@@ -554,7 +554,13 @@ pub(crate) fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
     if span.is_disabled() {
         return None;
     }
-    let ctx = trace::child_of_current();
+    #[allow(unused_mut)]
+    let mut ctx = trace::child_of_current();
+    // With OpenTelemetry recording, the position carried to the other node is the span's own.
+    #[cfg(feature = "otlp")]
+    if let Some(otel) = crate::otel::position(span) {
+        ctx = otel;
+    }
     trace::record(span, &ctx);
     Some(ctx)
 }

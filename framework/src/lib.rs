@@ -75,6 +75,8 @@ mod id;
 mod message;
 pub mod metrics;
 mod node;
+#[cfg(feature = "otlp")]
+pub mod otel;
 mod ratelog;
 mod runtime;
 #[cfg(test)]

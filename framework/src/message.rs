@@ -436,6 +436,8 @@ where
                     "parent_span_id",
                     tracing::field::display(format_args!("{:016x}", parent.span_id)),
                 );
+                #[cfg(feature = "otlp")]
+                crate::otel::set_remote_parent(&span, &parent);
                 parent.child()
             }
             None => trace::child_of_current(),
