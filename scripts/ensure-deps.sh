@@ -7,8 +7,15 @@
 #                                    (certificates of the etcd TLS test), ip (iproute2, the
 #                                    network namespaces of the partition test), PostgreSQL's
 #                                    initdb and postgres (the PostgreSQL store tests; found
-#                                    in $PG_BIN, on PATH or in /usr/lib/postgresql/*/bin) and
-#                                    cargo-generate (0.23.7+, renders the service template)
+#                                    in $PG_BIN, on PATH or in /usr/lib/postgresql/*/bin),
+#                                    cargo-generate (0.23.7+, renders the service template),
+#                                    promtool (Debian's prometheus: lints the metrics),
+#                                    chromium (renders the dashboard in a test) and
+#                                    kubernetes-validate (as with --deploy)
+#   scripts/ensure-deps.sh --deploy  also kubernetes-validate 1.37.0 (PyPI), which checks the
+#                                    Kubernetes manifests offline (scripts/validate-deploy.sh),
+#                                    in the virtual environment
+#                                    ${XDG_CACHE_HOME:-~/.cache}/actormesh/venv-k8s
 #   scripts/ensure-deps.sh --bench   also wrk, the HTTP load generator of the gateway
 #                                    benchmark (scripts/bench-gateway.sh)
 #
@@ -18,7 +25,10 @@
 # The tests start their own PostgreSQL servers: the one the package may start is not used.
 # A missing or older cargo-generate is built there with `cargo install cargo-generate
 # --version 0.23.7 --locked` (a few minutes), after apt-get has installed what that build
-# needs (a C compiler, pkg-config and the OpenSSL headers). Rust is never installed from
+# needs (a C compiler, pkg-config and the OpenSSL headers). kubernetes-validate is installed
+# with pip into its virtual environment (created with python3 -m venv; on Debian/Ubuntu
+# apt-get installs python3 and python3-venv first if missing), on any system with Python 3:
+# installing needs PyPI, validating then works offline. Rust is never installed from
 # here: it comes from rustup. On any other system, or when nothing can install, the script
 # prints exactly what to install and exits non-zero.
 set -euo pipefail
@@ -29,19 +39,26 @@ ETCD_MIN="3.4"
 # builds with Rust 1.95, while a plain `cargo install cargo-generate` resolves dependencies
 # that need Rust 1.97. The template asks for this version or newer.
 CARGO_GENERATE_VERSION="0.23.7"
+# The kubernetes-validate release that checks the manifests of deploy/k8s
+# (scripts/validate-deploy.sh reads this line): it bundles the Kubernetes JSON schemas, so
+# validating needs no network. Its own dependencies are whatever pip resolves for it.
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+K8S_VALIDATE_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/actormesh/venv-k8s"
 
 want_etcd=0
 want_bench=0
+want_deploy=0
 for arg in "$@"; do
     case "$arg" in
-        --etcd) want_etcd=1 ;;
+        --etcd) want_etcd=1 want_deploy=1 ;;
+        --deploy) want_deploy=1 ;;
         --bench) want_bench=1 ;;
         -h | --help)
-            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "ensure-deps: unknown argument: $arg (expected --etcd or --bench)" >&2
+            echo "ensure-deps: unknown argument: $arg (expected --etcd, --deploy or --bench)" >&2
             exit 2
             ;;
     esac
@@ -91,6 +108,17 @@ have_postgres() {
     return 1
 }
 
+# The version of kubernetes-validate in its virtual environment ("1.37.0"), or nothing.
+kubernetes_validate_version() {
+    { "$K8S_VALIDATE_VENV/bin/kubernetes-validate" --version 2>/dev/null || true; } | awk '{print $NF}'
+}
+
+# Whether python3 can make a virtual environment with pip in it (Debian ships the venv
+# module's ensurepip apart, in python3-venv).
+have_python_venv() {
+    python3 -c 'import venv, ensurepip' >/dev/null 2>&1
+}
+
 # The version of the installed cargo-generate ("cargo generate-generate 0.23.7"), or nothing.
 cargo_generate_version() {
     { cargo generate --version 2>/dev/null || true; } | awk '{print $NF}'
@@ -106,11 +134,12 @@ Install them, then run this script again:
       rustup toolchain install $RUST_MIN
     (Linux distribution packages of cargo are usually too old.)
 
-  protoc, etcd, openssl, ip and PostgreSQL (etcd v$ETCD_MIN or newer, openssl, iproute2 and
-  PostgreSQL: the test suite needs them, the demo does not):
-    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server openssl iproute2 postgresql
-    Fedora (dnf):      sudo dnf install protobuf-compiler etcd openssl iproute postgresql-server
-    macOS (Homebrew):  brew install protobuf etcd openssl postgresql   (the partition test needs Linux)
+  protoc, etcd, openssl, ip, PostgreSQL, promtool and Chromium (etcd v$ETCD_MIN or newer,
+  openssl, iproute2, PostgreSQL, Prometheus' promtool (lints the metrics) and a headless
+  Chromium (renders the dashboard): the test suite needs them, the demo does not):
+    Debian / Ubuntu:   sudo apt-get update && sudo apt-get install protobuf-compiler etcd-server openssl iproute2 postgresql prometheus chromium
+    Fedora (dnf):      sudo dnf install protobuf-compiler etcd openssl iproute postgresql-server golang-github-prometheus chromium
+    macOS (Homebrew):  brew install protobuf etcd openssl postgresql prometheus chromium   (the partition test needs Linux)
   If your distribution's etcd is older than v$ETCD_MIN, use a release from
   https://github.com/etcd-io/etcd/releases and put its etcd binary on the PATH. If initdb
   and postgres are somewhere else than on the PATH or in /usr/lib/postgresql/*/bin, set
@@ -120,6 +149,15 @@ Install them, then run this script again:
     Debian / Ubuntu:   sudo apt-get install wrk
     Fedora (dnf):      sudo dnf install wrk
     macOS (Homebrew):  brew install wrk
+
+  kubernetes-validate $KUBERNETES_VALIDATE_VERSION (scripts/validate-deploy.sh and the test suite
+  check the Kubernetes manifests with it), on every system once Python 3 is there:
+      python3 -m venv $K8S_VALIDATE_VENV
+      $K8S_VALIDATE_VENV/bin/pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION
+    Python 3 with its venv module:
+    Debian / Ubuntu:   sudo apt-get install python3 python3-venv
+    Fedora (dnf):      sudo dnf install python3
+    macOS (Homebrew):  brew install python
 
   cargo-generate $CARGO_GENERATE_VERSION or newer (the test suite renders the service template
   with it), on every system, once its build needs are there:
@@ -150,10 +188,26 @@ if [ "$want_etcd" -eq 1 ]; then
     command -v ip >/dev/null 2>&1 || missing+=("ip")
     # initdb and postgres (PostgreSQL's server) start the PostgreSQL store tests' servers.
     have_postgres || missing+=("postgres")
+    # promtool lints the admin listener's metrics (Debian's prometheus package).
+    command -v promtool >/dev/null 2>&1 || missing+=("promtool")
+    # Headless Chromium renders the dashboard in the cluster tests.
+    command -v chromium >/dev/null 2>&1 || missing+=("chromium")
 fi
 
 if [ "$want_bench" -eq 1 ]; then
     command -v wrk >/dev/null 2>&1 || missing+=("wrk")
+fi
+
+# kubernetes-validate is installed with pip below, once python3 and its venv module are there.
+want_kubernetes_validate=0
+if [ "$want_deploy" -eq 1 ] \
+    && [ "$(kubernetes_validate_version)" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+    want_kubernetes_validate=1
+    if ! command -v python3 >/dev/null 2>&1; then
+        missing+=("python3")
+    elif ! have_python_venv; then
+        missing+=("python3-venv")
+    fi
 fi
 
 # On Debian/Ubuntu, cargo-generate is built with cargo below, once apt-get has installed the
@@ -194,9 +248,13 @@ for tool in ${missing[@]+"${missing[@]}"}; do
         ip) apt_packages+=("iproute2") ;;
         postgres) apt_packages+=("postgresql") ;;
         wrk) apt_packages+=("wrk") ;;
+        promtool) apt_packages+=("prometheus") ;;
+        chromium) apt_packages+=("chromium") ;;
         cc) apt_packages+=("gcc" "libc6-dev") ;;
         pkg-config) apt_packages+=("pkg-config") ;;
         openssl-headers) apt_packages+=("libssl-dev") ;;
+        python3) apt_packages+=("python3" "python3-venv") ;;
+        python3-venv) apt_packages+=("python3-venv") ;;
     esac
 done
 
@@ -222,6 +280,7 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
             case "$tool" in
                 openssl-headers) pkg-config --exists openssl 2>/dev/null || still+=("$tool") ;;
                 postgres) have_postgres || still+=("$tool") ;;
+                python3-venv) have_python_venv || still+=("$tool") ;;
                 *) command -v "$tool" >/dev/null 2>&1 || still+=("$tool") ;;
             esac
         done
@@ -250,6 +309,24 @@ if [ "$want_cargo_generate" -eq 1 ]; then
     fi
 fi
 
+if [ "$want_kubernetes_validate" -eq 1 ]; then
+    say "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $K8S_VALIDATE_VENV (pip, from PyPI)"
+    # --clear: a venv left by an interrupted run, or holding another version, starts afresh.
+    if ! { mkdir -p "$(dirname "$K8S_VALIDATE_VENV")" \
+        && python3 -m venv --clear "$K8S_VALIDATE_VENV" \
+        && "$K8S_VALIDATE_VENV/bin/pip" install --quiet --disable-pip-version-check \
+            "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"; }; then
+        say "installing kubernetes-validate failed"
+        print_instructions "kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
+        exit 1
+    fi
+    have_kubernetes_validate=$(kubernetes_validate_version)
+    if [ "$have_kubernetes_validate" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+        say "installed kubernetes-validate $KUBERNETES_VALIDATE_VERSION, but $K8S_VALIDATE_VENV/bin/kubernetes-validate reports ${have_kubernetes_validate:-nothing}"
+        exit 1
+    fi
+fi
+
 if [ "$want_etcd" -eq 1 ]; then
     etcd_version=$(etcd --version 2>/dev/null | awk '/etcd Version:/ {print $3}')
     if [ -z "$etcd_version" ] || ! version_at_least "$etcd_version" "$ETCD_MIN"; then
@@ -259,4 +336,4 @@ if [ "$want_etcd" -eq 1 ]; then
     fi
 fi
 
-say "ok: $(cargo --version), $(protoc --version)$([ "$want_etcd" -eq 1 ] && echo ", etcd $etcd_version, cargo-generate $(cargo_generate_version)")"
+say "ok: $(cargo --version), $(protoc --version)$([ "$want_etcd" -eq 1 ] && echo ", etcd $etcd_version, cargo-generate $(cargo_generate_version)")$([ "$want_deploy" -eq 1 ] && echo ", kubernetes-validate $(kubernetes_validate_version)")"

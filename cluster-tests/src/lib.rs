@@ -16,6 +16,7 @@
 //! entity, which writes an activation log that [`activation_spans`] reads and
 //! [`check_no_overlap`] checks for two live activations of one key.
 
+pub mod browser;
 pub mod netns;
 pub mod process;
 use std::fmt;
@@ -469,6 +470,7 @@ pub struct NodeSpec {
     env: Vec<(String, String)>,
     capture_log: bool,
     open_files_limit: Option<u32>,
+    admin: bool,
 }
 
 impl NodeSpec {
@@ -491,6 +493,7 @@ impl NodeSpec {
             env: Vec::new(),
             capture_log: false,
             open_files_limit: None,
+            admin: false,
         }
     }
 
@@ -573,6 +576,13 @@ impl NodeSpec {
         self
     }
 
+    /// Runs the node's admin listener on a free loopback port (`--admin 127.0.0.1:0`); its
+    /// address is in the node's [`NodeInfo::admin`](actormesh::NodeInfo::admin).
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
     /// The node id.
     pub fn id(&self) -> &str {
         &self.id
@@ -622,6 +632,9 @@ impl NodeSpec {
         }
         if self.fault_actors {
             command.arg("--fault-actors");
+        }
+        if self.admin {
+            command.args(["--admin", "127.0.0.1:0"]);
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.stdin(Stdio::piped()).kill_on_drop(true);

@@ -14,6 +14,7 @@ use crate::core::wire::envelope::{decode_payload, encode_payload, Header};
 use crate::error::{Error, Result, TellError};
 use crate::id::{ActorId, NodeId};
 use crate::message::{Accepts, Deliver, RemoteActor, RemoteMessage, ReplyTo, WireValue};
+use crate::metrics::Direction;
 use crate::runtime::decode::{decode_node, with_decode_node};
 use crate::runtime::dispatch::{outcome_until, reply_channel, Outcome};
 use crate::runtime::NodeShared;
@@ -254,8 +255,16 @@ impl<A: RemoteActor> ActorRef<A> {
         let trace = trace_of(&span);
         let _entered = span.enter();
         match &self.target {
-            Target::Local { addr, node } => tell_local(self.id, addr, node, message, trace, false),
-            Target::Remote { link, .. } => {
+            Target::Local { addr, node } => {
+                if let Some(m) = &node.metrics {
+                    m.message(M::NAME, Direction::Local);
+                }
+                tell_local(self.id, addr, node, message, trace, false)
+            }
+            Target::Remote { link, node } => {
+                if let Some(m) = &node.metrics {
+                    m.message(M::NAME, Direction::Outbound);
+                }
                 let header = Header::Tell {
                     target: self.id.0,
                     message: M::WIRE_ID,
@@ -326,9 +335,25 @@ impl<A: RemoteActor> ActorRef<A> {
         }
         let span = send_span(self.node(), self.id, M::NAME, "ask");
         let trace = trace_of(&span);
-        self.ask_traced(message, timeout, trace)
+        let metrics = match &self.target {
+            Target::Local { node, .. } => node.metrics.as_ref().map(|m| (m, Direction::Local)),
+            Target::Remote { node, .. } => node.metrics.as_ref().map(|m| (m, Direction::Outbound)),
+            _ => None,
+        };
+        let Some((metrics, direction)) = metrics else {
+            return self
+                .ask_traced(message, timeout, trace)
+                .instrument(span)
+                .await;
+        };
+        metrics.message(M::NAME, direction);
+        let started = std::time::Instant::now();
+        let outcome = self
+            .ask_traced(message, timeout, trace)
             .instrument(span)
-            .await
+            .await;
+        metrics.ask_done(M::NAME, started.elapsed(), outcome.as_ref().err());
+        outcome
     }
 
     async fn ask_traced<M>(

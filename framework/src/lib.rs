@@ -62,6 +62,7 @@
 //   core         core/: the I/O-free data model and decisions (wire, balance, placement,
 //                controller, views, health); id.rs, error.rs, stats.rs, trace.rs are leaves
 mod actor_ref;
+mod admin;
 mod context;
 mod core;
 #[cfg(feature = "dev-certs")]
@@ -72,6 +73,7 @@ mod error;
 mod group;
 mod id;
 mod message;
+pub mod metrics;
 mod node;
 mod ratelog;
 mod runtime;
@@ -106,7 +108,7 @@ pub use error::{Error, Result, TellError};
 pub use group::{Ejection, GroupConfig, GroupRef, Idempotent, Saturation};
 pub use id::{ActorId, NodeId};
 pub use message::{Accepts, RemoteActor, RemoteMessage, WireValue};
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, StopCause};
 pub use stats::{DropReason, StatsSnapshot};
 pub use store::{MemoryStore, StateStore};
 pub use supervise::{Restart, Supervision};

@@ -26,6 +26,10 @@
 //! busy on request) named `spinner-{NODE_ID}` and a `Ledger` (records the operations it
 //! applied) named `ledger-{NODE_ID}`.
 //!
+//! `--admin ADDR` runs the node's admin listener there (metrics, health, status, dashboard,
+//! `POST /drain`; port 0 picks one, which the node's entry in discovery tells). The process
+//! also ends after a drain request or SIGTERM, once the node has drained.
+//!
 //! When the node cannot start (for example its id is used by a live node of the cluster) the
 //! error is printed to stderr and the process exits with code 1; a bad command line exits 2.
 
@@ -42,7 +46,7 @@ use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: cluster-node CLUSTER NODE_ID [--etcd ENDPOINT] [--ttl SECS] \
                      [--listen IP] [--load-ms MS] [--workers K] [--group NAME] \
-                     [--controller] [--supervised-worker] [--fault-actors]";
+                     [--controller] [--supervised-worker] [--fault-actors] [--admin ADDR]";
 
 /// The parsed command line.
 #[derive(Debug)]
@@ -58,6 +62,7 @@ struct Args {
     controller: bool,
     supervised_worker: bool,
     fault_actors: bool,
+    admin: Option<SocketAddr>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -76,6 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         controller: false,
         supervised_worker: false,
         fault_actors: false,
+        admin: None,
     };
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -121,6 +127,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|e| format!("--workers {value}: {e}"))?;
             }
             "--group" => parsed.group = value,
+            "--admin" => {
+                parsed.admin = Some(value.parse().map_err(|e| format!("--admin {value}: {e}"))?)
+            }
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
@@ -149,6 +158,9 @@ async fn start(args: &Args) -> Result<Node, actormesh::Error> {
     }
     if let Some(ip) = args.listen {
         builder = builder.listen(SocketAddr::new(ip, 0));
+    }
+    if let Some(admin) = args.admin {
+        builder = builder.admin(admin);
     }
     let Some(endpoint) = &args.etcd else {
         let node = builder.start().await?;
@@ -225,8 +237,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    // Serve until the test closes stdin.
+    // Serve until the test closes stdin, or a drain request or SIGTERM drains the node.
     let mut sink = Vec::new();
-    let _ = tokio::io::stdin().read_to_end(&mut sink).await;
-    node.shutdown().await;
+    let mut stdin = tokio::io::stdin();
+    tokio::select! {
+        _ = stdin.read_to_end(&mut sink) => node.shutdown().await,
+        stopped = node.run_until_stopped() => {
+            if let Err(e) = stopped {
+                eprintln!("cluster-node {}: {e}", args.id);
+                node.shutdown().await;
+            }
+        }
+    }
 }

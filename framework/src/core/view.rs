@@ -74,6 +74,11 @@ impl MembershipView {
         self.members.values()
     }
 
+    /// The nodes that left or were declared down and have not come back.
+    pub(crate) fn departed(&self) -> impl Iterator<Item = &NodeId> {
+        self.departed.iter()
+    }
+
     /// Whether `id` left or was declared down and has not come back.
     pub(crate) fn has_departed(&self, id: &NodeId) -> bool {
         self.departed.contains(id)

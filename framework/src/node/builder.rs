@@ -59,6 +59,7 @@ pub struct NodeBuilder {
     insecure_links: bool,
     max_connections: usize,
     handshake_timeout: Duration,
+    admin: Option<SocketAddr>,
     /// Hosted entity types (`NodeBuilder::entity`, in `entity/mod.rs`).
     pub(crate) entities: Vec<(
         &'static str,
@@ -91,6 +92,7 @@ impl NodeBuilder {
             insecure_links: false,
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(5),
+            admin: None,
             entities: Vec::new(),
         }
     }
@@ -264,6 +266,19 @@ impl NodeBuilder {
         self
     }
 
+    /// Runs an admin HTTP listener on `addr`: Prometheus metrics at `/metrics`, `/healthz`,
+    /// `/readyz`, the cluster's status in JSON at `/status`, a live dashboard at `/`, and
+    /// `POST /drain` (see the [`admin` listener's table](crate::metrics) and the book's
+    /// "Operating a cluster"). Metrics are recorded only on a node with an admin listener.
+    ///
+    /// Port 0 picks a free port ([`Node::admin_addr`] tells which). When `addr`'s IP is
+    /// unspecified (`0.0.0.0`), other nodes and the CLI are told the node's advertised IP
+    /// with the admin port. The listener has no authentication: keep it on a private network.
+    pub fn admin(mut self, addr: SocketAddr) -> Self {
+        self.admin = Some(addr);
+        self
+    }
+
     /// Binds the listener, starts the transport, joins discovery and returns the node.
     ///
     /// Must run inside an actix system (`#[actix::main]`, `#[actix::test]`): the node's
@@ -293,6 +308,24 @@ impl NodeBuilder {
             }
             None => bound,
         };
+        let admin = match self.admin {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+                    Error::Start(format!("cannot listen for the admin listener on {at}: {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::Start(format!("no local admin address: {e}")))?;
+                let shown = if bound.ip().is_unspecified() {
+                    SocketAddr::new(addr.ip(), bound.port())
+                } else {
+                    bound
+                };
+                Some((listener, shown))
+            }
+            None => None,
+        };
+        let metrics = admin.as_ref().map(|_| crate::metrics::NodeMetrics::new());
         let id = self.node_id.unwrap_or_else(NodeId::random);
         let info = NodeInfo {
             id: id.clone(),
@@ -305,7 +338,7 @@ impl NodeBuilder {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             spawnable: self.spawnables.keys().map(|k| (*k).to_owned()).collect(),
-            admin: None,
+            admin: admin.as_ref().map(|(_, shown)| *shown),
         };
         let discovery = self
             .discovery
@@ -331,6 +364,7 @@ impl NodeBuilder {
             max_frame: self.max_frame,
             send_queue_bytes: self.send_queue_bytes,
             stats: stats.clone(),
+            metrics: metrics.clone(),
         });
         let (shutdown_tx, _) = watch::channel(false);
         let (events, _) = broadcast::channel(1024);
@@ -389,7 +423,14 @@ impl NodeBuilder {
                     .collect(),
             ),
             held: Mutex::new(Default::default()),
+            metrics,
+            draining: AtomicBool::new(false),
+            shutdown_started: AtomicBool::new(false),
+            drain_requested: Notify::new(),
         });
+        if let Some(m) = &shared.metrics {
+            m.attach(Arc::downgrade(&shared));
+        }
         crate::runtime::local::install(&shared);
         crate::runtime::panics::install_hook();
         let membership = match discovery.join(&info).await {
@@ -405,6 +446,10 @@ impl NodeBuilder {
             let _ = shared.lease.set(clock);
         }
         crate::transport::server::serve(shared.clone(), listener);
+        if let Some((listener, shown)) = admin {
+            crate::admin::serve(&shared, listener);
+            tracing::info!(node = %id, admin = %shown, "admin listener: /metrics /healthz /readyz /status, dashboard at /");
+        }
         *write(&shared.view) = MembershipView::new(id.clone(), membership.members);
         let weak = Arc::downgrade(&shared);
         let mut events = membership.events;

@@ -340,12 +340,87 @@ impl Node {
             .map_err(Error::Codec)
     }
 
+    /// The address of the node's admin listener, when it runs one (see
+    /// [`NodeBuilder::admin`]).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.info.admin
+    }
+
+    /// The node's metrics, when it runs an admin listener: a service adds its own with
+    /// [`NodeMetrics::register`](crate::metrics::NodeMetrics::register).
+    pub fn metrics(&self) -> Option<&crate::metrics::NodeMetrics> {
+        self.shared.metrics.as_deref()
+    }
+
+    /// Whether a graceful shutdown has begun (a signal, a drain request, [`Node::shutdown`]).
+    pub fn is_draining(&self) -> bool {
+        self.shared
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Serves until SIGTERM or SIGINT (Ctrl-C), a `POST /drain` on the admin listener, or a
+    /// shutdown from elsewhere; then drains: readiness fails at once, entity shards are handed
+    /// over, asks being handled finish and replies leave, the node leaves discovery, all
+    /// within [`NodeBuilder::shutdown_timeout`]. The one call a service's `main` ends with.
+    ///
+    /// Returns what stopped it. Fails only when the signal handlers cannot be installed.
+    pub async fn run_until_stopped(&self) -> std::io::Result<StopCause> {
+        self.run_until_stopped_with(|| async {}).await
+    }
+
+    /// [`run_until_stopped`](Self::run_until_stopped), running `before_drain` once readiness
+    /// fails and before the node itself drains: stop what feeds the node first (an HTTP
+    /// gateway finishing its requests, a queue consumer).
+    pub async fn run_until_stopped_with<F, Fut>(
+        &self,
+        before_drain: F,
+    ) -> std::io::Result<StopCause>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let drain = self.shared.drain_requested.notified();
+        let mut stopped = self.shared.shutdown_signal();
+        let cause = tokio::select! {
+            _ = term.recv() => StopCause::Terminate,
+            _ = int.recv() => StopCause::Interrupt,
+            _ = drain => StopCause::DrainRequest,
+            _ = stopped.wait_for(|s| *s) => StopCause::Shutdown,
+        };
+        tracing::info!(node = %self.id(), ?cause, "draining: handing work over and leaving the cluster");
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        before_drain().await;
+        self.shutdown().await;
+        tracing::info!(node = %self.id(), "stopped");
+        Ok(cause)
+    }
+
     /// Leaves the cluster cleanly: stops taking new work, lets asks being handled here finish
     /// and their replies leave (up to the shutdown timeout), flushes what this node still has
     /// to send, leaves discovery (its names vanish), and stops its actors.
     pub async fn shutdown(&self) {
         self.shared.shutdown().await
     }
+}
+
+/// What ended [`Node::run_until_stopped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopCause {
+    /// SIGTERM (Kubernetes, systemd, `kill`).
+    Terminate,
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// `POST /drain` on the admin listener (`actormesh drain <node>`).
+    DrainRequest,
+    /// The node was shut down from elsewhere ([`Node::shutdown`]).
+    Shutdown,
 }
 
 #[cfg(test)]

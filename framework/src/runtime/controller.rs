@@ -187,6 +187,19 @@ fn resync(node: &NodeShared, told: &mut BTreeSet<NodeId>) -> Vec<Event> {
 
 /// Carries out one order in the background; its answer, if any, comes back through `answers`.
 fn carry_out(node: &Arc<NodeShared>, order: Order, answers: &mpsc::UnboundedSender<Event>) {
+    if let Some(m) = &node.metrics {
+        let kind = match &order {
+            Order::Follow { .. } => "follow",
+            Order::ReadLoads => "read_loads",
+            Order::Report { .. } => "report",
+            Order::PutSpec(_) => "put_spec",
+            Order::Spawn { .. } => "spawn",
+            Order::Retire { .. } => "retire",
+            #[allow(unreachable_patterns)]
+            _ => "other",
+        };
+        m.decision(kind);
+    }
     match order {
         Order::Follow { group } => {
             tokio::spawn(follow(node.clone(), group, answers.clone()));

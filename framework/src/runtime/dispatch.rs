@@ -34,14 +34,19 @@ impl<A: RemoteActor> LocalDispatch for Typed<A> {
         payload: &[u8],
     ) -> Result<(), WireError> {
         match self.declaration.handlers.get(&message) {
-            Some((_, dispatch)) => dispatch(
-                &self.addr,
-                Inbound {
-                    wrap: self.supervised,
-                    ..inbound
-                },
-                payload,
-            ),
+            Some((name, dispatch)) => {
+                if let Some(m) = &inbound.node.metrics {
+                    m.message(name, crate::metrics::Direction::Inbound);
+                }
+                dispatch(
+                    &self.addr,
+                    Inbound {
+                        wrap: self.supervised,
+                        ..inbound
+                    },
+                    payload,
+                )
+            }
             None => Err(WireError::UnknownMessage {
                 actor_type: A::NAME.to_owned(),
                 message,

@@ -46,6 +46,8 @@ impl NodeShared {
                 .await
             {
                 tracing::debug!(node = %node.info.id, error = %e, "load report not published");
+            } else if let Some(m) = &node.metrics {
+                m.load_reported();
             }
         }
     }

@@ -54,6 +54,13 @@ impl NodeShared {
 
     /// Applies one membership change to the view and the links.
     pub(crate) fn apply(&self, event: MembershipEvent) {
+        if let Some(m) = &self.metrics {
+            m.membership_event(match &event {
+                MembershipEvent::Up(_) => "up",
+                MembershipEvent::Down(_) => "down",
+                MembershipEvent::Left(_) => "left",
+            });
+        }
         let change = write(&self.view).apply(&event);
         match change {
             ViewChange::Nothing => {}

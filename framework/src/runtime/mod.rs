@@ -186,6 +186,14 @@ pub(crate) struct NodeShared {
     pub(crate) entities: RwLock<HashMap<&'static str, Arc<entity::KindHost>>>,
     /// Request frames read while the lease was in doubt (see `fence.rs`).
     pub(crate) held: Mutex<fence::Held>,
+    /// The node's metrics, when it runs an admin listener.
+    pub(crate) metrics: Option<Arc<crate::metrics::NodeMetrics>>,
+    /// A graceful shutdown has begun (readiness fails from then on).
+    pub(crate) draining: AtomicBool,
+    /// `shutdown` has been called (a second call waits for the first).
+    pub(crate) shutdown_started: AtomicBool,
+    /// Woken when a drain is asked for on the admin listener.
+    pub(crate) drain_requested: Notify,
 }
 
 impl std::fmt::Debug for NodeShared {

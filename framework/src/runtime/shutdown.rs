@@ -7,6 +7,13 @@ use super::{lock, read, NodeShared};
 
 impl NodeShared {
     pub(crate) async fn shutdown(self: &Arc<Self>) {
+        self.draining.store(true, Ordering::Release);
+        if self.shutdown_started.swap(true, Ordering::AcqRel) {
+            // Another call drains: wait for it to finish.
+            let mut stopped = self.shutdown_signal();
+            let _ = stopped.wait_for(|s| *s).await;
+            return;
+        }
         if self.stopping.load(Ordering::Acquire) {
             return;
         }

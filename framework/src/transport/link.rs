@@ -37,6 +37,8 @@ pub(crate) struct LinkConfig {
     pub(crate) max_frame: usize,
     pub(crate) send_queue_bytes: usize,
     pub(crate) stats: Arc<Stats>,
+    /// The node's metrics, when it has an admin listener.
+    pub(crate) metrics: Option<Arc<crate::metrics::NodeMetrics>>,
 }
 
 const OPEN: u8 = 0;
@@ -403,6 +405,7 @@ impl PeerLink {
     /// The driver: connect, read replies, reconnect with backoff, until down or closed.
     async fn run(self: Arc<Self>) {
         let mut failures: u32 = 0;
+        let mut connected_before = false;
         loop {
             if self.check_open().is_err() {
                 if self.leaving.load(Ordering::Acquire) {
@@ -417,6 +420,10 @@ impl PeerLink {
                     failures = 0;
                     *lock(&self.unreachable) = None;
                     self.resend_watches();
+                    if let Some(m) = &self.config.metrics {
+                        m.link_connected(self.node.as_str(), connected_before);
+                    }
+                    connected_before = true;
                     tracing::debug!(peer = %self.node, "link up");
                     self.read(inbound).await
                 }
