@@ -424,6 +424,58 @@ async fn groups_on_etcd_follow_joins_and_node_death() {
     a.shutdown().await;
 }
 
+/// `read_names` and `read_groups` list what the nodes registered, this cluster's only, and
+/// what a node owned goes with it.
+#[actix::test]
+async fn names_and_groups_are_listed_and_go_with_their_node() {
+    let etcd = etcd();
+    let a = node(&etcd, "lists", "a").await;
+    let b = node(&etcd, "lists", "b").await;
+    let other = node(&etcd, "lists-other", "a").await;
+    let ca = a.spawn(Counter::default());
+    let cb = b.spawn(Counter::default());
+    a.register_name("zeta", &ca).await.unwrap();
+    b.register_name("alpha", &cb).await.unwrap();
+    let hidden = other.spawn(Counter::default());
+    other.register_name("hidden", &hidden).await.unwrap();
+    a.join_group("g", &ca).await.unwrap();
+    b.join_group("g", &cb).await.unwrap();
+    b.join_group("h", &cb).await.unwrap();
+    let reader = discovery(&etcd).await;
+    let names = reader.read_names("lists").await.unwrap();
+    let listed: Vec<(&str, &str, u64)> = names
+        .iter()
+        .map(|(name, e)| (name.as_str(), e.node.as_str(), e.actor.get()))
+        .collect();
+    assert_eq!(
+        listed,
+        [("alpha", "b", cb.id().get()), ("zeta", "a", ca.id().get())],
+        "sorted by name, this cluster's only"
+    );
+    assert_eq!(names[0].1.addr, b.addr());
+    assert_eq!(
+        Some(&names[1].1),
+        reader.lookup_name("lists", "zeta").await.unwrap().as_ref(),
+        "the listing agrees with a lookup"
+    );
+    let groups = reader.read_groups("lists").await.unwrap();
+    assert_eq!(groups.keys().collect::<Vec<_>>(), ["g", "h"]);
+    assert_eq!(groups["g"].len(), 2);
+    assert_eq!(groups["h"].len(), 1);
+    assert_eq!(groups["h"][0].node, *b.id());
+    // b leaves: its name and its memberships go with it.
+    b.shutdown().await;
+    let names = reader.read_names("lists").await.unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(names[0].0, "zeta");
+    let groups = reader.read_groups("lists").await.unwrap();
+    assert_eq!(groups.keys().collect::<Vec<_>>(), ["g"], "{groups:?}");
+    assert_eq!(groups["g"].len(), 1);
+    assert!(reader.read_names("nobody").await.unwrap().is_empty());
+    a.shutdown().await;
+    other.shutdown().await;
+}
+
 #[actix::test]
 async fn one_leader_with_a_fencing_token_and_takeover_when_it_goes() {
     let etcd = etcd();

@@ -37,6 +37,20 @@ impl GroupStatus {
     pub fn missing(&self) -> u32 {
         self.desired.saturating_sub(self.running)
     }
+
+    /// Measures `spec` against the group's `members`, the `live` nodes and whether a
+    /// controller leads the cluster (`led`): what
+    /// [`Node::group_status`](crate::Node::group_status) answers, for a tool that reads these
+    /// from [`Discovery`](crate::Discovery) itself (`read_specs`, `read_group`,
+    /// `read_members`, `leader`).
+    pub fn assess(
+        spec: &GroupSpec,
+        members: &[GroupMember],
+        live: &[NodeInfo],
+        led: bool,
+    ) -> GroupStatus {
+        assess(spec, members, live, led)
+    }
 }
 
 impl fmt::Display for GroupStatus {

@@ -234,6 +234,42 @@ impl Discovery for MemoryDiscovery {
         })
     }
 
+    fn read_groups<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, Vec<GroupMember>>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .map(|c| {
+                    c.groups
+                        .iter()
+                        .filter(|(_, g)| !g.members.is_empty())
+                        .map(|(name, g)| (name.clone(), g.members.values().cloned().collect()))
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+    }
+
+    fn read_names<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<(String, NameEntry)>> {
+        Box::pin(async move {
+            Ok(self
+                .lock()
+                .clusters
+                .get(cluster)
+                .map(|c| {
+                    c.names
+                        .iter()
+                        .map(|(name, entry)| (name.clone(), entry.clone()))
+                        .collect()
+                })
+                .unwrap_or_default())
+        })
+    }
+
     fn join<'a>(&'a self, me: &'a NodeInfo) -> DiscoveryFuture<'a, Membership> {
         Box::pin(async move {
             let mut st = self.lock();
@@ -841,5 +877,55 @@ mod tests {
         assert!(d.fail("c", &NodeId::new("a")));
         assert_eq!(d.lookup_name("c", "svc").await.unwrap(), None);
         d.register_name("c", "svc", &entry("b", 2)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn names_and_groups_are_listed_and_go_with_their_node() {
+        let d = MemoryDiscovery::new();
+        assert!(
+            d.read_names("c").await.unwrap().is_empty(),
+            "unknown cluster"
+        );
+        let _a = d.join(&info("c", "a")).await.unwrap();
+        let _b = d.join(&info("c", "b")).await.unwrap();
+        let _other = d.join(&info("other", "a")).await.unwrap();
+        d.register_name("c", "zeta", &entry("b", 2)).await.unwrap();
+        d.register_name("c", "alpha", &entry("a", 1)).await.unwrap();
+        d.register_name("other", "hidden", &entry("a", 9))
+            .await
+            .unwrap();
+        assert_eq!(
+            d.read_names("c").await.unwrap(),
+            vec![
+                ("alpha".to_owned(), entry("a", 1)),
+                ("zeta".to_owned(), entry("b", 2)),
+            ],
+            "sorted by name, this cluster's only"
+        );
+        let member = |node: &str, actor| GroupMember {
+            node: NodeId::new(node),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            actor: ActorId(actor),
+            actor_type: "t".into(),
+            weight: 1,
+        };
+        d.join_group("c", "g", &member("a", 1)).await.unwrap();
+        d.join_group("c", "g", &member("b", 2)).await.unwrap();
+        d.join_group("c", "h", &member("b", 3)).await.unwrap();
+        let groups = d.read_groups("c").await.unwrap();
+        assert_eq!(groups.keys().collect::<Vec<_>>(), ["g", "h"]);
+        assert_eq!(groups["g"], vec![member("a", 1), member("b", 2)]);
+        assert!(d.fail("c", &NodeId::new("b")));
+        assert_eq!(
+            d.read_names("c").await.unwrap(),
+            vec![("alpha".to_owned(), entry("a", 1))]
+        );
+        let groups = d.read_groups("c").await.unwrap();
+        assert_eq!(
+            groups.len(),
+            1,
+            "a group whose last member went is not listed"
+        );
+        assert_eq!(groups["g"], vec![member("a", 1)]);
     }
 }

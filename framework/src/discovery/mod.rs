@@ -86,6 +86,12 @@ pub struct EntityView {
     pub events: mpsc::UnboundedReceiver<(u64, EntityEvent)>,
 }
 
+/// The error of a backend that does not implement an optional read (`what`, say "listing
+/// names").
+fn not_supported(what: &str) -> Error {
+    Error::Discovery(format!("{what} is not supported by this discovery backend"))
+}
+
 /// The error of a backend that does not keep keyed entities.
 fn no_entities() -> Error {
     Error::Discovery("this discovery backend does not support keyed entities".to_owned())
@@ -139,6 +145,20 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         name: &'a str,
     ) -> DiscoveryFuture<'a, Option<NameEntry>>;
 
+    /// Every name registered in `cluster`, with the actor each points to, sorted by name: a
+    /// read of the store as it is now, no watch (what an operator lists; nodes resolve names
+    /// one at a time with [`lookup_name`](Self::lookup_name)).
+    ///
+    /// Optional: the default fails with [`Error::Discovery`] saying that the backend does not
+    /// support it, so a backend written before this method still compiles. The memory and
+    /// etcd backends implement it.
+    fn read_names<'a>(
+        &'a self,
+        _cluster: &'a str,
+    ) -> DiscoveryFuture<'a, Vec<(String, NameEntry)>> {
+        Box::pin(async { Err(not_supported("listing names")) })
+    }
+
     /// Adds `member` to `group`, owned by `member.node` (it leaves with its node).
     fn join_group<'a>(
         &'a self,
@@ -178,6 +198,20 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
         cluster: &'a str,
         group: &'a str,
     ) -> DiscoveryFuture<'a, Vec<GroupMember>>;
+
+    /// Every group of `cluster` that has members, with its members, by group name: a read of
+    /// the store as it is now, no watch (what an operator lists; groups without a member are
+    /// absent, deployed or not).
+    ///
+    /// Optional: the default fails with [`Error::Discovery`] saying that the backend does not
+    /// support it, so a backend written before this method still compiles. The memory and
+    /// etcd backends implement it.
+    fn read_groups<'a>(
+        &'a self,
+        _cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, Vec<GroupMember>>> {
+        Box::pin(async { Err(not_supported("listing groups")) })
+    }
 
     /// The live members of `cluster` as the store holds them now: a fresh read, not a
     /// follower's view. Specs and members are followed on separate watches, so a node's view

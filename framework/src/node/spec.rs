@@ -14,12 +14,10 @@ impl GroupSpec {
         args: &A::Args,
         replicas: u32,
     ) -> Result<Self> {
-        let mut buf = bytes::BytesMut::new();
-        encode_payload(args, &mut buf).map_err(Error::Codec)?;
         Ok(GroupSpec {
             group: group.into(),
             actor_type: A::NAME.to_owned(),
-            args: buf.to_vec(),
+            args: Self::encode_args(args)?,
             replicas,
             placement: PlacementPolicy::default(),
             selector: BTreeMap::new(),
@@ -28,6 +26,16 @@ impl GroupSpec {
             singleton: false,
             autoscale: None,
         })
+    }
+
+    /// `args` encoded as [`GroupSpec::args`] holds constructor arguments, which the node
+    /// that runs a replica decodes as the actor type's [`Spawnable::Args`]: for a tool that
+    /// writes specs without the actor type at hand (the encoding of `()`, the arguments of a
+    /// constructor that takes none, is empty).
+    pub fn encode_args<T: serde::Serialize + ?Sized>(args: &T) -> Result<Vec<u8>> {
+        let mut buf = bytes::BytesMut::new();
+        encode_payload(args, &mut buf).map_err(Error::Codec)?;
+        Ok(buf.to_vec())
     }
 
     /// Let the controller choose the replica count from the group's load, between `min` and

@@ -142,6 +142,37 @@ impl Discovery for EtcdDiscovery {
         })
     }
 
+    fn read_groups<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> DiscoveryFuture<'a, BTreeMap<String, Vec<GroupMember>>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let keys = inner.keys(cluster);
+            let (_, members) = inner.read_prefix::<GroupMember>(&keys.groups()).await?;
+            let mut groups: BTreeMap<String, Vec<GroupMember>> = BTreeMap::new();
+            for (key, member) in members {
+                if let Some(group) = keys.group_of_member(&key) {
+                    groups.entry(group).or_default().push(member);
+                }
+            }
+            Ok(groups)
+        })
+    }
+
+    fn read_names<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<(String, NameEntry)>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let keys = inner.keys(cluster);
+            let (_, names) = inner.read_prefix::<NameEntry>(&keys.names()).await?;
+            // Keys come sorted, and so do the names under one prefix.
+            Ok(names
+                .into_iter()
+                .filter_map(|(key, entry)| Some((keys.name_of(&key)?, entry)))
+                .collect())
+        })
+    }
+
     fn read_members<'a>(&'a self, cluster: &'a str) -> DiscoveryFuture<'a, Vec<NodeInfo>> {
         Box::pin(async move {
             let inner = &self.inner;

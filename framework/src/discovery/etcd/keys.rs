@@ -32,9 +32,20 @@ impl Keys {
         format!("{}nodes/{}", self.root, node)
     }
 
+    /// `names/`: the prefix of every registered name.
+    pub(super) fn names(&self) -> String {
+        format!("{}names/", self.root)
+    }
+
     /// `names/{name}`.
     pub(super) fn name(&self, name: &str) -> String {
         format!("{}names/{}", self.root, name)
+    }
+
+    /// The name a key under [`names`](Self::names) registers; `None` for any other key.
+    pub(super) fn name_of(&self, key: &[u8]) -> Option<String> {
+        let name = key.strip_prefix(self.names().as_bytes())?;
+        Some(String::from_utf8_lossy(name).into_owned())
     }
 
     /// `load/`: the prefix of every node's load report.
@@ -101,6 +112,20 @@ impl Keys {
         format!("{}leader", self.root)
     }
 
+    /// `groups/`: the prefix of every group's members.
+    pub(super) fn groups(&self) -> String {
+        format!("{}groups/", self.root)
+    }
+
+    /// The group of a key under [`groups`](Self::groups)
+    /// (`groups/{group}/members/{node}/{actor}`); `None` for any other key.
+    pub(super) fn group_of_member(&self, key: &[u8]) -> Option<String> {
+        let rest = key.strip_prefix(self.groups().as_bytes())?;
+        let rest = String::from_utf8_lossy(rest);
+        let (group, tail) = rest.split_once('/')?;
+        tail.starts_with("members/").then(|| group.to_owned())
+    }
+
     /// `groups/{group}/members/`: the prefix of the group's members.
     pub(super) fn group_members(&self, group: &str) -> String {
         format!("{}groups/{}/members/", self.root, group)
@@ -142,7 +167,9 @@ mod tests {
         let n1 = NodeId::new("n1");
         assert_eq!(k.nodes(), "/actormesh/prod/nodes/");
         assert_eq!(k.node(&n1), "/actormesh/prod/nodes/n1");
+        assert_eq!(k.names(), "/actormesh/prod/names/");
         assert_eq!(k.name("svc.a"), "/actormesh/prod/names/svc.a");
+        assert_eq!(k.groups(), "/actormesh/prod/groups/");
         assert_eq!(k.loads(), "/actormesh/prod/load/");
         assert_eq!(k.load(&n1), "/actormesh/prod/load/n1");
         assert_eq!(k.specs(), "/actormesh/prod/specs/");
@@ -175,6 +202,23 @@ mod tests {
         let other = Keys::new("/other", "a");
         assert!(!b.node(&n1).starts_with(&a.nodes()));
         assert!(!other.node(&n1).starts_with(&a.nodes()));
+    }
+
+    #[test]
+    fn the_name_and_the_group_of_a_key() {
+        let k = keys();
+        assert_eq!(
+            k.name_of(k.name("svc.a").as_bytes()),
+            Some("svc.a".to_owned())
+        );
+        assert_eq!(k.name_of(k.spec("svc.a").as_bytes()), None);
+        let key = k.group_member("g", &member("n1", 7));
+        assert_eq!(k.group_of_member(key.as_bytes()), Some("g".to_owned()));
+        assert_eq!(k.group_of_member(k.spec("g").as_bytes()), None);
+        assert_eq!(
+            Keys::new("/actormesh", "other").group_of_member(key.as_bytes()),
+            None
+        );
     }
 
     #[test]
