@@ -123,7 +123,7 @@ async fn metrics_count_messages_and_pass_promtool() {
                 &text,
                 r#"actormesh_messages_total{message="test.Add",direction="inbound"}"#,
             ) {
-                Some(n) if n == 5.0 => Ok(text),
+                Some(5.0) => Ok(text),
                 other => Err(other),
             }
         },

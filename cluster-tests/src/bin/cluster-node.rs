@@ -249,4 +249,7 @@ async fn main() {
             }
         }
     }
+    // The read of stdin runs on a blocking thread that nothing can interrupt: after a drain
+    // request the runtime would wait for it forever. The node has drained: exit now.
+    std::process::exit(0);
 }
