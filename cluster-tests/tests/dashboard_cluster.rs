@@ -65,6 +65,18 @@ fn group_counts(dom: &str, group: &str) -> Option<(String, String)> {
     Some((attr("data-running")?, attr("data-desired")?))
 }
 
+/// Waits (bounded) until the group `replicas` runs 3 replicas.
+async fn three_replicas(me: &Node, what: &str) {
+    poll_until(what, Duration::from_secs(20), POLL, || async {
+        match me.group_status("replicas").await {
+            Ok(s) if s.running == 3 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[actix::test]
 async fn the_dashboard_shows_the_cluster_and_a_killed_node_down() {
     browser::chromium().unwrap_or_else(|e| panic!("{e}"));
@@ -100,19 +112,7 @@ async fn the_dashboard_shows_the_cluster_and_a_killed_node_down() {
         .placement(PlacementPolicy::Spread)
         .select(REPLICA_LABEL.0, REPLICA_LABEL.1);
     me.deploy(&spec).await.expect("deploy");
-    poll_until(
-        "3 replicas running",
-        Duration::from_secs(20),
-        POLL,
-        || async {
-            match me.group_status("replicas").await {
-                Ok(s) if s.running == 3 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    three_replicas(&me, "3 replicas running").await;
 
     let admin = me
         .members()
@@ -176,19 +176,7 @@ async fn the_dashboard_shows_the_cluster_and_a_killed_node_down() {
     );
 
     // The screenshot the book shows, once the controller has replaced the lost replica.
-    poll_until(
-        "3 replicas again",
-        Duration::from_secs(20),
-        POLL,
-        || async {
-            match me.group_status("replicas").await {
-                Ok(s) if s.running == 3 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    three_replicas(&me, "3 replicas again").await;
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard.png");
     let shot = {
         let url = url.clone();
