@@ -200,6 +200,21 @@ async fn health_status_dashboard_and_drain() {
     assert!(nodes.iter().all(|n| n["state"] == "up"), "{body}");
     let b_entry = nodes.iter().find(|n| n["id"] == "b").unwrap();
     assert_eq!(b_entry["admin"], admin_b.to_string(), "{body}");
+    // A group without a spec is listed with its members and no desired count.
+    let worker = b.spawn(Counter::default());
+    b.join_group("ops.workers", &worker).await.unwrap();
+    let (_, body) = http(admin_a, "GET", "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let group = status["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "ops.workers")
+        .cloned()
+        .unwrap_or_else(|| panic!("the group is listed: {body}"));
+    assert_eq!(group["desired"], serde_json::Value::Null, "{body}");
+    assert_eq!(group["running"], 1, "{body}");
+    assert_eq!(group["per_node"]["b"], 1, "{body}");
 
     let (code, page) = http(admin_a, "GET", "/").await;
     assert_eq!(code, 200);

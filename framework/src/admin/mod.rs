@@ -331,16 +331,14 @@ struct MessagesJson {
     dropped: u64,
 }
 
-/// The groups with a spec, and how they stand.
+/// The groups with a spec, and how they stand; then the groups that have members but no
+/// spec (`desired: None`), when the discovery backend can list them.
 async fn group_rows(node: &NodeShared) -> crate::Result<Vec<GroupJson>> {
     let cluster = &node.info.cluster;
     let specs = node.discovery.read_specs(cluster).await?;
     let live = node.discovery.read_members(cluster).await?;
     let led = node.discovery.leader(cluster).await?.is_some();
-    let mut rows = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let members = node.discovery.read_group(cluster, &spec.group).await?;
-        let status = crate::core::status::assess(&spec, &members, &live, led);
+    let on_live = |members: &[crate::core::model::GroupMember]| {
         let mut per_node = BTreeMap::new();
         for m in members
             .iter()
@@ -348,14 +346,40 @@ async fn group_rows(node: &NodeShared) -> crate::Result<Vec<GroupJson>> {
         {
             *per_node.entry(m.node.to_string()).or_insert(0) += 1;
         }
+        per_node
+    };
+    let mut rows = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let members = node.discovery.read_group(cluster, &spec.group).await?;
+        let status = crate::core::status::assess(spec, &members, &live, led);
         rows.push(GroupJson {
             name: spec.group.clone(),
             actor_type: spec.actor_type.clone(),
             desired: Some(status.desired),
             running: status.running,
-            per_node,
+            per_node: on_live(&members),
             blocked: status.blocked.map(|b| b.to_string()),
         });
+    }
+    // A backend that cannot list groups shows the deployed ones only.
+    if let Ok(groups) = node.discovery.read_groups(cluster).await {
+        for (name, members) in groups {
+            if specs.iter().any(|s| s.group == name) {
+                continue;
+            }
+            let per_node = on_live(&members);
+            rows.push(GroupJson {
+                actor_type: members
+                    .first()
+                    .map(|m| m.actor_type.clone())
+                    .unwrap_or_default(),
+                desired: None,
+                running: per_node.values().sum(),
+                per_node,
+                blocked: None,
+                name,
+            });
+        }
     }
     Ok(rows)
 }
