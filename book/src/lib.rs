@@ -31,6 +31,9 @@ pub mod entities {}
 #[doc = include_str!("front-door.md")]
 pub mod front_door {}
 
+#[doc = include_str!("operating.md")]
+pub mod operating {}
+
 #[doc = include_str!("supervision.md")]
 pub mod supervision {}
 

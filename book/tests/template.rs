@@ -392,7 +392,7 @@ fn service_template_renders_builds_passes_lints_and_serves() {
         "the service did not exit 0 after SIGTERM ({status}):\n{output}"
     );
     assert!(
-        output.contains("SIGTERM received") && output.contains("stopped"),
+        output.contains("cause=Terminate") && output.contains("stopped"),
         "the service did not report its shutdown:\n{output}"
     );
 }

@@ -17,7 +17,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -29,8 +29,6 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
-use crate::runtime::{lock, read, NodeShared};
-use crate::stats::DropReason;
 use crate::Error;
 
 /// Ids of the nodes' registries, for the threads' counter caches.
@@ -138,7 +136,6 @@ pub struct NodeMetrics {
     load_reports: Counter,
     group_desired: Family<GroupLabels, Gauge>,
     group_running: Family<GroupLabels, Gauge>,
-    node: Arc<OnceLock<Weak<NodeShared>>>,
     /// Totals for the dashboard's rates: asks, errors.
     totals: [AtomicU64; 2],
 }
@@ -160,7 +157,6 @@ impl fmt::Debug for NodeMetrics {
 
 impl NodeMetrics {
     pub(crate) fn new() -> Arc<Self> {
-        let node = Arc::new(OnceLock::new());
         let mut registry = Registry::with_prefix("actormesh");
         let asks: Family<AskLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(ask_histogram);
@@ -184,7 +180,7 @@ impl NodeMetrics {
         let decisions = Family::<KindLabels, Counter>::default();
         registry.register(
             "controller_decisions",
-            "Orders the controller gave while this node led (spawn, retire, scale)",
+            "Orders the controller gave while this node led, by kind (spawn, retire, put_spec, follow, read_loads, report)",
             decisions.clone(),
         );
         let connects = Family::<PeerLabels, Counter>::default();
@@ -218,7 +214,7 @@ impl NodeMetrics {
             group_running.clone(),
         );
         let messages = Arc::new(MessageCounts::default());
-        registry.register_collector(Box::new(Snapshot(node.clone(), messages.clone())));
+        registry.register_collector(Box::new(MessagesCollector(messages.clone())));
         Arc::new(NodeMetrics {
             registry: Mutex::new(registry),
             messages,
@@ -232,14 +228,13 @@ impl NodeMetrics {
             load_reports,
             group_desired,
             group_running,
-            node,
             totals: Default::default(),
         })
     }
 
-    /// Lets the scrape read the node's own state (drops, members, links, entities).
-    pub(crate) fn attach(&self, node: Weak<NodeShared>) {
-        let _ = self.node.set(node);
+    /// Adds a collector that reads values at each scrape.
+    pub(crate) fn add_collector(&self, collector: impl Collector) {
+        lock(&self.registry).register_collector(Box::new(collector));
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -369,16 +364,40 @@ impl NodeMetrics {
     }
 }
 
-/// What the node knows anyway, read at each scrape.
-struct Snapshot(Arc<OnceLock<Weak<NodeShared>>>, Arc<MessageCounts>);
+/// The message counters of every thread, summed per message and direction at a scrape.
+struct MessagesCollector(Arc<MessageCounts>);
 
-impl fmt::Debug for Snapshot {
+impl fmt::Debug for MessagesCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Snapshot")
+        f.write_str("MessagesCollector")
     }
 }
 
-fn gauge_family<'a, L: EncodeLabelSet + 'a>(
+impl Collector for MessagesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+            Default::default();
+        for slot in lock(&self.0.slots).iter() {
+            *sums
+                .entry((slot.message, slot.direction.as_str()))
+                .or_default() += slot.count.load(Ordering::Relaxed);
+        }
+        let mut metric = encoder.encode_descriptor(
+            "messages",
+            "Messages sent through actor references (local: to an actor on this node; outbound: to another node) and received from other nodes (inbound), by message name",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((message, direction), n) in sums {
+            let labels = MessageLabels { message, direction };
+            ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// A gauge family with constant values, for collectors that read state at a scrape.
+pub(crate) fn gauge_family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -391,126 +410,8 @@ fn gauge_family<'a, L: EncodeLabelSet + 'a>(
     Ok(())
 }
 
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        {
-            // Every thread's counters, summed per message and direction.
-            let mut sums: std::collections::BTreeMap<(&'static str, &'static str), u64> =
-                Default::default();
-            for slot in lock(&self.1.slots).iter() {
-                *sums
-                    .entry((slot.message, slot.direction.as_str()))
-                    .or_default() += slot.count.load(Ordering::Relaxed);
-            }
-            let mut metric = encoder.encode_descriptor(
-                "messages",
-                "Messages sent through actor references (local: to an actor on this node; outbound: to another node) and received from other nodes (inbound), by message name",
-                None,
-                MetricType::Counter,
-            )?;
-            for ((message, direction), n) in sums {
-                let labels = MessageLabels { message, direction };
-                ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        let Some(node) = self.0.get().and_then(Weak::upgrade) else {
-            return Ok(());
-        };
-        let stats = node.stats.snapshot();
-        {
-            let mut metric = encoder.encode_descriptor(
-                "dropped",
-                "Messages this node dropped, by reason (each is also logged)",
-                None,
-                MetricType::Counter,
-            )?;
-            for reason in DropReason::ALL {
-                let labels = [("reason", reason.as_str())];
-                ConstCounter::new(stats.dropped(reason)).encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        let states = {
-            let view = read(&node.view);
-            [
-                view.members().count() as i64,
-                view.departed().count() as i64,
-            ]
-        };
-        gauge_family(
-            &mut encoder,
-            "members",
-            "Cluster members as this node sees them: up, or departed (left or declared down, not back)",
-            ["up", "departed"]
-                .into_iter()
-                .zip(states)
-                .map(|(state, n)| ([("state", state)], n)),
-        )?;
-        let links: Vec<(String, i64)> = lock(&node.peers)
-            .iter()
-            .map(|(id, link)| (id.to_string(), link.queued_bytes() as i64))
-            .collect();
-        gauge_family(
-            &mut encoder,
-            "link_send_queue_bytes",
-            "Bytes waiting in the send queue towards each peer",
-            links
-                .into_iter()
-                .map(|(peer, bytes)| ([("peer", peer)], bytes)),
-        )?;
-        let entities: Vec<_> = read(&node.entities)
-            .values()
-            .map(|h| (h.kind, h.status(&node.info.id)))
-            .collect();
-        for (name, help, pick) in [
-            (
-                "entity_shards_hosted",
-                "Shards of the entity type hosted on this node",
-                (|s: &crate::core::shard::EntityStatus| s.hosted_here as i64)
-                    as fn(&crate::core::shard::EntityStatus) -> i64,
-            ),
-            (
-                "entity_shards_in_motion",
-                "Shards of the entity type being taken, drained or released on this node",
-                |s| s.in_motion_here as i64,
-            ),
-            (
-                "entity_activations",
-                "Active entities of the type on this node",
-                |s| s.activations as i64,
-            ),
-            (
-                "entity_waiting_messages",
-                "Messages for the entity type waiting for a shard to settle",
-                |s| s.waiting as i64,
-            ),
-        ] {
-            gauge_family(
-                &mut encoder,
-                name,
-                help,
-                entities
-                    .iter()
-                    .map(|(kind, s)| ([("kind", *kind)], pick(s))),
-            )?;
-        }
-        let (load, _) = node.load_report(0, Duration::from_secs(1));
-        gauge_family(
-            &mut encoder,
-            "actors",
-            "Actors running on this node",
-            [([("node", node.info.id.to_string())], load.actors as i64)],
-        )?;
-        gauge_family(
-            &mut encoder,
-            "inflight_asks",
-            "Asks from other nodes being handled on this node",
-            [(
-                [("node", node.info.id.to_string())],
-                load.inflight_asks as i64,
-            )],
-        )?;
-        Ok(())
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Error {

@@ -554,7 +554,13 @@ async fn observe(
     if let Some(m) = &shared.metrics {
         let labels = RequestLabels {
             route: route.clone(),
-            method: method.to_string(),
+            // Bounded: the methods a route can have, anything else as `other`.
+            method: match method.as_str() {
+                m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => {
+                    m.to_owned()
+                }
+                _ => "other".to_owned(),
+            },
         };
         m.latency
             .get_or_create(&labels)

@@ -14,7 +14,8 @@
 //!   needed when `LISTEN` is `0.0.0.0:…`);
 //! - `ADMIN` (default `127.0.0.1:9100`), `GATEWAY` (default `127.0.0.1:8080`);
 //! - `REPLICAS` (default 3): the greeters the controller keeps across the cluster;
-//! - `DRAIN_TIMEOUT` (seconds, default 20): the whole drain's budget;
+//! - `DRAIN_TIMEOUT` (seconds, default 20): the whole drain's budget (a quarter for the
+//!   gateway's requests in flight, the rest for the node's own drain);
 //! - `ACTORMESH_TLS_DIR` (`ca.pem`, `{node id}.pem`, `{node id}.key`) for mutual TLS on
 //!   links, or `ACTORMESH_INSECURE_LINKS=1` (development only);
 //! - `RUST_LOG` (default `info`).
@@ -104,6 +105,11 @@ fn env_number(name: &str, default: u64) -> Result<u64, BoxError> {
     }
 }
 
+/// The part of the drain budget the gateway gets to finish its requests.
+fn gateway_drain(total: Duration) -> Duration {
+    total / 4
+}
+
 async fn start_node() -> Result<Node, BoxError> {
     let id = match std::env::var("ACTORMESH_NODE_ID") {
         Ok(id) => id,
@@ -113,7 +119,9 @@ async fn start_node() -> Result<Node, BoxError> {
             .filter(|h| !h.is_empty())
             .ok_or("set ACTORMESH_NODE_ID (no /etc/hostname to default to)")?,
     };
+    // The whole drain's budget: a quarter for the gateway's requests, the rest for the node.
     let drain = Duration::from_secs(env_number("DRAIN_TIMEOUT", 20)?);
+    let drain = drain - gateway_drain(drain);
     let mut builder = Node::builder()
         .cluster(env_or("ACTORMESH_CLUSTER", "shop"))
         .node_id(id.as_str())
@@ -149,11 +157,15 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 
+    let drain_total = Duration::from_secs(env_number("DRAIN_TIMEOUT", 20)?);
     let node = start_node().await?;
     let replicas = u32::try_from(env_number("REPLICAS", 3)?)?;
-    // Every node puts the same spec: the last write wins and they agree.
-    node.deploy(&GroupSpec::new::<Greeter>(GREETERS, &(), replicas)?)
-        .await?;
+    // The first node deploys the group; later ones leave the stored spec alone (an operator
+    // may have scaled it with `actormesh scale`).
+    if let Err(actormesh::Error::UnknownGroup(_)) = node.group_status(GREETERS).await {
+        node.deploy(&GroupSpec::new::<Greeter>(GREETERS, &(), replicas)?)
+            .await?;
+    }
     let gateway = Gateway::builder(node.clone())
         .route(
             Route::get("/hello/{name}")
@@ -178,7 +190,7 @@ async fn main() -> Result<(), BoxError> {
     let cause = node
         .run_until_stopped_with(move || async move {
             // The gateway stops taking requests first and finishes those in flight.
-            let report = gateway.shutdown(Duration::from_secs(5)).await;
+            let report = gateway.shutdown(gateway_drain(drain_total)).await;
             tracing::info!(?report, "gateway drained");
         })
         .await?;

@@ -30,6 +30,8 @@ use crate::core::model::{LoadReport, MembershipEvent, NodeInfo};
 use crate::id::NodeId;
 use crate::runtime::{lock, read, NodeShared};
 
+mod collect;
+
 /// How long the admin listener waits for discovery in one request.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Membership events kept for `/status`.
@@ -78,6 +80,9 @@ struct AdminState {
 
 /// Starts serving `listener` until the node shuts down.
 pub(crate) fn serve(node: &Arc<NodeShared>, listener: tokio::net::TcpListener) {
+    if let Some(metrics) = &node.metrics {
+        metrics.add_collector(collect::Snapshot(Arc::downgrade(node)));
+    }
     let seen = Arc::new(Mutex::new(Seen::default()));
     {
         let mut s = lock(&seen);
@@ -257,10 +262,14 @@ async fn drain(State(state): State<AdminState>) -> Response {
     let Some(node) = state.node.upgrade() else {
         return gone();
     };
-    let first = !node.draining.load(Ordering::Acquire);
+    let first = !node.draining.swap(true, Ordering::AcqRel);
     tracing::info!(node = %node.info.id, "drain requested on the admin listener");
-    node.drain_requested.notify_waiters();
-    tokio::spawn(async move { node.shutdown().await });
+    if node.drain_waiters.load(Ordering::Acquire) > 0 {
+        // `Node::run_until_stopped` drains in order (what feeds the node first).
+        node.drain_requested.notify_waiters();
+    } else {
+        tokio::spawn(async move { node.shutdown().await });
+    }
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "draining": true, "already": !first })),

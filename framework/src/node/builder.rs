@@ -427,10 +427,8 @@ impl NodeBuilder {
             draining: AtomicBool::new(false),
             shutdown_started: AtomicBool::new(false),
             drain_requested: Notify::new(),
+            drain_waiters: AtomicUsize::new(0),
         });
-        if let Some(m) = &shared.metrics {
-            m.attach(Arc::downgrade(&shared));
-        }
         crate::runtime::local::install(&shared);
         crate::runtime::panics::install_hook();
         let membership = match discovery.join(&info).await {
@@ -446,11 +444,12 @@ impl NodeBuilder {
             let _ = shared.lease.set(clock);
         }
         crate::transport::server::serve(shared.clone(), listener);
+        *write(&shared.view) = MembershipView::new(id.clone(), membership.members);
+        // After the first view: the admin listener's list of nodes starts from it.
         if let Some((listener, shown)) = admin {
             crate::admin::serve(&shared, listener);
             tracing::info!(node = %id, admin = %shown, "admin listener: /metrics /healthz /readyz /status, dashboard at /");
         }
-        *write(&shared.view) = MembershipView::new(id.clone(), membership.members);
         let weak = Arc::downgrade(&shared);
         let mut events = membership.events;
         tokio::spawn(async move {

@@ -392,7 +392,20 @@ impl Node {
             .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
         let drain = self.shared.drain_requested.notified();
         let mut stopped = self.shared.shutdown_signal();
+        // Counted while waiting: a drain request is then carried out here, in order (what
+        // `before_drain` stops goes first), not by the admin listener.
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        self.shared
+            .drain_waiters
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let waiting = Waiting(&self.shared.drain_waiters);
         async move {
+            let _waiting = waiting;
             let (mut term, mut int) = signals?;
             let cause = tokio::select! {
                 _ = term.recv() => StopCause::Terminate,

@@ -194,6 +194,8 @@ pub(crate) struct NodeShared {
     pub(crate) shutdown_started: AtomicBool,
     /// Woken when a drain is asked for on the admin listener.
     pub(crate) drain_requested: Notify,
+    /// `Node::run_until_stopped` calls waiting: they carry out a drain request themselves.
+    pub(crate) drain_waiters: AtomicUsize,
 }
 
 impl std::fmt::Debug for NodeShared {
