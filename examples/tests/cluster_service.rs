@@ -39,7 +39,7 @@ fn the_cluster_service_serves_reports_and_drains_on_sigterm() {
     let (links, admin, gateway) = (free_port(), free_port(), free_port());
     let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let gateway: SocketAddr = format!("127.0.0.1:{gateway}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_cluster_service"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cluster_service"))
         .env("ACTORMESH_NODE_ID", "svc-1")
         .env("LISTEN", format!("127.0.0.1:{links}"))
         .env("ADMIN", admin.to_string())
@@ -58,36 +58,35 @@ fn the_cluster_service_serves_reports_and_drains_on_sigterm() {
             .status();
     };
 
-    // Ready within 30 s (the controller starts the three greeters on this node alone).
-    let started = Instant::now();
-    let ready = loop {
-        match get(admin, "/readyz") {
-            Some((200, body)) => break body,
-            _ if started.elapsed() > Duration::from_secs(30) => {
-                kill();
-                panic!("the service was not ready within 30 s");
+    // The service logs `ready` once its group can answer (the controller starts the greeters
+    // on this node alone): wait for that line, at most 30 s.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, logged) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Every line, until the process closes its stdout.
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
             }
-            // Nothing signals readiness to another process: it can only be looked at.
-            _ => std::thread::sleep(Duration::from_millis(50)),
         }
-    };
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match logged.recv_timeout(left) {
+            Ok(line) if line.contains("ready: GET /hello") => break,
+            Ok(_) => continue,
+            Err(_) => {
+                kill();
+                panic!("the service did not log `ready` within 30 s");
+            }
+        }
+    }
+    let (code, ready) = get(admin, "/readyz").expect("the admin listener answers");
+    assert_eq!(code, 200, "{ready}");
     assert!(ready.contains("\"ready\":true"), "{ready}");
-    let answered = (0..100).find_map(|_| match get(gateway, "/hello/ada") {
-        Some((200, body)) => Some(body),
-        // The group's replicas may still be starting: its route answers 503 until then.
-        Some((503, _)) | None => {
-            std::thread::sleep(Duration::from_millis(100));
-            None
-        }
-        Some((code, body)) => {
-            kill();
-            panic!("GET /hello/ada answered {code}: {body}")
-        }
-    });
-    let body = answered.unwrap_or_else(|| {
-        kill();
-        panic!("GET /hello/ada never answered 200 within 10 s")
-    });
+    let (code, body) = get(gateway, "/hello/ada").expect("the gateway answers");
+    assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"greeting\":\"hello, ada\""), "{body}");
 
     let (code, metrics) = get(admin, "/metrics").expect("metrics");
@@ -102,30 +101,10 @@ fn the_cluster_service_serves_reports_and_drains_on_sigterm() {
         metrics.contains(r#"actormesh_group_running_replicas{group="greeters"} 3"#),
         "{metrics}"
     );
-    let promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            kill();
-            panic!("promtool is not installed ({e}): run scripts/ensure-deps.sh --etcd (Debian package `prometheus`)")
-        });
-    let mut promtool = promtool;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let linted = promtool.wait_with_output().unwrap();
-    assert!(
-        linted.status.success() && linted.stdout.is_empty() && linted.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&linted.stdout),
-        String::from_utf8_lossy(&linted.stderr)
-    );
+    if let Err(e) = actormesh_testkit::promtool_check(&metrics) {
+        kill();
+        panic!("{e}");
+    }
 
     // SIGTERM: the service drains and exits 0, bounded.
     let status = Command::new("kill")
@@ -144,8 +123,9 @@ fn the_cluster_service_serves_reports_and_drains_on_sigterm() {
             panic!("the service did not exit within 30 s of SIGTERM");
         }
     };
-    let log = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    // The rest of its stdout (the reader ends at the process's exit), then its stderr.
+    let log =
+        logged.iter().collect::<Vec<_>>().join("\n") + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit {}: {log}", output.status);
     assert!(
         log.contains("gateway drained") && log.contains("Terminate"),

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use actormesh::prelude::*;
@@ -139,42 +138,13 @@ async fn metrics_count_messages_and_pass_promtool() {
     );
 
     // The text passes Prometheus' own linter.
-    let promtool = which("promtool").unwrap_or_else(|| {
-        panic!("promtool is not installed: run scripts/ensure-deps.sh --etcd (Debian package `prometheus`)")
-    });
     for (node, text) in [("a", &text), ("b", &text_b)] {
-        let mut child = Command::new(&promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("promtool runs");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool check metrics on node {node}'s metrics: {}{}\n{text}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(e) = actormesh_testkit::promtool_check(text) {
+            panic!("node {node}'s metrics: {e}\n{text}");
+        }
     }
     a.shutdown().await;
     b.shutdown().await;
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(tool))
-            .find(|p| p.is_file())
-    })
 }
 
 #[actix::test]

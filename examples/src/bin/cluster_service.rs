@@ -180,6 +180,11 @@ async fn main() -> Result<(), BoxError> {
         .build()?
         .serve(env_addr("GATEWAY", "127.0.0.1:8080")?)
         .await?;
+    // Ready once the group can answer: the controller has started a greeter somewhere.
+    node.group::<Greeter>(GREETERS)
+        .await?
+        .wait_for_instances(1, Duration::from_secs(30))
+        .await?;
     tracing::info!(
         node = %node.id(),
         gateway = %gateway.local_addr(),

@@ -36,7 +36,10 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod postgres;
+mod promtool;
+
 pub use postgres::{Postgres, PostgresError};
+pub use promtool::promtool_check;
 
 /// How long [`Etcd::start`] and [`Etcd::start_again`] wait for `/health` to report healthy.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
