@@ -430,20 +430,15 @@ where
     let here = if span.is_disabled() {
         None
     } else {
-        let here = match trace {
-            Some(parent) => {
-                span.record(
-                    "parent_span_id",
-                    tracing::field::display(format_args!("{:016x}", parent.span_id)),
-                );
-                #[cfg(feature = "otlp")]
-                crate::otel::set_remote_parent(&span, &parent);
-                parent.child()
+        Some(match trace {
+            // From another node (or a local send that carried one): continue it.
+            Some(parent) => trace::continue_trace(&span, Some(parent)),
+            None => {
+                let here = trace::child_of_current();
+                trace::record(&span, &here);
+                here
             }
-            None => trace::child_of_current(),
-        };
-        trace::record(&span, &here);
-        Some(here)
+        })
     };
     let _entered = span.enter();
     let run = || <A as Handler<M>>::handle(actor, message, ctx);

@@ -124,6 +124,8 @@ fn ask_histogram() -> Histogram {
 /// A node's metrics and the registry `/metrics` encodes.
 pub struct NodeMetrics {
     registry: Mutex<Registry>,
+    /// Metrics registered by [`NodeMetrics::register_shared`], by name.
+    shared: Mutex<std::collections::HashMap<String, Box<dyn std::any::Any + Send + Sync>>>,
     messages: Arc<MessageCounts>,
     /// This registry's id in the threads' caches of message counters.
     id: u64,
@@ -217,6 +219,7 @@ impl NodeMetrics {
         registry.register_collector(Box::new(MessagesCollector(messages.clone())));
         Arc::new(NodeMetrics {
             registry: Mutex::new(registry),
+            shared: Mutex::default(),
             messages,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             asks,
@@ -259,6 +262,26 @@ impl NodeMetrics {
     /// appended by the encoder). For a service's own metrics, and the gateway's.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         lock(&self.registry).register(name, help, metric);
+    }
+
+    /// The metric that an earlier call registered under `name`, or `make()`'s, registered now
+    /// as [`register`](Self::register) would: for components of which a node may run several
+    /// (two gateways on one node count into one family, instead of writing the same metric
+    /// twice, which Prometheus refuses). `None` when `name` was shared as another type.
+    pub fn register_shared<M: Metric + Clone>(
+        &self,
+        name: &str,
+        help: &str,
+        make: impl FnOnce() -> M,
+    ) -> Option<M> {
+        let mut shared = lock(&self.shared);
+        if let Some(existing) = shared.get(name) {
+            return existing.downcast_ref::<M>().cloned();
+        }
+        let metric = make();
+        shared.insert(name.to_owned(), Box::new(metric.clone()));
+        lock(&self.registry).register(name, help, metric.clone());
+        Some(metric)
     }
 
     /// The metrics in the Prometheus text format (version 0.0.4).

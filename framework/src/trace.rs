@@ -8,7 +8,9 @@
 //! Code that receives work from outside the cluster (an HTTP gateway, a queue consumer)
 //! continues the caller's trace with [`TraceContext::from_traceparent`] and [`in_trace`]:
 //! every send made while the wrapped future runs is a child of that position, and the trace
-//! id travels to the handlers on other nodes.
+//! id travels to the handlers on other nodes. When it also has a span of its own for the
+//! work, [`continue_trace`] gives that span its place (and, with OpenTelemetry export on,
+//! makes the caller the exported span's parent).
 //!
 //! ```
 //! use actormesh::trace::{in_trace, TraceContext};
@@ -150,6 +152,38 @@ impl<F: Future> Future for InTrace<F> {
         let context = self.context;
         with_current(Some(context), || self.future.as_mut().poll(cx))
     }
+}
+
+/// Places `span` in the trace of `parent` (a position received from outside, e.g. a
+/// `traceparent` header), or at the root of a new trace when there is none, and returns the
+/// position to run its work in (with [`in_trace`]).
+///
+/// Records the ids in the span's `trace_id`, `span_id` and `parent_span_id` fields (lowercase
+/// hex) when it declares them. With OpenTelemetry export on (feature `otlp`, the layer of
+/// `otel::OtlpExport` installed), `parent` becomes the exported span's remote parent and the
+/// position returned is the exported span's own, so the caller, this span and the handlers
+/// on other nodes are one exported trace. A disabled span gets no fields; the position is
+/// returned all the same.
+pub fn continue_trace(span: &tracing::Span, parent: Option<TraceContext>) -> TraceContext {
+    #[allow(unused_mut)]
+    let mut here = parent.map_or_else(TraceContext::new_root, |p| p.child());
+    if span.is_disabled() {
+        return here;
+    }
+    if let Some(parent) = parent {
+        span.record(
+            "parent_span_id",
+            tracing::field::display(format_args!("{:016x}", parent.span_id)),
+        );
+        #[cfg(feature = "otlp")]
+        crate::otel::set_remote_parent(span, &parent);
+    }
+    #[cfg(feature = "otlp")]
+    if let Some(otel) = crate::otel::position(span) {
+        here = otel;
+    }
+    record(span, &here);
+    here
 }
 
 /// A new span position: a child of the running handler's trace, or the root of a new trace.

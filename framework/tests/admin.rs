@@ -269,3 +269,108 @@ async fn readiness_fails_while_draining_and_metrics_are_off_without_admin() {
     plain.shutdown().await;
     a.shutdown().await;
 }
+
+#[actix::test]
+async fn run_until_stopped_runs_before_drain_first_then_leaves() {
+    let (a, b) = pair_with_admin().await;
+    let admin_b = b.admin_addr().unwrap();
+    let counter = b.spawn(Counter::default());
+    b.register_name("ops.order", &counter).await.unwrap();
+    let remote = a.lookup::<Counter>("ops.order").await.unwrap();
+    remote.tell(Add(7)).unwrap();
+    let mut events = a.subscribe();
+
+    // What `before_drain` sees: b already refuses readiness, yet it is still a member of the
+    // cluster and still answers asks (its own drain has not begun).
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let stopped = b.run_until_stopped_with({
+        let (seen, a, b, remote) = (seen.clone(), a.clone(), b.clone(), remote.clone());
+        move || async move {
+            let ready = http(admin_b, "GET", "/readyz").await.0;
+            let answer = remote.ask(Get).await;
+            let member = a.members().iter().any(|n| n.id == *b.id());
+            *seen.borrow_mut() = Some((b.is_draining(), ready, answer, member));
+        }
+    });
+    let (cause, (code, body)) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(15), stopped),
+        http(admin_b, "POST", "/drain")
+    );
+    assert_eq!(code, 202, "{body}");
+    let cause = cause
+        .expect("the drain ends within 15 s")
+        .expect("signal handlers installed");
+    assert_eq!(cause, actormesh::StopCause::DrainRequest);
+    let (draining, ready, answer, member) = seen
+        .borrow_mut()
+        .take()
+        .expect("before_drain ran during the drain");
+    assert!(draining, "draining is set before before_drain runs");
+    assert_eq!(ready, 503, "readiness fails before before_drain runs");
+    assert_eq!(
+        answer.expect("b still answers asks while before_drain runs"),
+        7
+    );
+    assert!(member, "b is still a member while before_drain runs");
+
+    // Then b drained: it left the cluster and its actors stopped.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(actormesh::MembershipEvent::Left(id)) if id.as_str() == "b" => break,
+                Ok(_) => continue,
+                Err(e) => panic!("membership events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("a sees b leave after its drain");
+    assert!(
+        remote.ask(Get).await.is_err(),
+        "b's actors are gone after the drain"
+    );
+    a.shutdown().await;
+}
+
+#[actix::test]
+async fn services_add_metrics_and_shared_ones_are_written_once() {
+    use prometheus_client::metrics::counter::Counter as PromCounter;
+    use prometheus_client::metrics::gauge::Gauge;
+    let node = Node::builder()
+        .admin(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .start()
+        .await
+        .unwrap();
+    let metrics = node.metrics().expect("metrics with an admin listener");
+    let own = PromCounter::<u64>::default();
+    metrics.register("orders_placed", "Orders placed", own.clone());
+    own.inc_by(3);
+    // Two components asking for the same shared counter get one, written once.
+    let first = metrics
+        .register_shared("jobs_done", "Jobs done", PromCounter::<u64>::default)
+        .unwrap();
+    let second = metrics
+        .register_shared("jobs_done", "Jobs done", PromCounter::<u64>::default)
+        .unwrap();
+    first.inc();
+    second.inc();
+    assert!(
+        metrics
+            .register_shared("jobs_done", "Jobs done", Gauge::<i64>::default)
+            .is_none(),
+        "the name is taken by a counter"
+    );
+    let (code, text) = http(node.admin_addr().unwrap(), "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    assert_eq!(sample(&text, "actormesh_orders_placed_total"), Some(3.0));
+    assert_eq!(sample(&text, "actormesh_jobs_done_total"), Some(2.0));
+    assert_eq!(
+        text.matches("# TYPE actormesh_jobs_done").count(),
+        1,
+        "{text}"
+    );
+    if let Err(e) = actormesh_testkit::promtool_check(&text) {
+        panic!("{e}\n{text}");
+    }
+    node.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! OpenTelemetry export against a real OTLP/gRPC receiver (a tonic server of the OTLP trace
 //! service, from `opentelemetry-proto`): a remote ask from node a to node b arrives as one
 //! trace, b's handler span a child of a's send span through the trace context that crossed
-//! the link. Its own test binary: it installs a subscriber.
+//! the link; and work that came from outside with a `traceparent` (`trace::continue_trace`)
+//! is exported in the caller's trace. Its own test binary: it installs a subscriber.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actormesh::otel::OtlpExport;
+use actormesh::trace::{continue_trace, in_trace, TraceContext};
 use common::{counter_seen_from, Get};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -19,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use tracing::Instrument;
 use tracing_subscriber::prelude::*;
 
 /// What the receiver got: (service name, span).
@@ -106,6 +109,21 @@ async fn a_remote_ask_is_one_trace_across_both_nodes() {
     let counter = counter_seen_from(&b, &a, "otlp.counter").await;
     assert!(!counter.is_local());
     assert_eq!(counter.ask(Get).await.unwrap(), 0);
+
+    // Work from outside: a span continuing an incoming traceparent, an ask inside it.
+    let incoming =
+        TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
+    let request = tracing::info_span!(
+        "outside.request",
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    let here = continue_trace(&request, Some(incoming));
+    assert_eq!(here.trace_id, incoming.trace_id, "the caller's trace");
+    let answer = in_trace(here, counter.ask(Get)).instrument(request).await;
+    assert_eq!(answer.unwrap(), 0);
     a.shutdown().await;
     b.shutdown().await;
     drop(guard);
@@ -160,6 +178,25 @@ async fn a_remote_ask_is_one_trace_across_both_nodes() {
         hex(&send.trace_id),
         hex(&send.span_id),
         hex(&handle.span_id)
+    );
+
+    // The outside request: exported in the caller's trace, the caller its parent, at the
+    // position `continue_trace` returned; b's handler of that ask in the same trace.
+    let request = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| s.name == "outside.request")
+        .expect("the request span was exported");
+    assert_eq!(request.trace_id, incoming.trace_id.to_be_bytes());
+    assert_eq!(request.parent_span_id, incoming.span_id.to_be_bytes());
+    assert_eq!(request.span_id, here.span_id.to_be_bytes());
+    assert_eq!(attr(request, "trace_id"), Some(incoming.trace_id_hex()));
+    assert!(
+        spans
+            .iter()
+            .any(|(_, s)| s.name == "actormesh.handle"
+                && s.trace_id == incoming.trace_id.to_be_bytes()),
+        "b's handler of the request's ask is in the caller's trace"
     );
     Arc::try_unwrap(export)
         .expect("one owner left")

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actormesh::trace::{in_trace, TraceContext};
+use actormesh::trace::{continue_trace, in_trace, TraceContext};
 use actormesh::Node;
 use axum::body::Body;
 use axum::extract::{
@@ -119,32 +119,35 @@ fn latency_histogram() -> Histogram {
 }
 
 impl GatewayMetrics {
+    /// The node's gateway metrics, shared by every gateway the node runs; `None` without an
+    /// admin listener (or when a service took these names for metrics of other types).
     fn register(node: &Node) -> Option<Self> {
         let registry = node.metrics()?;
-        let requests = Family::<StatusLabels, Counter>::default();
-        registry.register(
-            "gateway_requests",
-            "HTTP requests the gateway answered, by route template, method and status",
-            requests.clone(),
-        );
-        let latency: Family<RequestLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(latency_histogram);
-        registry.register(
-            "gateway_request_duration_seconds",
-            "Time from a request's arrival to its answer, by route template and method",
-            latency.clone(),
-        );
-        let in_flight = Gauge::default();
-        registry.register(
-            "gateway_in_flight_requests",
-            "Requests the gateway is handling now",
-            in_flight.clone(),
-        );
-        Some(GatewayMetrics {
-            requests,
-            latency,
-            in_flight,
-        })
+        let metrics = (|| {
+            Some(GatewayMetrics {
+                requests: registry.register_shared(
+                    "gateway_requests",
+                    "HTTP requests the gateways answered, by route template, method and status",
+                    Family::<StatusLabels, Counter>::default,
+                )?,
+                latency: registry.register_shared(
+                    "gateway_request_duration_seconds",
+                    "Time from a request's arrival to its answer, by route template and method",
+                    || Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+                )?,
+                in_flight: registry.register_shared(
+                    "gateway_in_flight_requests",
+                    "Requests the gateways are handling now",
+                    Gauge::default,
+                )?,
+            })
+        })();
+        if metrics.is_none() {
+            tracing::warn!(
+                "the node's metrics already hold gateway_* metrics of other types: this gateway records none"
+            );
+        }
+        metrics
     }
 }
 
@@ -481,27 +484,23 @@ async fn observe(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(TraceContext::from_traceparent);
-    let here = parent.map_or_else(TraceContext::new_root, |p| p.child());
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "-".to_owned(), |m| m.as_str().to_owned());
-    request.extensions_mut().insert(Traced(here));
     let span = tracing::info_span!(
         "actormesh.gateway.request",
         method = %method,
         route = %route,
-        trace_id = %here.trace_id_hex(),
-        span_id = %here.span_id_hex(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         parent_span_id = tracing::field::Empty,
     );
-    if let Some(parent) = parent {
-        span.record(
-            "parent_span_id",
-            tracing::field::display(parent.span_id_hex()),
-        );
-    }
+    // With OpenTelemetry export on, the caller is the exported span's parent and `here` is
+    // that span's own position.
+    let here = continue_trace(&span, parent);
+    request.extensions_mut().insert(Traced(here));
     let mut response = match shared.slots.clone().try_acquire_owned() {
         Ok(slot) => {
             shared.in_flight.fetch_add(1, Ordering::Relaxed);

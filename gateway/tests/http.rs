@@ -659,3 +659,44 @@ fn invalid_configurations_are_refused_when_built() {
         node.shutdown().await;
     });
 }
+
+#[actix::test]
+async fn two_gateways_on_one_node_share_its_metrics() {
+    let node = actormesh::Node::builder()
+        .admin("127.0.0.1:0".parse().unwrap())
+        .start()
+        .await
+        .unwrap();
+    let greeter = node.spawn(Greeter {
+        node: node.id().to_string(),
+    });
+    node.join_group("greeters", &greeter).await.unwrap();
+    let (first, http_first) =
+        serve(Gateway::builder(node.clone()).route(greet_route("/hello/{name}", "greeters"))).await;
+    let (second, http_second) =
+        serve(Gateway::builder(node.clone()).route(greet_route("/hello/{name}", "greeters"))).await;
+    for http in [&http_first, &http_second, &http_second] {
+        assert_eq!(http.get("/hello/ops").await.status, StatusCode::OK);
+    }
+    let admin = Http::new(node.admin_addr().unwrap());
+    let metrics = admin.get("/metrics").await.text;
+    assert!(
+        metrics.contains(
+            r#"actormesh_gateway_requests_total{route="/hello/{name}",method="GET",status="200"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics
+            .matches("# TYPE actormesh_gateway_requests_total ")
+            .count(),
+        1,
+        "{metrics}"
+    );
+    if let Err(e) = actormesh_testkit::promtool_check(&metrics) {
+        panic!("{e}\n{metrics}");
+    }
+    first.shutdown(Duration::from_secs(2)).await;
+    second.shutdown(Duration::from_secs(2)).await;
+    node.shutdown().await;
+}

@@ -38,8 +38,13 @@ pub(crate) struct Config {
     pub(crate) max_moves: usize,
     /// A handler's work on a normal node, in milliseconds (lowest, highest).
     pub(crate) work_ms: (u64, u64),
-    /// How many times a message is forwarded between nodes before it is dropped.
+    /// How many times a message is forwarded between nodes before it is dropped (the
+    /// runtime's `MAX_HOPS`).
     pub(crate) max_hops: u32,
+    /// A node whose assignment is older than the one a message was routed by holds the
+    /// message until its view catches up, instead of forwarding it by its older view (the
+    /// runtime's rule; off only to show what it prevents).
+    pub(crate) hold_newer: bool,
     /// How long a node keeps a message waiting for its shard before dropping it.
     pub(crate) max_wait: Duration,
     /// How long a leaving node drains before it leaves anyway.
@@ -61,7 +66,8 @@ impl Default for Config {
             tick: Duration::from_secs(1),
             max_moves: 2,
             work_ms: (1, 20),
-            max_hops: 8,
+            max_hops: u32::from(crate::runtime::entity::MAX_HOPS),
+            hold_newer: true,
             max_wait: Duration::from_secs(10),
             leave_deadline: Duration::from_secs(30),
             drift_ppm: 10_000,

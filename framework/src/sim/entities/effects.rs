@@ -21,6 +21,8 @@ pub(crate) struct Envelope {
     pub(crate) shard: u32,
     /// How many times nodes forwarded it.
     pub(crate) hops: u32,
+    /// The version of the assignment its sender routed it by (0: sent without one).
+    pub(crate) version: u64,
     /// When it reached this node, on the node's clock.
     pub(crate) since: Time,
 }
@@ -45,9 +47,13 @@ pub(crate) enum Counter {
     Handled,
     /// A queued message not handled: the fence said no when its handler was to start.
     Fenced,
-    /// A message dropped: waited too long for its shard, forwarded too often, or dropped
-    /// with a stopped activation.
+    /// A message dropped: waited too long for its shard, or dropped with a stopped
+    /// activation.
     Dropped,
+    /// A message dropped because it was forwarded [`Config::max_hops`] times.
+    ///
+    /// [`Config::max_hops`]: super::config::Config::max_hops
+    HopLimit,
     /// A message forwarded to the shard's assignee.
     Forwarded,
     /// A save refused by the store (a larger token claimed the state).

@@ -42,6 +42,13 @@
 //! depose it (seed 958: nobody planned again). A third only wasted requests: a stale
 //! ownership was deleted again at every answer until the watch caught up.
 //!
+//! A fourth was found by the cluster test of a graceful handoff and is modelled here since:
+//! a node that has seen a handoff forwards a message to the new assignee before that node's
+//! watch shows it, which sends it back by its older view, until the hop limit drops it. Over
+//! 300 seeds of graceful leaves and joins only, 3 seeds lose a message that way without the
+//! rule ([`Config::hold_newer`]: a message carries the assignment version it was routed by,
+//! and a node with an older one holds it), none with it.
+//!
 //! The properties are in [`check`]; the tests in `tests`.
 
 use std::time::Duration;
@@ -96,17 +103,32 @@ pub(crate) fn run_seed(seed: u64) -> Run {
 /// [`run_seed`] with `rule`; `keep_going`: the run goes on after a failure, to see which
 /// properties fail.
 pub(crate) fn run_seed_with(seed: u64, rule: Rule, keep_going: bool) -> Run {
-    let mut rng = Rng::new(seed);
-    let nodes = 3 + rng.below(3);
-    let faults_for = rng.millis(60_000, 180_000);
     let cfg = Config {
         rule,
         ..Config::default()
     };
+    run(seed, cfg, keep_going, scenario::faults)
+}
+
+/// A run with graceful changes only ([`scenario::handoffs`]: leaves and joins), with or
+/// without the rule that holds a message routed by a newer assignment than the node's
+/// ([`Config::hold_newer`]).
+pub(crate) fn run_handoffs(seed: u64, hold_newer: bool) -> Run {
+    let cfg = Config {
+        hold_newer,
+        ..Config::default()
+    };
+    run(seed, cfg, true, scenario::handoffs)
+}
+
+fn run(seed: u64, cfg: Config, keep_going: bool, make: scenario::FaultsFn) -> Run {
+    let mut rng = Rng::new(seed);
+    let nodes = 3 + rng.below(3);
+    let faults_for = rng.millis(60_000, 180_000);
     let mut world = World::new(cfg, rng);
     world.keep_going = keep_going;
     let end = faults_for + QUIET;
-    world.random_scenario(nodes, faults_for, end);
+    world.random_scenario(nodes, faults_for, end, make);
     if world.run_until(end) || keep_going {
         world.check_end();
     }

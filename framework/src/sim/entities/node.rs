@@ -23,7 +23,10 @@
 //! - **Routing**: a message for a shard owned here goes to its activation; for a shard
 //!   taken, drained or released here, or assigned here but not taken yet, it waits (at most
 //!   [`Config::max_wait`]); otherwise it is forwarded to the assignee the view shows (at
-//!   most [`Config::max_hops`] times).
+//!   most [`Config::max_hops`] times), stamped with the view's assignment version. A
+//!   message stamped with a newer version than the view's waits for the view instead
+//!   ([`Config::hold_newer`]): forwarding it by the older view bounced it between a node
+//!   that had seen a handoff and one that had not, until the hop limit dropped it.
 //! - **Leadership**: a registered node campaigns when its view shows no leader, or its own
 //!   key while it does not lead; the leader plans at the next tick whenever its view
 //!   changed ([`leader`](super::leader)).
@@ -609,9 +612,14 @@ impl Node {
                 self.host.deliver(ctx, env, token, &gate);
             }
             Local::Idle => match self.view.assignee(shard) {
+                // Routed here by a newer assignment than this node has seen: forwarding it by
+                // the older one would send it back; it waits for the view to catch up.
+                Some(_) if self.cfg.hold_newer && env.version > self.view.version() => {
+                    self.pending.entry(shard).or_default().push_back(env)
+                }
                 Some(to) if *to != self.id => {
                     if env.hops >= self.cfg.max_hops {
-                        ctx.count(Counter::Dropped);
+                        ctx.count(Counter::HopLimit);
                         return;
                     }
                     ctx.count(Counter::Forwarded);
@@ -620,6 +628,7 @@ impl Node {
                         to,
                         env: Envelope {
                             hops: env.hops + 1,
+                            version: self.view.version(),
                             ..env
                         },
                     });

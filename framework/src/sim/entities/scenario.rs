@@ -68,6 +68,26 @@ pub(crate) enum Fault {
     Fast(u64),
 }
 
+/// Draws a run's faults for a duration.
+pub(crate) type FaultsFn = fn(&mut Rng, Duration) -> Vec<(Time, Fault)>;
+
+/// Only graceful changes, for `faults_for`: 2 to 8 leaves and joins (no kill, freeze,
+/// partition or slowdown), so every message is expected to be handled.
+pub(crate) fn handoffs(rng: &mut Rng, faults_for: Duration) -> Vec<(Time, Fault)> {
+    let end = faults_for.as_millis() as u64;
+    (0..rng.range(2, 8))
+        .map(|_| {
+            let at = rng.range(5_000, end.saturating_sub(1_000).max(5_000));
+            let fault = if rng.chance(0.5) {
+                Fault::Leave
+            } else {
+                Fault::Join
+            };
+            (Duration::from_millis(at), fault)
+        })
+        .collect()
+}
+
 /// The faults of a run whose faults last `faults_for`, by time.
 pub(crate) fn faults(rng: &mut Rng, faults_for: Duration) -> Vec<(Time, Fault)> {
     let count = rng.range(2, 12);

@@ -125,6 +125,11 @@ impl View {
         self.owners.get(shard as usize)?.as_ref().map(|(_, t)| *t)
     }
 
+    /// The version of the assignment the node sees (0: none yet).
+    pub(crate) fn version(&self) -> u64 {
+        self.assignment.as_ref().map_or(0, |a| a.version)
+    }
+
     /// `shard`'s assignee as the node sees it.
     pub(crate) fn assignee(&self, shard: u32) -> Option<&NodeId> {
         self.assignment.as_ref().and_then(|a| a.node(shard))

@@ -26,7 +26,7 @@ use super::config::Config;
 use super::effects::{Ctx, Envelope, Out, Timer};
 use super::etcd::{Change, Etcd, Op, Reply};
 use super::node::Node;
-use super::scenario::{faults, Fault};
+use super::scenario::{Fault, FaultsFn};
 use super::store::{Store, StoreOp, StoreReply};
 use super::trace::Trace;
 
@@ -211,13 +211,21 @@ impl World {
 
     /// Starts `nodes` nodes and schedules the random scenario: clients from 2 s until 10 s
     /// before `end`, faults for `faults_for`.
-    pub(crate) fn random_scenario(&mut self, nodes: usize, faults_for: Duration, end: Time) {
+    /// `make` draws the faults ([`faults`](super::scenario::faults) or [`handoffs`](super::scenario::handoffs)).
+    pub(crate) fn random_scenario(
+        &mut self,
+        nodes: usize,
+        faults_for: Duration,
+        end: Time,
+        make: FaultsFn,
+    ) {
+        let faults = make(&mut self.rng, faults_for);
         for _ in 0..nodes {
             self.join();
         }
         self.clients_until = end.saturating_sub(Duration::from_secs(10));
         self.schedule(Duration::from_secs(2), Ev::Client);
-        for (at, fault) in faults(&mut self.rng, faults_for) {
+        for (at, fault) in faults {
             self.schedule(at, Ev::Fault(fault));
         }
     }
@@ -547,21 +555,24 @@ impl World {
         }
         let key = format!("k{}", self.rng.below(self.cfg.keys));
         let shard = shard_of(key.as_bytes(), self.cfg.shards);
+        // A client with an up-to-date view routes by it (and says so); otherwise any node.
+        let version = self.etcd.assignment().map_or(0, |a| a.version);
         let assignee = self
             .etcd
             .assignment()
             .and_then(|a| a.node(shard))
             .and_then(|id| self.by_id.get(id).copied());
         let any = incs[self.rng.below(incs.len())];
-        let to = match assignee {
-            Some(inc) if self.rng.chance(0.75) => inc,
-            _ => any,
+        let (to, version) = match assignee {
+            Some(inc) if self.rng.chance(0.75) => (inc, version),
+            _ => (any, 0),
         };
         let env = Envelope {
             id: self.next_msg,
             shard,
             key,
             hops: 0,
+            version,
             since: Time::ZERO,
         };
         self.next_msg += 1;
