@@ -17,10 +17,12 @@
 #                                    in the virtual environment
 #                                    ${XDG_CACHE_HOME:-~/.cache}/actormesh/venv-k8s
 #   scripts/ensure-deps.sh --bench   also wrk, the HTTP load generator of the gateway
-#                                    benchmark (scripts/bench-gateway.sh)
+#                                    benchmark (scripts/bench-gateway.sh), and valgrind,
+#                                    which counts the instructions of the metrics benchmark
+#                                    (scripts/bench-metrics-instructions.sh)
 #
-# On Debian/Ubuntu (apt-get present) a missing protoc, etcd, PostgreSQL or wrk is installed
-# with apt-get (packages protobuf-compiler, etcd-server, postgresql and wrk), as root or
+# On Debian/Ubuntu (apt-get present) a missing protoc, etcd, PostgreSQL, wrk or valgrind is
+# installed with apt-get (packages protobuf-compiler, etcd-server, postgresql, wrk, valgrind), as root or
 # through sudo.
 # The tests start their own PostgreSQL servers: the one the package may start is not used.
 # A missing or older cargo-generate is built there with `cargo install cargo-generate
@@ -54,7 +56,7 @@ for arg in "$@"; do
         --deploy) want_deploy=1 ;;
         --bench) want_bench=1 ;;
         -h | --help)
-            sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -150,6 +152,10 @@ Install them, then run this script again:
     Fedora (dnf):      sudo dnf install wrk
     macOS (Homebrew):  brew install wrk
 
+  valgrind (only for scripts/bench-metrics-instructions.sh; Linux):
+    Debian / Ubuntu:   sudo apt-get install valgrind
+    Fedora (dnf):      sudo dnf install valgrind
+
   kubernetes-validate $KUBERNETES_VALIDATE_VERSION (scripts/validate-deploy.sh and the test suite
   check the Kubernetes manifests with it), on every system once Python 3 is there:
       python3 -m venv $K8S_VALIDATE_VENV
@@ -196,6 +202,7 @@ fi
 
 if [ "$want_bench" -eq 1 ]; then
     command -v wrk >/dev/null 2>&1 || missing+=("wrk")
+    command -v valgrind >/dev/null 2>&1 || missing+=("valgrind")
 fi
 
 # kubernetes-validate is installed with pip below, once python3 and its venv module are there.
@@ -248,6 +255,7 @@ for tool in ${missing[@]+"${missing[@]}"}; do
         ip) apt_packages+=("iproute2") ;;
         postgres) apt_packages+=("postgresql") ;;
         wrk) apt_packages+=("wrk") ;;
+        valgrind) apt_packages+=("valgrind") ;;
         promtool) apt_packages+=("prometheus") ;;
         chromium) apt_packages+=("chromium") ;;
         cc) apt_packages+=("gcc" "libc6-dev") ;;

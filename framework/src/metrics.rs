@@ -25,7 +25,6 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
@@ -45,9 +44,7 @@ struct Slot {
 impl Slot {
     #[inline]
     fn bump(&self) {
-        // A load and a store, not a read-modify-write: this thread is the only writer.
-        self.count
-            .store(self.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        add_owned(&self.count, 1);
     }
 }
 
@@ -60,13 +57,48 @@ struct MessageCounts {
 /// (registry id, message name's address, direction).
 type SlotKey = (u64, usize, Direction);
 
+/// The hash of the threads' slot maps. Their keys are registry ids, addresses of static
+/// names and small enums, chosen by the program and not by its inputs: a multiply-rotate
+/// hash is enough (SipHash cost more than the rest of an ask's metrics).
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A thread's map of slots.
+type SlotMap<K, V> =
+    std::collections::HashMap<K, Arc<V>, std::hash::BuildHasherDefault<SlotHasher>>;
+
 thread_local! {
     /// The counter this thread used last (hot loops send one message type to one node).
     static LAST: std::cell::RefCell<Option<(SlotKey, Arc<Slot>)>> =
         const { std::cell::RefCell::new(None) };
     /// This thread's counters, by node, message and direction.
-    static SLOTS: std::cell::RefCell<std::collections::HashMap<SlotKey, Arc<Slot>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    static SLOTS: std::cell::RefCell<SlotMap<SlotKey, Slot>> =
+        std::cell::RefCell::new(SlotMap::default());
+    /// This thread's ask latencies, by node and message.
+    static ASK_SLOTS: std::cell::RefCell<SlotMap<(u64, usize), AskSlot>> =
+        std::cell::RefCell::new(SlotMap::default());
 }
 
 /// Where a message went, seen from the node that counts it.
@@ -116,9 +148,48 @@ struct GroupLabels {
     group: String,
 }
 
-/// The histogram of one message's ask latency: 50 µs to about 13 s, doubling.
-fn ask_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+/// Bounded buckets of the ask latency histogram: 50 µs to about 13 s, doubling.
+const ASK_BUCKETS: usize = 19;
+/// The first bucket's upper bound, in nanoseconds.
+const ASK_FIRST_BOUND_NANOS: u64 = 50_000;
+
+/// One thread's ask latencies of one message on one node. Only that thread writes it.
+#[derive(Debug)]
+struct AskSlot {
+    message: &'static str,
+    /// Asks per bucket (not cumulative); the last past the largest bound.
+    buckets: [AtomicU64; ASK_BUCKETS + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl AskSlot {
+    fn observe(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        add_owned(&self.buckets[ask_bucket(nanos)], 1);
+        add_owned(&self.sum_nanos, nanos);
+    }
+}
+
+/// Adds to a counter only this thread writes: a load and a store, no read-modify-write.
+#[inline]
+fn add_owned(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// The bucket of an ask that took `nanos`: the first whose upper bound (50 µs × 2^i) is at
+/// least that, or the overflow bucket.
+fn ask_bucket(nanos: u64) -> usize {
+    let q = nanos.saturating_sub(1) / ASK_FIRST_BOUND_NANOS;
+    ((u64::BITS - q.leading_zeros()) as usize).min(ASK_BUCKETS)
+}
+
+/// Every thread's ask latency slots of one node, read at a scrape.
+#[derive(Debug, Default)]
+struct AskTimes {
+    slots: Mutex<Vec<Arc<AskSlot>>>,
 }
 
 /// A node's metrics and the registry `/metrics` encodes.
@@ -129,7 +200,7 @@ pub struct NodeMetrics {
     messages: Arc<MessageCounts>,
     /// This registry's id in the threads' caches of message counters.
     id: u64,
-    asks: Family<AskLabels, Histogram, fn() -> Histogram>,
+    asks: Arc<AskTimes>,
     errors: Family<KindLabels, Counter>,
     membership_events: Family<KindLabels, Counter>,
     decisions: Family<KindLabels, Counter>,
@@ -160,13 +231,8 @@ impl fmt::Debug for NodeMetrics {
 impl NodeMetrics {
     pub(crate) fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("actormesh");
-        let asks: Family<AskLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(ask_histogram);
-        registry.register(
-            "ask_duration_seconds",
-            "Time from sending an ask to its reply or error, by message name",
-            asks.clone(),
-        );
+        let asks = Arc::new(AskTimes::default());
+        registry.register_collector(Box::new(AsksCollector(asks.clone())));
         let errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "ask_errors",
@@ -332,10 +398,25 @@ impl NodeMetrics {
         LAST.with(|last| *last.borrow_mut() = Some((key, slot)));
     }
 
+    /// Times one ask, on the asking thread's own histogram of its message (no lock, no
+    /// shared cache line), and counts its error.
     pub(crate) fn ask_done(&self, message: &'static str, took: Duration, error: Option<&Error>) {
-        self.asks
-            .get_or_create(&AskLabels { message })
-            .observe(took.as_secs_f64());
+        let key = (self.id, message.as_ptr() as usize);
+        ASK_SLOTS.with(|slots| {
+            slots
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| {
+                    let slot = Arc::new(AskSlot {
+                        message,
+                        buckets: Default::default(),
+                        sum_nanos: AtomicU64::new(0),
+                    });
+                    lock(&self.asks.slots).push(slot.clone());
+                    slot
+                })
+                .observe(took)
+        });
         self.totals[0].fetch_add(1, Ordering::Relaxed);
         if let Some(e) = error {
             self.totals[1].fetch_add(1, Ordering::Relaxed);
@@ -419,6 +500,53 @@ impl Collector for MessagesCollector {
     }
 }
 
+/// Encodes the ask latency histograms: every thread's slots summed by message.
+struct AsksCollector(Arc<AskTimes>);
+
+impl fmt::Debug for AsksCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AsksCollector")
+    }
+}
+
+impl Collector for AsksCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut sums: std::collections::BTreeMap<&'static str, ([u64; ASK_BUCKETS + 1], u64)> =
+            Default::default();
+        for slot in lock(&self.0.slots).iter() {
+            let (buckets, sum) = sums.entry(slot.message).or_default();
+            for (total, b) in buckets.iter_mut().zip(&slot.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+            *sum = sum.wrapping_add(slot.sum_nanos.load(Ordering::Relaxed));
+        }
+        let mut metric = encoder.encode_descriptor(
+            "ask_duration_seconds",
+            "Time from sending an ask to its reply or error, by message name",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (message, (counts, sum_nanos)) in sums {
+            // The count is the buckets' total, so `_count` and the `+Inf` bucket agree even
+            // while asks are being timed.
+            let count = counts.iter().sum();
+            let bounds = (0..ASK_BUCKETS)
+                .map(|i| (ASK_FIRST_BOUND_NANOS << i) as f64 / 1e9)
+                .chain([f64::INFINITY]);
+            let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+            metric
+                .encode_family(&AskLabels { message })?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    sum_nanos as f64 / 1e9,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+        }
+        Ok(())
+    }
+}
+
 /// A gauge family with constant values, for collectors that read state at a scrape.
 pub(crate) fn gauge_family<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
@@ -474,5 +602,66 @@ impl Error {
             Error::StaleActivation { .. } => "stale_activation",
             Error::Store(_) => "store",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ask_buckets_are_the_first_bound_at_least_the_time() {
+        assert_eq!(ask_bucket(0), 0);
+        assert_eq!(ask_bucket(50_000), 0);
+        assert_eq!(ask_bucket(50_001), 1);
+        assert_eq!(ask_bucket(100_000), 1);
+        assert_eq!(ask_bucket(100_001), 2);
+        assert_eq!(ask_bucket(50_000 << 18), 18);
+        assert_eq!(ask_bucket((50_000 << 18) + 1), ASK_BUCKETS, "overflow");
+        assert_eq!(ask_bucket(u64::MAX), ASK_BUCKETS);
+    }
+
+    #[test]
+    fn asks_timed_on_several_threads_are_one_histogram_per_message() {
+        let metrics = NodeMetrics::new();
+        let times = [30u64, 70, 70, 20_000];
+        std::thread::scope(|s| {
+            for (i, micros) in times.into_iter().enumerate() {
+                let metrics = &metrics;
+                s.spawn(move || {
+                    let error = (i == 3).then_some(Error::Timeout {
+                        after: Duration::from_millis(20),
+                    });
+                    metrics.ask_done("t.Q", Duration::from_micros(micros), error.as_ref());
+                });
+            }
+        });
+        metrics.ask_done("t.Other", Duration::from_micros(10), None);
+        let text = metrics.encode();
+        let line = |l: &str| text.lines().any(|x| x == l);
+        let q = |le: &str, n: u64| {
+            line(&format!(
+                r#"actormesh_ask_duration_seconds_bucket{{message="t.Q",le="{le}"}} {n}"#
+            ))
+        };
+        assert!(q("5e-05", 1) && q("0.0001", 3) && q("0.0128", 3), "{text}");
+        assert!(q("0.0256", 4) && q("13.1072", 4) && q("+Inf", 4), "{text}");
+        assert_eq!(text.matches(r#"message="t.Q",le="#).count(), 20, "{text}");
+        assert!(
+            line(r#"actormesh_ask_duration_seconds_count{message="t.Q"} 4"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"actormesh_ask_duration_seconds_sum{message="t.Q"} 0.02017"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"actormesh_ask_duration_seconds_count{message="t.Other"} 1"#),
+            "{text}"
+        );
+        assert!(
+            line(r#"actormesh_ask_errors_total{kind="timeout"} 1"#),
+            "{text}"
+        );
     }
 }

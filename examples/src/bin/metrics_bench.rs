@@ -4,6 +4,11 @@
 //! alternating between the two.
 //!
 //! `cargo run --release -p actormesh-examples --bin metrics_bench`
+//!
+//! `metrics_bench --only <local|remote|ask> --metrics <on|off> --n <N>` runs one workload of
+//! `N` messages on one pair and exits: `scripts/bench-metrics-instructions.sh` runs it under
+//! `valgrind --tool=callgrind` at two sizes and prints the instructions per message with
+//! metrics off and on (counts that do not depend on what else the machine runs).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -148,8 +153,48 @@ where
     Ok((off, on))
 }
 
+/// One workload (`--only`), on one pair (`--metrics on|off`), of `--n` messages.
+async fn only(args: &[String]) -> Result<(), BoxError> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .ok_or_else(|| format!("{flag} <value> is required with --only"))
+    };
+    let what = value("--only")?.as_str();
+    let metrics = match value("--metrics")?.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(format!("--metrics on|off, not {other}").into()),
+    };
+    let n: u64 = value("--n")?.parse()?;
+    let (a, b) = pair("only", metrics).await?;
+    let sink = b.spawn(Sink::default());
+    b.register_name("sink", &sink).await?;
+    let remote = a.lookup::<Sink>("sink").await?;
+    match what {
+        "local" => {
+            tells(&b.spawn(Sink::default()), n).await?;
+        }
+        "remote" => {
+            tells(&remote, n).await?;
+        }
+        "ask" => {
+            asks(&remote, n).await?;
+        }
+        other => return Err(format!("--only local|remote|ask, not {other}").into()),
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}
+
 #[actix::main]
 async fn main() -> Result<(), BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--only") {
+        return only(&args).await;
+    }
     println!(
         "metrics bench ({} build), medians of {ROUNDS} alternating rounds",
         if cfg!(debug_assertions) {
