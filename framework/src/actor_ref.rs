@@ -558,7 +558,7 @@ pub(crate) fn trace_of(span: &tracing::Span) -> Option<trace::TraceContext> {
     let mut ctx = trace::child_of_current();
     // With OpenTelemetry recording, the position carried to the other node is the span's own.
     #[cfg(feature = "otlp")]
-    if let Some(otel) = crate::otel::position(span) {
+    if let Some(otel) = trace::otel::position(span) {
         ctx = otel;
     }
     trace::record(span, &ctx);

@@ -27,15 +27,12 @@
 
 use std::thread::JoinHandle;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
+use tracing_opentelemetry::OpenTelemetryLayer;
 
-use crate::trace::TraceContext;
 use crate::Error;
 
 /// An OTLP/gRPC span exporter and the tracer its [`layer`](OtlpExport::layer) records with.
@@ -146,26 +143,4 @@ impl Drop for OtlpExport {
     fn drop(&mut self) {
         let _ = self.stop_all();
     }
-}
-
-/// The OpenTelemetry position of `span`, when an OpenTelemetry layer records it.
-pub(crate) fn position(span: &tracing::Span) -> Option<TraceContext> {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| TraceContext {
-        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
-        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
-    })
-}
-
-/// Makes `parent` (from another node) the OpenTelemetry parent of `span`.
-pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &TraceContext) {
-    let sc = SpanContext::new(
-        TraceId::from_bytes(parent.trace_id.to_be_bytes()),
-        SpanId::from_bytes(parent.span_id.to_be_bytes()),
-        TraceFlags::SAMPLED,
-        true,
-        TraceState::default(),
-    );
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
 }

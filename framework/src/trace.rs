@@ -176,10 +176,10 @@ pub fn continue_trace(span: &tracing::Span, parent: Option<TraceContext>) -> Tra
             tracing::field::display(format_args!("{:016x}", parent.span_id)),
         );
         #[cfg(feature = "otlp")]
-        crate::otel::set_remote_parent(span, &parent);
+        otel::set_remote_parent(span, &parent);
     }
     #[cfg(feature = "otlp")]
-    if let Some(otel) = crate::otel::position(span) {
+    if let Some(otel) = otel::position(span) {
         here = otel;
     }
     record(span, &here);
@@ -213,6 +213,40 @@ pub(crate) fn record(span: &tracing::Span, ctx: &TraceContext) {
         "span_id",
         tracing::field::display(format_args!("{:016x}", ctx.span_id)),
     );
+}
+
+/// The OpenTelemetry side of trace positions (feature `otlp`): here rather than in `otel`,
+/// which depends on this module, not the other way round.
+#[cfg(feature = "otlp")]
+pub(crate) mod otel {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::TraceContext;
+
+    /// The OpenTelemetry position of `span`, when an OpenTelemetry layer records it.
+    pub(crate) fn position(span: &tracing::Span) -> Option<TraceContext> {
+        let cx = span.context();
+        let sc = cx.span().span_context().clone();
+        sc.is_valid().then(|| TraceContext {
+            trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        })
+    }
+
+    /// Makes `parent` (from another node) the OpenTelemetry parent of `span`.
+    pub(crate) fn set_remote_parent(span: &tracing::Span, parent: &TraceContext) {
+        let sc = SpanContext::new(
+            TraceId::from_bytes(parent.trace_id.to_be_bytes()),
+            SpanId::from_bytes(parent.span_id.to_be_bytes()),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc));
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,25 @@ async fn pair_with_admin() -> (Node, Node) {
     (a, b)
 }
 
+/// Waits (at most 10 s) for `node` to leave, as `events` tell it.
+async fn left(
+    events: &mut tokio::sync::broadcast::Receiver<actormesh::MembershipEvent>,
+    node: &str,
+    what: &str,
+) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(actormesh::MembershipEvent::Left(id)) if id.as_str() == node => break,
+                Ok(_) => continue,
+                Err(e) => panic!("membership events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect(what);
+}
+
 /// The value of the sample `name{labels}` in Prometheus text, if present.
 fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines()
@@ -201,17 +220,12 @@ async fn health_status_dashboard_and_drain() {
     let (code, body) = http(admin_b, "POST", "/drain").await;
     assert_eq!(code, 202, "{body}");
     assert!(b.is_draining());
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(actormesh::MembershipEvent::Left(id)) if id.as_str() == "b" => break,
-                Ok(_) => continue,
-                Err(e) => panic!("membership events ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("b leaves within 10 s of the drain request");
+    left(
+        &mut events,
+        "b",
+        "b leaves within 10 s of the drain request",
+    )
+    .await;
     // The departed node stays on a's page, as left, with the event.
     let (_, body) = http(admin_a, "GET", "/status").await;
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -314,17 +328,7 @@ async fn run_until_stopped_runs_before_drain_first_then_leaves() {
     assert!(member, "b is still a member while before_drain runs");
 
     // Then b drained: it left the cluster and its actors stopped.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(actormesh::MembershipEvent::Left(id)) if id.as_str() == "b" => break,
-                Ok(_) => continue,
-                Err(e) => panic!("membership events ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("a sees b leave after its drain");
+    left(&mut events, "b", "a sees b leave after its drain").await;
     assert!(
         remote.ask(Get).await.is_err(),
         "b's actors are gone after the drain"
