@@ -1,11 +1,68 @@
 //! Shared pieces of the actormesh examples and benchmarks: child processes that announce
-//! themselves, percentiles, and durations printed the same way everywhere.
+//! themselves, percentiles, durations printed the same way everywhere, and the benchmarks'
+//! sink actor ([`sink`]).
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// The actor the benchmarks send to: it counts [`Hit`](sink::Hit)s, says how many it
+/// counted ([`Count`](sink::Count)) and answers a [`Ping`](sink::Ping) with its number.
+pub mod sink {
+    use actix::{Actor, Context, Handler};
+    use actormesh::RemoteMessage;
+    use serde::{Deserialize, Serialize};
+
+    /// One tell of a throughput figure (a 16-byte payload).
+    #[derive(Debug, Clone, RemoteMessage, Serialize, Deserialize)]
+    #[remote(name = "bench.Hit", result = "()")]
+    pub struct Hit(pub [u8; 16]);
+
+    /// How many hits the sink has counted.
+    #[derive(Debug, Clone, RemoteMessage, Serialize, Deserialize)]
+    #[remote(name = "bench.Count", result = "u64")]
+    pub struct Count;
+
+    /// A round trip: answered with its number.
+    #[derive(Debug, Clone, RemoteMessage, Serialize, Deserialize)]
+    #[remote(name = "bench.Ping", result = "u64")]
+    pub struct Ping(pub u64);
+
+    /// Counts hits.
+    #[derive(Debug, Default)]
+    pub struct Sink {
+        hits: u64,
+    }
+
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Hit> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: Hit, _: &mut Context<Self>) {
+            self.hits += 1;
+        }
+    }
+
+    impl Handler<Count> for Sink {
+        type Result = u64;
+        fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
+            self.hits
+        }
+    }
+
+    impl Handler<Ping> for Sink {
+        type Result = u64;
+        fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
+            msg.0
+        }
+    }
+
+    actormesh::remote_actor!(Sink = "bench.Sink" { Hit, Count, Ping });
+}
 
 /// The error type of the example binaries.
 pub type BoxError = Box<dyn std::error::Error>;

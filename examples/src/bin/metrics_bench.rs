@@ -13,11 +13,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler};
 use actormesh::prelude::*;
-use serde::{Deserialize, Serialize};
-
-type BoxError = Box<dyn std::error::Error>;
+use actormesh_examples::sink::{Count, Hit, Sink};
+use actormesh_examples::{median, BoxError};
 
 /// Tells per round of the local figure.
 const LOCAL_MESSAGES: u64 = 1_000_000;
@@ -29,41 +27,6 @@ const ASKS: u64 = 5_000;
 const ROUNDS: usize = 5;
 /// Yield to the runtime every this many sends (lets the receiver and the link run).
 const YIELD_EVERY: u64 = 256;
-
-/// A 16-byte message.
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "bench.Hit", result = "()")]
-struct Hit([u8; 16]);
-
-/// How many hits the sink has seen.
-#[derive(Debug, Clone, Serialize, Deserialize, RemoteMessage)]
-#[remote(name = "bench.Count", result = "u64")]
-struct Count;
-
-#[derive(Default)]
-struct Sink {
-    hits: u64,
-}
-
-impl Actor for Sink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Hit> for Sink {
-    type Result = ();
-    fn handle(&mut self, _: Hit, _: &mut Context<Self>) {
-        self.hits += 1;
-    }
-}
-
-impl Handler<Count> for Sink {
-    type Result = u64;
-    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
-        self.hits
-    }
-}
-
-actormesh::remote_actor!(Sink = "bench.Sink" { Hit, Count });
 
 /// Two nodes on one discovery; with an admin listener (metrics on) when `metrics`.
 async fn pair(cluster: &str, metrics: bool) -> Result<(Node, Node), BoxError> {
@@ -119,11 +82,6 @@ async fn asks(sink: &ActorRef<Sink>, n: u64) -> Result<Duration, BoxError> {
     }
     took.sort();
     Ok(took[took.len() / 2])
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Runs `round` for off and on alternately, discarding one warm-up each; returns the medians.

@@ -19,11 +19,10 @@
 
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler};
 use actormesh::prelude::*;
 use actormesh::{DevCa, LinkTls, NodeBuilder};
+use actormesh_examples::sink::{Count, Hit, Ping, Sink};
 use actormesh_examples::{median, micros, rate, BoxError};
-use serde::{Deserialize, Serialize};
 
 /// Tells per throughput round.
 const TELLS: u64 = 500_000;
@@ -35,53 +34,6 @@ const NEW_LINKS: usize = 30;
 const LIMIT: Duration = Duration::from_secs(30);
 /// The sender yields to its runtime every this many tells, so its link writer runs.
 const YIELD_EVERY: u64 = 4096;
-
-/// One tell of the throughput figure.
-#[derive(Debug, RemoteMessage, Serialize, Deserialize)]
-#[remote(name = "tls-bench.Hit", result = "()")]
-struct Hit([u8; 16]);
-
-/// How many hits arrived.
-#[derive(Debug, RemoteMessage, Serialize, Deserialize)]
-#[remote(name = "tls-bench.Count", result = "u64")]
-struct Count;
-
-/// A round trip.
-#[derive(Debug, RemoteMessage, Serialize, Deserialize)]
-#[remote(name = "tls-bench.Ping", result = "u64")]
-struct Ping(u64);
-
-#[derive(Default)]
-struct Sink {
-    hits: u64,
-}
-
-impl Actor for Sink {
-    type Context = Context<Self>;
-}
-
-impl Handler<Hit> for Sink {
-    type Result = ();
-    fn handle(&mut self, _: Hit, _: &mut Context<Self>) {
-        self.hits += 1;
-    }
-}
-
-impl Handler<Count> for Sink {
-    type Result = u64;
-    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> u64 {
-        self.hits
-    }
-}
-
-impl Handler<Ping> for Sink {
-    type Result = u64;
-    fn handle(&mut self, msg: Ping, _: &mut Context<Self>) -> u64 {
-        msg.0
-    }
-}
-
-actormesh::remote_actor!(Sink = "tls-bench.Sink" { Hit, Count, Ping });
 
 /// The figures of one kind of link.
 #[derive(Debug)]
