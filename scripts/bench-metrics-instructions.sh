@@ -24,8 +24,7 @@ esac
 
 ./scripts/ensure-deps.sh --bench
 cargo build --release -p actormesh-examples --bin metrics_bench
-bin="$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/metrics_bench"
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release/metrics_bench"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

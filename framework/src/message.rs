@@ -427,19 +427,10 @@ where
         span_id = tracing::field::Empty,
         parent_span_id = tracing::field::Empty,
     );
-    let here = if span.is_disabled() {
-        None
-    } else {
-        Some(match trace {
-            // From another node (or a local send that carried one): continue it.
-            Some(parent) => trace::continue_trace(&span, Some(parent)),
-            None => {
-                let here = trace::child_of_current();
-                trace::record(&span, &here);
-                here
-            }
-        })
-    };
+    // The sender's position (from another node, or a local send that carried one), else
+    // the running handler's, else a new trace.
+    let here =
+        (!span.is_disabled()).then(|| trace::continue_trace(&span, trace.or_else(trace::current)));
     let _entered = span.enter();
     let run = || <A as Handler<M>>::handle(actor, message, ctx);
     // Without a trace position (spans disabled) there is no context to set.

@@ -470,13 +470,8 @@ impl NodeMetrics {
 }
 
 /// The message counters of every thread, summed per message and direction at a scrape.
+#[derive(Debug)]
 struct MessagesCollector(Arc<MessageCounts>);
-
-impl fmt::Debug for MessagesCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MessagesCollector")
-    }
-}
 
 impl Collector for MessagesCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
@@ -502,13 +497,8 @@ impl Collector for MessagesCollector {
 }
 
 /// Encodes the ask latency histograms: every thread's slots summed by message.
+#[derive(Debug)]
 struct AsksCollector(Arc<AskTimes>);
-
-impl fmt::Debug for AsksCollector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AsksCollector")
-    }
-}
 
 impl Collector for AsksCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
